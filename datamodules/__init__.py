@@ -1,0 +1,5 @@
+"""Data: one LightningDataModule per domain and source, split into the paper's development sets."""
+from .build import DOMAINS, SOURCES, build_datamodule
+from .splits import DEV_SETS
+
+__all__ = ["DEV_SETS", "DOMAINS", "SOURCES", "build_datamodule"]

@@ -1,0 +1,1 @@
+"""Synthetic medical-image domains, generated deterministically from a seed (the offline default)."""

@@ -1,0 +1,57 @@
+"""Command line: `medtransfer run --config <yaml> [key=value ...]` (same as `python -m experiments`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import CONFIG_DIR, ConfigError
+
+EPILOG = """\
+overrides are OmegaConf dotlist entries, for example:
+  medtransfer run --config experiments/configs/demo.yaml train.max_epochs=2 data.num_patients=200
+  medtransfer run --config experiments/configs/demo.yaml 'attacks=[{name: fgsm, eps: [0.004, 0.008]}]'
+results go to the MLflow store given by tracking.uri, else $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medtransfer",
+        description="Measure how adversarial attacks crafted on surrogate medical-image classifiers "
+                    "transfer to target classifiers; every pair is logged to MLflow.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run", help="run a study from a YAML config", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train the study's model zoo, craft each adversarial set once on its surrogate, "
+                    "evaluate every target on clean, adversarial and control-noise images, log to MLflow "
+                    "and print the result table.")
+    run.add_argument("--config", required=True, metavar="YAML",
+                     help=f"study config file (presets: {', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.yaml')))} "
+                          f"in {CONFIG_DIR.relative_to(CONFIG_DIR.parent.parent)}/)")
+    run.add_argument("overrides", nargs="*", metavar="key=value",
+                     help="OmegaConf dotlist overrides applied on top of the config file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .config import load_config
+    from .study import format_table, run_study
+    from .tracking import default_tracking_uri, ui_command
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        table = run_study(cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"medtransfer: error: {err}", file=sys.stderr)
+        return 2
+    print()
+    print(format_table(table))
+    print("See the runs in the MLflow UI:")
+    print(f"  {ui_command(cfg.tracking.uri or default_tracking_uri())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

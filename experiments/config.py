@@ -1,0 +1,131 @@
+"""Study configuration: OmegaConf structured schema, YAML presets and dotlist overrides."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from datamodules.splits import TEST_FRACTION, VAL_FRACTION
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    domain: str = "pathology"
+    source: str = "synthetic"
+    image_size: int = 32
+    num_patients: int = 600
+    images_per_patient: int = 4
+    signal: float = 1.0
+    test_fraction: float = TEST_FRACTION
+    val_fraction: float = VAL_FRACTION
+    seed: int = 0
+    batch_size: int = 64
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    arch: str = "tiny_cnn"
+    init: str = "random"
+    dev_set: str = "d1"
+    instance: int = 0
+
+
+@dataclass
+class AttackConfig:
+    name: str = "ifgsm"
+    eps: list[float] = field(default_factory=lambda: [0.01])
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 5
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None
+    experiment: Optional[str] = None
+
+
+@dataclass
+class StudyConfig:
+    name: str = "study"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    models: list[ModelConfig] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    surrogates: list[str] = field(default_factory=list)
+    pairs: str = "all"
+    attacks: list[AttackConfig] = field(default_factory=lambda: [AttackConfig()])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    output_dir: str = "outputs"
+
+
+PAIR_MODES = ("all", "whitebox", "transfer")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the file, key or value."""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Merge the schema, a YAML file and `key=value` overrides; unknown keys and bad types fail."""
+    schema = OmegaConf.structured(StudyConfig)
+    try:
+        layers = [schema]
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"{path}: config file not found")
+            layers.append(OmegaConf.load(path))
+        layers.append(OmegaConf.from_dotlist(list(overrides or [])))
+        cfg = OmegaConf.merge(*layers)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as err:
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + str(err).splitlines()[0]) from None
+    except Exception as err:  # YAML syntax errors and the like
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + " ".join(str(err).split())) from None
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    if not cfg.models:
+        raise ConfigError("models: the model zoo is empty")
+    names = [m.name for m in cfg.models]
+    duplicate = sorted({n for n in names if names.count(n) > 1})
+    if duplicate:
+        raise ConfigError(f"models: duplicate model name {duplicate[0]!r}")
+    for key in ("targets", "surrogates"):
+        for name in cfg[key]:
+            if name not in names:
+                raise ConfigError(f"{key}: unknown model {name!r}; valid: {', '.join(names)}")
+    if cfg.pairs not in PAIR_MODES:
+        raise ConfigError(f"pairs: unknown mode {cfg.pairs!r}; valid: {', '.join(PAIR_MODES)}")
+
+
+def preset_path(name: str) -> Path:
+    return CONFIG_DIR / f"{name}.yaml"

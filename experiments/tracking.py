@@ -1,0 +1,62 @@
+"""MLflow helpers: the default SQLite store under mlruns/, experiments, code version."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+STORE_DIR = Path("mlruns")
+
+
+def default_tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else an SQLite database in ./mlruns."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a local SQLite store keeps artifacts (beside the database); servers decide for themselves."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def setup_experiment(uri: str, name: str) -> str:
+    """Point MLflow at `uri` and return the id of experiment `name`, creating it if needed."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_root(uri))
+
+
+def ui_command(uri: str) -> str:
+    """The `mlflow ui` command that shows the runs of `uri`."""
+    if uri.startswith("sqlite:///"):
+        return f"mlflow ui --backend-store-uri {uri} --default-artifact-root {artifact_root(uri)}"
+    return f"open {uri} in a browser (tracking server)"
+
+
+def code_version() -> str:
+    """Git commit of the code, with '+dirty' when the work tree has changes; 'unknown' outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def config_hash(payload: dict) -> str:
+    """Stable short hash of a JSON-able description of a piece of work."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
