@@ -1,7 +1,6 @@
 """The transfer study: train each model once, craft each adversarial set once, evaluate every target."""
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from lightning_modules.tasks import scores
 
 from .config import load_config
 from .metrics import attack_success_rate, auc, perturbation_metrics
-from .tracking import code_version, config_hash, default_tracking_uri, setup_experiment
+from .tracking import code_version, config_hash, default_tracking_uri, log_frame, log_text_files, setup_experiment
 from .training import datamodule_for, train_model
 
 RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "auc_clean", "auc_adv", "auc_control",
@@ -29,12 +28,28 @@ class TestSet:
     images: torch.Tensor
     labels: torch.Tensor
     task: str
+    label_names: list[str]
+    sample_ids: list
 
 
 def load_test_set(cfg: DictConfig) -> TestSet:
     data = datamodule_for(cfg, "d1")
+    dataset = data.dataset("test")
     images, labels = zip(*data.test_dataloader())
-    return TestSet(torch.cat(images), torch.cat(labels), data.task)
+    return TestSet(torch.cat(images), torch.cat(labels), data.task, data.label_names,
+                   [int(i) for i in dataset.indices])
+
+
+def prediction_table(test: TestSet, clean: torch.Tensor, adv: torch.Tensor, control: torch.Tensor) -> pd.DataFrame:
+    """Per-sample labels and target scores on clean, adversarial and control images (one column per
+    output for multi-output tasks)."""
+    columns = {"sample": test.sample_ids}
+    names = test.label_names if test.task != "binary" else [""]
+    for kind, values in (("label", test.labels), ("clean", clean), ("adv", adv), ("control", control)):
+        values = values.reshape(len(values), -1).float()
+        for j, name in enumerate(names):
+            columns[f"{kind}_{name}".rstrip("_")] = values[:, j].numpy()
+    return pd.DataFrame(columns)
 
 
 @torch.inference_mode()
@@ -129,19 +144,17 @@ def run_study(cfg: DictConfig | str | Path) -> pd.DataFrame:
                 }
                 metrics["auc_pct_clean"] = 100.0 * metrics["auc_adv"] / metrics["auc_clean"]
                 log_pair(cfg, zoo[surrogate], zoo[target], setting, metrics, experiment_id, parent.info.run_id,
-                         version, val_auc)
+                         version, val_auc, prediction_table(test, clean[target], adv_probs, ctrl_probs))
                 rows.append({"surrogate": surrogate, "target": target, "attack": setting["name"],
                              "eps": setting["eps"], **metrics})
 
         table = pd.DataFrame(rows)
-        with tempfile.TemporaryDirectory() as tmp:
-            table.to_csv(Path(tmp) / "results.csv", index=False)
-            (Path(tmp) / "results.md").write_text(format_table(table))
-            mlflow.log_artifacts(tmp)
+        log_text_files({"results.csv": table.to_csv(index=False), "results.md": format_table(table)})
     return table
 
 
-def log_pair(cfg, surrogate, target, setting, metrics, experiment_id, parent_id, version, val_auc) -> None:
+def log_pair(cfg, surrogate, target, setting, metrics, experiment_id, parent_id, version, val_auc,
+             predictions: pd.DataFrame) -> None:
     """One child run per surrogate->target pair and attack setting (DESIGN.md's MLflow contract)."""
     params = {f"surrogate.{k}": v for k, v in surrogate.items()}
     params.update({f"target.{k}": v for k, v in target.items()})
@@ -163,6 +176,7 @@ def log_pair(cfg, surrogate, target, setting, metrics, experiment_id, parent_id,
         mlflow.log_params(params)
         mlflow.log_metrics({**metrics, "surrogate_val_auc": val_auc[surrogate.name],
                             "target_val_auc": val_auc[target.name]})
+        log_frame(predictions, "predictions.csv")
 
 
 def format_table(table: pd.DataFrame) -> str:

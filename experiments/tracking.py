@@ -5,9 +5,11 @@ import hashlib
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
 STORE_DIR = Path("mlruns")
@@ -60,3 +62,16 @@ def code_version() -> str:
 def config_hash(payload: dict) -> str:
     """Stable short hash of a JSON-able description of a piece of work."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def log_text_files(files: dict[str, str]) -> None:
+    """Log text files (name -> content) as artifacts of the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        mlflow.log_artifacts(tmp)
+
+
+def log_frame(frame: pd.DataFrame, name: str) -> None:
+    """Log a DataFrame as a CSV artifact of the active run."""
+    log_text_files({name: frame.to_csv(index=False)})

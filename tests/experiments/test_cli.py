@@ -1,0 +1,54 @@
+"""The command line as a user meets it: a real process, help texts, one-line errors."""
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+
+from experiments.config import preset_path
+
+
+def medtransfer(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "experiments", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_help_lists_commands_and_options():
+    top = medtransfer("--help")
+    assert top.returncode == 0 and "run" in top.stdout
+    run = medtransfer("run", "--help")
+    assert run.returncode == 0
+    assert "--config" in run.stdout and "key=value" in run.stdout and "MLFLOW_TRACKING_URI" in run.stdout
+
+
+def test_unknown_config_key_is_one_line_naming_it():
+    result = medtransfer("run", "--config", str(preset_path("smoke")), "train.max_epoch=1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "max_epoch" in lines[0]
+
+
+def test_malformed_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    result = medtransfer("run", "--config", str(bad))
+    assert result.returncode == 2
+    assert str(bad) in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_epsilon_fails_before_any_work(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = medtransfer("run", "--config", str(preset_path("smoke")), f"tracking.uri={uri}",
+                         "attacks=[{name: fgsm, eps: [1.5]}]")
+    assert result.returncode == 2 and "eps=1.5" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_run_prints_table_and_ui_command(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    result = medtransfer("run", "--config", str(preset_path("smoke")), f"tracking.uri={uri}",
+                         "train.max_epochs=1", "pairs=whitebox", "attacks=[{name: fgsm, eps: [0.02]}]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| surrogate | target | attack | eps |" in result.stdout
+    assert f"mlflow ui --backend-store-uri {uri}" in result.stdout
+    experiment = MlflowClient(uri).get_experiment_by_name("smoke")
+    assert len(MlflowClient(uri).search_runs([experiment.experiment_id])) == 3  # parent + 2 white-box pairs

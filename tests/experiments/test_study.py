@@ -1,0 +1,74 @@
+"""End to end: a tiny study, read back from the MLflow store and checked against sklearn."""
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from experiments import load_config, run_study
+from experiments.config import preset_path
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    cfg = load_config(preset_path("smoke"), [f"tracking.uri={uri}", "train.max_epochs=3"])
+    return cfg, run_study(cfg), uri
+
+
+def test_table_has_one_row_per_pair_and_setting(smoke_study):
+    cfg, table, _ = smoke_study
+    expected = {(s, t, a, e) for s in ("a", "b") for t in ("a", "b") for a, e in (("fgsm", 0.02), ("ifgsm", 0.02))}
+    assert set(zip(table.surrogate, table.target, table.attack, table.eps)) == expected
+    assert len(table) == len(expected)
+    np.testing.assert_allclose(table.auc_pct_clean, 100 * table.auc_adv / table.auc_clean, rtol=1e-9)
+
+
+def test_mlflow_parent_child_structure(smoke_study):
+    cfg, table, uri = smoke_study
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["pairs"] == "all"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert len(children) == len(table)
+    for child in children:
+        p, m, tags = child.data.params, child.data.metrics, child.data.tags
+        row = table[(table.surrogate == p["surrogate.name"]) & (table.target == p["target.name"])
+                    & (table.attack == p["attack.name"]) & (table.eps == float(p["attack.eps"]))]
+        assert len(row) == 1
+        for key in ("auc_clean", "auc_adv", "auc_control", "asr", "linf"):
+            assert m[key] == pytest.approx(float(row[key].iloc[0]), nan_ok=True)
+        assert p["seed"] == "0" and p["data.domain"] == "pathology"
+        assert tags["same_data"] == str(p["surrogate.dev_set"] == p["target.dev_set"])
+        assert tags["whitebox"] == str(p["surrogate.name"] == p["target.name"])
+        assert tags["domain"] == "pathology" and len(tags["config_hash"]) == 16 and tags["git_sha"]
+        assert m["linf"] <= float(p["attack.eps"]) + 1e-6
+
+
+def test_logged_aucs_match_sklearn_on_logged_predictions(smoke_study, tmp_path):
+    _, table, uri = smoke_study
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("smoke")
+    children = client.search_runs([experiment.experiment_id], "tags.whitebox = 'True'", max_results=100)
+    assert children
+    for child in children:
+        path = client.download_artifacts(child.info.run_id, "predictions.csv", str(tmp_path))
+        pred = pd.read_csv(path)
+        m = child.data.metrics
+        for kind in ("clean", "adv", "control"):
+            assert m[f"auc_{kind}"] == pytest.approx(roc_auc_score(pred.label, pred[kind]), abs=1e-6)
+        correct = (pred.clean >= 0.5).astype(int) == pred.label
+        flipped = (pred.adv[correct] >= 0.5).astype(int) != pred.label[correct]
+        assert m["asr"] == pytest.approx(flipped.mean(), abs=1e-6)
+
+
+def test_whitebox_attack_hurts_more_than_control_noise(smoke_study):
+    _, table, _ = smoke_study
+    whitebox = table[(table.surrogate == table.target) & (table.attack == "ifgsm")]
+    assert (whitebox.auc_adv < whitebox.auc_control).all()
