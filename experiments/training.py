@@ -1,12 +1,22 @@
-"""Training the model zoo with a Lightning Trainer."""
+"""Training the model zoo with a Lightning Trainer, once per config hash (MLflow training runs)."""
 from __future__ import annotations
 
+import tempfile
+
 import pytorch_lightning as pl
-import torch
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from datamodules import build_datamodule
 from lightning_modules import ClassifierModule
+from lightning_modules.pretrained import load_state_dict_file
+
+from .model_store import EpochMetrics, download_checkpoint, find_trained, finish_training_run, start_training_run
+from .tracking import code_version, config_hash, default_tracking_uri, setup_experiment
+
+DEFAULT_PATIENCE = 3
 
 
 def model_seed(study_seed: int, model_cfg: DictConfig) -> int:
@@ -18,17 +28,73 @@ def datamodule_for(cfg: DictConfig, dev_set: str):
     return build_datamodule({**OmegaConf.to_container(cfg.data, resolve=True), "split": dev_set})
 
 
+def training_settings(cfg: DictConfig, model_cfg: DictConfig) -> dict:
+    """Everything that decides what a trained model is (its name and data-loader workers do not)."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data.pop("num_workers", None)
+    return {"arch": model_cfg.arch, "init": model_cfg.init, "dev_set": model_cfg.dev_set,
+            "instance": int(model_cfg.instance), "seed": model_seed(cfg.seed, model_cfg), "data": data,
+            "train": OmegaConf.to_container(cfg.train, resolve=True),
+            "trainer": OmegaConf.to_container(cfg.trainer, resolve=True)}
+
+
+def flat_params(settings: dict) -> dict:
+    """MLflow params: top-level keys as they are, nested ones as `section.key`."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{inner}": v for inner, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModule, float]:
-    """Train one zoo model on its development set; returns the module (eval mode) and its val AUC."""
-    seed = model_seed(cfg.seed, model_cfg)
-    pl.seed_everything(seed, workers=True, verbose=False)
+    """The zoo model `model_cfg` on its development set, in eval mode, and its best validation AUC.
+
+    A FINISHED MLflow run of the study's experiment with the same config hash (code version, data,
+    model, train and trainer settings) is reused; otherwise the model is trained and logged as a new run.
+    """
+    uri = cfg.tracking.uri or default_tracking_uri()
+    experiment_id = setup_experiment(uri, cfg.tracking.experiment or cfg.name)
+    client = MlflowClient(uri)
+    settings = training_settings(cfg, model_cfg)
+    key = config_hash({"code": code_version(), **settings})
     data = datamodule_for(cfg, model_cfg.dev_set)
-    module = ClassifierModule(model_cfg.arch, model_cfg.init, data.task, data.num_outputs, data.channels,
-                              lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    trainer = pl.Trainer(max_epochs=cfg.train.max_epochs, accelerator=cfg.trainer.accelerator,
-                         devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
-                         precision=cfg.trainer.precision, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, deterministic=True)
-    trainer.fit(module, datamodule=data)
-    module.eval()
-    return module, float(trainer.callback_metrics.get("val_auc", torch.tensor(float("nan"))))
+
+    def make(init: str) -> ClassifierModule:
+        return ClassifierModule(model_cfg.arch, init, data.task, data.num_outputs, data.channels,
+                                lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+    found = find_trained(client, experiment_id, key)
+    if found is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            module = make(f"checkpoint:{download_checkpoint(client, found.info.run_id, tmp)}")
+        return module.eval(), float(found.data.metrics["best_val_auc"])
+
+    run_id = start_training_run(client, experiment_id, key, model_cfg.name, flat_params(settings))
+    try:
+        pl.seed_everything(settings["seed"], workers=True, verbose=False)
+        module = make(model_cfg.init)
+        best_val_auc = fit(module, data, cfg, EpochMetrics(uri, run_id))
+        finish_training_run(client, run_id, module.model, best_val_auc)
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    return module.eval(), best_val_auc
+
+
+def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback) -> float:
+    """Train with early stopping on val_auc; leaves the best-val_auc weights in `module`, returns that AUC."""
+    patience = OmegaConf.select(cfg, "train.patience", default=DEFAULT_PATIENCE)
+    with tempfile.TemporaryDirectory() as tmp:
+        best = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_auc", mode="max", save_weights_only=True)
+        trainer = pl.Trainer(max_epochs=cfg.train.max_epochs, accelerator=cfg.trainer.accelerator,
+                             devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
+                             precision=cfg.trainer.precision, logger=False, enable_model_summary=False,
+                             deterministic=True, callbacks=[best, EarlyStopping("val_auc", mode="max",
+                                                                                 patience=patience), *callbacks])
+        trainer.fit(module, datamodule=data)
+        state = load_state_dict_file(best.best_model_path)
+    module.load_state_dict(state)
+    return float(best.best_model_score)

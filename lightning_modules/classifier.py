@@ -1,25 +1,36 @@
-"""The LightningModule: trains a pixel-space classifier and reports AUROC per stage."""
+"""The LightningModule: trains a pixel-space classifier and reports AUROC and accuracy per stage."""
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from torchmetrics.classification import BinaryAUROC, MulticlassAUROC, MultilabelAUROC
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (BinaryAccuracy, BinaryAUROC, MulticlassAccuracy, MulticlassAUROC,
+                                         MultilabelAccuracy, MultilabelAUROC)
 
 from . import tasks
 from .model import build_classifier
 
 
-def auroc_metric(task: str, num_outputs: int):
-    """torchmetrics AUROC for a task layout (multiclass and multilabel: macro mean over classes)."""
+def stage_metrics(task: str, num_outputs: int, stage: str) -> MetricCollection:
+    """`<stage>_auc` (multiclass and multilabel: macro mean over classes) and `<stage>_acc`
+    (fraction of correct decisions; multilabel: over all label decisions) from `tasks.scores`."""
     if task == "binary":
-        return BinaryAUROC()
-    if task == "multilabel":
-        return MultilabelAUROC(num_labels=num_outputs, average="macro")
-    return MulticlassAUROC(num_classes=num_outputs, average="macro")
+        metrics = {"auc": BinaryAUROC(), "acc": BinaryAccuracy()}
+    elif task == "multilabel":
+        metrics = {"auc": MultilabelAUROC(num_labels=num_outputs, average="macro"),
+                   "acc": MultilabelAccuracy(num_labels=num_outputs, average="micro")}
+    else:
+        metrics = {"auc": MulticlassAUROC(num_classes=num_outputs, average="macro"),
+                   "acc": MulticlassAccuracy(num_classes=num_outputs, average="micro")}
+    return MetricCollection(metrics, prefix=f"{stage}_")
 
 
 class ClassifierModule(pl.LightningModule):
-    """Wraps `build_classifier(...)`; `self.model` is the plain nn.Module that attacks see."""
+    """Wraps `build_classifier(...)`; `self.model` is the plain nn.Module that attacks see.
+
+    Logs `<stage>_loss`, `<stage>_auc` and `<stage>_acc` per epoch for train, val and test;
+    the metrics are synchronised across processes, so under DDP they cover the whole set.
+    """
 
     def __init__(self, arch: str, init: str, task: str, num_outputs: int, in_chans: int,
                  lr: float = 1e-3, weight_decay: float = 1e-4):
@@ -27,23 +38,32 @@ class ClassifierModule(pl.LightningModule):
         self.save_hyperparameters()
         self.task = tasks.check_task(task)
         self.model = build_classifier(arch, init, task, num_outputs, in_chans)
-        self.val_auroc = auroc_metric(task, num_outputs)
+        self.train_metrics = stage_metrics(task, num_outputs, "train")
+        self.val_metrics = stage_metrics(task, num_outputs, "val")
+        self.test_metrics = stage_metrics(task, num_outputs, "test")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
-    def training_step(self, batch, batch_idx):
-        images, labels = batch
-        loss = tasks.loss(self.task, self(images), labels)
-        self.log("train_loss", loss, prog_bar=True, on_epoch=True, on_step=False)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
+    def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        self.log("val_loss", tasks.loss(self.task, logits, labels), prog_bar=True, sync_dist=True)
-        self.val_auroc.update(tasks.scores(self.task, logits), labels.long())
-        self.log("val_auc", self.val_auroc, prog_bar=True)
+        loss = tasks.loss(self.task, logits, labels)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(tasks.scores(self.task, logits.detach()), labels.long())
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=len(images))
+        self.log_dict(metrics, prog_bar=stage != "train", on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch

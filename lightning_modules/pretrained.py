@@ -1,6 +1,7 @@
 """ImageNet weights from local files only: nothing is downloaded at run time."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -8,6 +9,9 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Old torchvision DenseNet files name layers `norm.1`; the modules are now `norm1` (same for relu, conv).
+_DENSENET_OLD_KEY = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.")
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -29,6 +33,25 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: checkpoint does not hold a state dict of tensors")
     return state
+
+
+def torchvision_cache_path(file_name: str) -> Path:
+    """Where torchvision keeps a downloaded checkpoint: $TORCH_HOME/hub/checkpoints (default ~/.cache/torch)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+def torchvision_imagenet(model: nn.Module, arch: str, weights) -> None:
+    """Load a torchvision ImageNet checkpoint from the local cache into `model` (1000-class head).
+
+    `weights` is torchvision's weights enum entry, used only for the file name it downloads to.
+    Keys the model does not have (Inception's auxiliary head) are dropped.
+    """
+    path = torchvision_cache_path(weights.url.rsplit("/", 1)[-1])
+    if not path.is_file():
+        raise MissingWeightsError(f"ImageNet weights for {arch} not found: put {path.name} ({weights.url}) at {path}")
+    state = {_DENSENET_OLD_KEY.sub(r"\1\2.", key): value for key, value in load_state_dict_file(path).items()}
+    expected = model.state_dict()
+    model.load_state_dict({key: value for key, value in state.items() if key in expected})
 
 
 def efficientnet_lite0_imagenet(model: nn.Module) -> None:
