@@ -1,6 +1,13 @@
-"""Adversarial crafting over torchattacks for every task layout, plus same-size noise baselines."""
-from .craft import craft
-from .noise import control_noise
+"""Adversarial crafting over torchattacks for every task layout, noise baselines, ensembles, the
+crafting callback, the adversarial-set cache and perturbation metrics."""
+from .cache import AdversarialSetCache, set_key
+from .callback import CraftingCallback, IndexedDataset
+from .craft import craft, quantize_8bit
+from .ensemble import Ensemble, ensemble
+from .noise import control_noise, random_sign_noise
+from .perturbation import perturbation_metrics
 from .registry import ATTACKS, attack_params
 
-__all__ = ["ATTACKS", "attack_params", "control_noise", "craft"]
+__all__ = ["ATTACKS", "AdversarialSetCache", "CraftingCallback", "Ensemble", "IndexedDataset", "attack_params",
+           "control_noise", "craft", "ensemble", "perturbation_metrics", "quantize_8bit", "random_sign_noise",
+           "set_key"]

@@ -4,16 +4,42 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .adapter import CrossEntropyView, attack_labels
-from .registry import make_attack
+from .adapter import CrossEntropyView, attack_labels, loss_members
+from .layout import CenteredSquare, FirstChannel
+from .registry import ATTACKS, attack_params, make_attack
+
+
+def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
+    """Images on the 8-bit grid k / 255, by rounding (what saving an image file does)."""
+    return torch.round(images * 255.0) / 255.0
 
 
 def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack_cfg, task: str) -> torch.Tensor:
     """Untargeted attack on the cross-entropy of the true labels; returns images in [0, 1].
 
-    `labels`: class indices for binary and multiclass, a 0/1 matrix for multilabel. Gradients are
-    enabled here even when called under Lightning's inference mode.
+    `attack_cfg`: a dict or DictConfig with `name` and the attack's parameters (see ATTACKS), plus
+    `quantize` (round the result to 8 bits). `labels`: class indices for binary and multiclass, a 0/1
+    matrix for multilabel. Gradients are enabled here even under Lightning's inference mode.
     """
-    attack = make_attack(CrossEntropyView(model, task), attack_cfg)
+    name, params = attack_params(attack_cfg)
+    spec = ATTACKS[name]
+    target, layouts = CrossEntropyView(model, task), []
+    channels, height, width = images.shape[1:]
+    if spec.square and height != width:
+        layouts.append(CenteredSquare(target, height, width))
+        target = layouts[-1]
+    if spec.three_channels and channels != 3:
+        if channels != 1:
+            raise ValueError(f"attack {name}: needs 1- or 3-channel images, got {channels} channels")
+        layouts.append(FirstChannel(target))
+        target = layouts[-1]
     with torch.inference_mode(False), torch.enable_grad():
-        return attack(images.clone(), attack_labels(labels, task).clone()).detach()
+        presented = images.clone()
+        for layout in layouts:
+            presented = layout.present(presented)
+        adversarial = make_attack(target, name, params)(
+            presented, attack_labels(labels, task, loss_members(model)).clone()).detach()
+    for layout in reversed(layouts):
+        adversarial = layout.restore(adversarial)
+    adversarial = adversarial.contiguous()
+    return quantize_8bit(adversarial) if params["quantize"] else adversarial

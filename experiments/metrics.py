@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import torch
 from torchmetrics.functional.classification import binary_auroc, multiclass_auroc, multilabel_auroc
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from attacks.perturbation import perturbation_metrics
 from lightning_modules.tasks import predictions
+
+__all__ = ["attack_success_rate", "auc", "perturbation_metrics"]
 
 
 def auc(task: str, labels: torch.Tensor, probs: torch.Tensor) -> float:
@@ -26,14 +28,3 @@ def attack_success_rate(task: str, labels: torch.Tensor, clean: torch.Tensor, ad
     if int(correct.sum()) == 0:
         return float("nan")
     return float((adv_pred[correct] != truth[correct]).float().mean())
-
-
-def perturbation_metrics(clean: torch.Tensor, adv: torch.Tensor) -> dict[str, float]:
-    """Mean per-image L-inf and L2 norms of the perturbation, SSIM and PSNR (data range 1)."""
-    delta = (adv - clean).flatten(1)
-    return {
-        "linf": float(delta.abs().amax(dim=1).mean()),
-        "l2": float(delta.norm(dim=1).mean()),
-        "ssim": float(structural_similarity_index_measure(adv, clean, data_range=1.0)),
-        "psnr": float(peak_signal_noise_ratio(adv, clean, data_range=1.0)),
-    }
