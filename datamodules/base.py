@@ -1,5 +1,7 @@
-"""A LightningDataModule over in-memory uint8 images, split by the development-set manifest."""
+"""LightningDataModules split by the development-set manifest: in-memory arrays or lazy readers."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,24 +26,52 @@ class ImageArrayDataset(Dataset):
         return self.images[j].float().div_(255.0), self.labels[j]
 
 
-class ImageArrayDataModule(pl.LightningDataModule):
+class ReaderDataset(Dataset):
+    """(image, label) pairs read per item by `reader(j) -> uint8 CHW tensor` (lazy, worker-safe)."""
+
+    def __init__(self, reader, labels: torch.Tensor, indices: np.ndarray):
+        self.reader, self.labels, self.indices = reader, labels, np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        j = int(self.indices[i])
+        return self.reader(j).float().div_(255.0), self.labels[j]
+
+
+class DevSetDataModule(pl.LightningDataModule):
     """Train/val loaders of one development set and the shared test loader.
 
-    Exposes `task`, `num_outputs`, `label_names`, `channels` and the split `manifest`.
+    Images come from `images` (uint8 NCHW tensor, in memory) or `reader` (index -> uint8 CHW).
+    Exposes `task`, `num_outputs`, `label_names`, `channels` and the split `manifest`
+    (sample_id, patient_id, partition, stage, in_d2_half, in_d1_tenth; `save_manifest(path)`).
+    Every split this development set needs is checked to be non-empty at construction.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, manifest: pd.DataFrame, *,
-                 task: str, label_names: list[str], dev_set: str, batch_size: int = 64,
-                 num_workers: int = 0, seed: int = 0):
+    def __init__(self, labels: torch.Tensor, manifest: pd.DataFrame, *, task: str, label_names: list[str],
+                 channels: int, dev_set: str, images: torch.Tensor | None = None, reader=None,
+                 batch_size: int = 64, num_workers: int = 0, seed: int = 0):
         super().__init__()
-        self.images, self.labels, self.manifest = images, labels, manifest
-        self.task, self.label_names, self.dev_set = task, list(label_names), dev_set
+        if (images is None) == (reader is None):
+            raise ValueError("give exactly one of images or reader")
+        self.images, self.reader, self.labels, self.manifest = images, reader, labels, manifest
+        self.task, self.label_names, self.dev_set, self.channels = task, list(label_names), dev_set, channels
         self.num_outputs = len(self.label_names) if task != "binary" else 1
-        self.channels = images.shape[1]
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.indices = {stage: dev_set_indices(manifest, dev_set, stage) for stage in ("train", "val", "test")}
 
-    def dataset(self, stage: str) -> ImageArrayDataset:
-        return ImageArrayDataset(self.images, self.labels, dev_set_indices(self.manifest, self.dev_set, stage))
+    def save_manifest(self, path: str | Path) -> Path:
+        """Write the split manifest as CSV (one row per sample) and return its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.manifest.to_csv(path, index=False)
+        return path
+
+    def dataset(self, stage: str) -> Dataset:
+        if self.images is not None:
+            return ImageArrayDataset(self.images, self.labels, self.indices[stage])
+        return ReaderDataset(self.reader, self.labels, self.indices[stage])
 
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None

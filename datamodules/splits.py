@@ -12,14 +12,21 @@ VAL_FRACTION = 1400 / 14004
 
 
 def split_manifest(patient_ids, seed: int, test_fraction: float = TEST_FRACTION,
-                   val_fraction: float = VAL_FRACTION) -> pd.DataFrame:
-    """One row per sample: `patient_id`, `partition` (test, d1, d2), `stage` (train, val, test),
-    and membership flags `in_d2_half`, `in_d1_tenth`. Deterministic in `seed`; no patient is split."""
+                   val_fraction: float = VAL_FRACTION, sample_ids=None, test_mask=None) -> pd.DataFrame:
+    """One row per sample: `sample_id`, `patient_id`, `partition` (test, d1, d2), `stage` (train, val,
+    test), and membership flags `in_d2_half`, `in_d1_tenth`. Deterministic in `seed`; no patient is
+    split. `test_mask` (per sample) fixes the test set (e.g. a data set's official test files)
+    instead of drawing `test_fraction` of the patients."""
     patient_ids = np.asarray(patient_ids)
     patients = np.unique(patient_ids)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(patients))
-    n_test = max(1, int(round(test_fraction * len(patients))))
+    if test_mask is not None:
+        fixed = np.isin(patients, np.unique(patient_ids[np.asarray(test_mask, bool)]))
+        order = np.concatenate([order[fixed[order]], order[~fixed[order]]])
+        n_test = int(fixed.sum())
+    else:
+        n_test = max(1, int(round(test_fraction * len(patients))))
     rest = order[n_test:]
     halves = {"d1": rest[: len(rest) // 2], "d2": rest[len(rest) // 2:]}
 
@@ -37,6 +44,7 @@ def split_manifest(patient_ids, seed: int, test_fraction: float = TEST_FRACTION,
     table = pd.DataFrame([rows[p] for p in patient_ids],
                          columns=["partition", "stage", "in_d2_half", "in_d1_tenth"])
     table.insert(0, "patient_id", patient_ids)
+    table.insert(0, "sample_id", np.arange(len(patient_ids)) if sample_ids is None else np.asarray(sample_ids))
     table.index.name = "sample"
     return table
 
@@ -44,7 +52,10 @@ def split_manifest(patient_ids, seed: int, test_fraction: float = TEST_FRACTION,
 def dev_set_indices(manifest: pd.DataFrame, dev_set: str, stage: str) -> np.ndarray:
     """Sample indices of `dev_set`'s `stage` ('train' or 'val'), or of the shared test set ('test')."""
     if stage == "test":
-        return np.flatnonzero(manifest["partition"].to_numpy() == "test")
+        indices = np.flatnonzero(manifest["partition"].to_numpy() == "test")
+        if len(indices) == 0:
+            raise ValueError("the shared test set is empty; use more patients or a larger test_fraction")
+        return indices
     if dev_set not in DEV_SETS:
         raise ValueError(f"unknown development set {dev_set!r}; valid: {', '.join(DEV_SETS)}")
     partition = dev_set[:2]

@@ -26,6 +26,17 @@ class DataConfig:
     seed: int = 0
     batch_size: int = 64
     num_workers: int = 0
+    cache_dir: str = ""  # synthetic sets: "" = ~/.cache/medtransfer (or $MEDTRANSFER_CACHE), "none" = off
+    root: str = ""  # real sources: the data set's folder
+    flag: str = ""  # medmnist: pathmnist, chestmnist, retinamnist ("" = the domain's)
+    npz_size: int = 0  # medmnist: 28, 64, 128 or 224 (0 = smallest >= image_size)
+    csv_file: str = "labels.csv"  # csv source: relative to root
+    path_column: str = "path"
+    label_column: str = "label"
+    patient_column: str = ""
+    labels: list[str] = field(default_factory=list)  # csv source: label names (multiclass, multilabel)
+    task: str = "binary"  # csv source: binary, multiclass or multilabel
+    channels: int = 0  # csv source: 1 or 3 (0 = 1 for radiology, else 3)
 
 
 @dataclass

@@ -1,0 +1,39 @@
+"""NIH ChestX-ray14: Data_Entry_2017.csv + PNGs (any folder layout under the root)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .images import ImageFileReader, check_image, index_images, inside_root, require_dir
+from .source import Source
+from .tables import read_table, row_ref
+
+# The 15 outputs of PAPER.md: 14 findings + "No Finding".
+LABEL_NAMES = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+               "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
+               "Hernia", "No Finding"]
+CSV_NAME = "Data_Entry_2017.csv"
+
+
+def read_chestxray14(root: str | Path, size: int) -> Source:
+    root = require_dir(Path(root))
+    csv = root / CSV_NAME
+    table = read_table(csv, ["Image Index", "Finding Labels", "Patient ID"])
+    files = index_images(root)
+    labels = np.zeros((len(table), len(LABEL_NAMES)), np.int64)
+    paths = []
+    for i, (name, findings) in enumerate(zip(table["Image Index"], table["Finding Labels"])):
+        for finding in findings.split("|"):
+            if finding not in LABEL_NAMES:
+                raise ValueError(f"{row_ref(csv, i)}: unknown label {finding!r}")
+            labels[i, LABEL_NAMES.index(finding)] = 1
+        if name not in files:
+            raise FileNotFoundError(f"{row_ref(csv, i)}: image {name!r} not found under {root}")
+        path = inside_root(root, str(files[name].relative_to(root)), row_ref(csv, i))
+        check_image(path, row_ref(csv, i))
+        paths.append(path)
+    return Source(labels=torch.from_numpy(labels), patients=table["Patient ID"].to_numpy(),
+                  sample_ids=table["Image Index"].to_numpy(), task="multilabel", label_names=LABEL_NAMES,
+                  channels=1, reader=ImageFileReader(paths, 1, size))

@@ -1,0 +1,94 @@
+"""Image files: path checks, cheap up-front validation and per-item loading as uint8 CHW."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def require_file(path: Path, what: str = "file") -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    return path
+
+
+def require_dir(path: Path) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: data root not found")
+    return path
+
+
+def inside_root(root: Path, relative: str, where: str) -> Path:
+    """`root/relative`, refusing paths that resolve outside `root` (.., absolute paths, symlinks)."""
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ValueError(f"{where}: image path {relative!r} resolves outside the data root {root}")
+    return path
+
+
+def check_image(path: Path, where: str) -> None:
+    """Header readable and, for PNG/JPEG, the end-of-image marker present (catches truncation)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: image file {path} not found")
+    try:
+        with Image.open(path) as img:
+            fmt = img.format
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{path}: unreadable image ({err.__class__.__name__})") from None
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 64))
+        tail = fh.read()
+    if (fmt == "PNG" and b"IEND" not in tail) or (fmt == "JPEG" and b"\xff\xd9" not in tail):
+        raise ValueError(f"{path}: truncated {fmt} image")
+
+
+def crop_field_of_view(img: Image.Image, threshold: int = 10) -> Image.Image:
+    """Fundus preprocessing (PAPER.md): crop to the bounding box of the thresholded field of view
+    and zero-pad to a square."""
+    grey = np.asarray(img.convert("L"))
+    ys, xs = np.nonzero(grey > threshold)
+    if len(xs):
+        img = img.crop((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    side = max(img.size)
+    square = Image.new(img.mode, (side, side))
+    square.paste(img, ((side - img.size[0]) // 2, (side - img.size[1]) // 2))
+    return square
+
+
+def to_chw(img: Image.Image, channels: int, size: int) -> torch.Tensor:
+    img = img.convert("L" if channels == 1 else "RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    array = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).view(size, size, -1).permute(2, 0, 1).contiguous()
+
+
+class ImageFileReader:
+    """index -> uint8 (channels, size, size) from a list of image files; picklable for workers."""
+
+    def __init__(self, paths: list[Path], channels: int, size: int, fov_crop: bool = False):
+        self.paths, self.channels, self.size, self.fov_crop = list(paths), channels, size, fov_crop
+
+    def __call__(self, i: int) -> torch.Tensor:
+        path = self.paths[i]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                if self.fov_crop:
+                    img = crop_field_of_view(img)
+                return to_chw(img, self.channels, self.size)
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"{path}: unreadable image ({' '.join(str(err).split())})") from None
+
+
+def index_images(root: Path) -> dict[str, Path]:
+    """File name -> path for every image file under `root` (any folder layout)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            found.setdefault(path.name, path)
+    return found

@@ -1,0 +1,38 @@
+"""Kaggle Diabetic Retinopathy: trainLabels.csv (image, level) + JPEGs; referable = level >= 2."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .images import ImageFileReader, check_image, index_images, inside_root, require_dir
+from .source import Source
+from .tables import read_table, row_ref
+
+CSV_NAME = "trainLabels.csv"
+LEVELS = ("0", "1", "2", "3", "4")
+
+
+def read_kaggle_dr(root: str | Path, size: int) -> Source:
+    root = require_dir(Path(root))
+    csv = root / CSV_NAME
+    table = read_table(csv, ["image", "level"])
+    files = {Path(name).stem: path for name, path in index_images(root).items()}
+    labels, patients, paths = [], [], []
+    for i, (name, level) in enumerate(zip(table["image"], table["level"])):
+        if level.strip() not in LEVELS:
+            raise ValueError(f"{row_ref(csv, i)}: unknown label level={level!r}; valid: {', '.join(LEVELS)}")
+        patient, _, eye = name.rpartition("_")
+        if eye not in ("left", "right") or not patient:
+            raise ValueError(f"{row_ref(csv, i)}: image {name!r} is not named <patient>_left|right")
+        if name not in files:
+            raise FileNotFoundError(f"{row_ref(csv, i)}: image {name!r} not found under {root}")
+        path = inside_root(root, str(files[name].relative_to(root)), row_ref(csv, i))
+        check_image(path, row_ref(csv, i))
+        labels.append(int(level) >= 2)
+        patients.append(patient)
+        paths.append(path)
+    return Source(labels=torch.tensor(labels, dtype=torch.long), patients=np.asarray(patients),
+                  sample_ids=table["image"].to_numpy(), task="binary", label_names=["referable_dr"],
+                  channels=3, reader=ImageFileReader(paths, 3, size, fov_crop=True))
