@@ -1,0 +1,82 @@
+import multiprocessing
+import time
+
+import pytest
+import torch
+
+from attacks import AdversarialSetCache, set_key
+
+
+def slow_craft(root: str, key: str, log: str) -> None:
+    """A process that asks the cache for a set; crafting takes a while and is logged."""
+
+    def craft_fn():
+        with open(log, "a") as file:
+            file.write("crafted\n")
+        time.sleep(0.5)
+        return torch.full((2, 1, 4, 4), 0.25), torch.full((2, 1, 4, 4), 0.75)
+
+    adversarial, control = AdversarialSetCache(root).load_or_craft(key, craft_fn)
+    assert float(adversarial.sum()) == 8.0 and float(control.sum()) == 24.0
+
+
+def test_two_processes_never_craft_the_same_set_twice(tmp_path):
+    log = tmp_path / "log.txt"
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=slow_craft, args=(str(tmp_path / "cache"), "set1", str(log)))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert log.read_text() == "crafted\n"
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")) == ["set1.pt"]
+
+
+def test_sets_are_stored_losslessly_and_reused(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    adversarial, control = torch.rand(3, 3, 5, 7, generator=generator), torch.rand(3, 3, 5, 7, generator=generator)
+    calls = []
+
+    def craft_fn():
+        calls.append(1)
+        return adversarial, control
+
+    first = AdversarialSetCache(tmp_path).load_or_craft("abc", craft_fn)
+    second = AdversarialSetCache(tmp_path).load_or_craft("abc", craft_fn)
+    assert len(calls) == 1
+    for got in (first, second):
+        assert torch.equal(got[0], adversarial) and torch.equal(got[1], control)
+        assert got[0].dtype == torch.float32
+
+
+def test_a_failed_craft_leaves_nothing_behind(tmp_path):
+    def failing():
+        raise RuntimeError("out of memory")
+
+    cache = AdversarialSetCache(tmp_path)
+    with pytest.raises(RuntimeError):
+        cache.load_or_craft("k", failing)
+    assert "k" not in cache
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+    with pytest.raises(FileNotFoundError, match="no set"):
+        cache.load("k")
+
+
+def test_keys_name_the_complete_setting():
+    base = set_key("surrogate-hash", {"name": "ifgsm", "eps": 0.01}, "test", 0)
+    assert base == set_key("surrogate-hash", {"name": "ifgsm", "eps": "0.01", "alpha": 0.005, "steps": 20,
+                                              "quantize": False}, "test", 0)
+    others = {set_key("other", {"name": "ifgsm", "eps": 0.01}, "test", 0),
+              set_key("surrogate-hash", {"name": "ifgsm", "eps": 0.02}, "test", 0),
+              set_key("surrogate-hash", {"name": "ifgsm", "eps": 0.01, "quantize": True}, "test", 0),
+              set_key("surrogate-hash", {"name": "pgd", "eps": 0.01}, "test", 0),
+              set_key("surrogate-hash", {"name": "ifgsm", "eps": 0.01}, "val", 0),
+              set_key("surrogate-hash", {"name": "ifgsm", "eps": 0.01}, "test", 1)}
+    assert base not in others and len(others) == 6
+
+
+def test_keys_must_be_plain_names(tmp_path):
+    with pytest.raises(ValueError, match="key '../x' must be"):
+        AdversarialSetCache(tmp_path).load("../x")
