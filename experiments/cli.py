@@ -14,6 +14,16 @@ results go to the MLflow store given by tracking.uri, else $MLFLOW_TRACKING_URI,
 """
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+    return index, count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtransfer",
@@ -29,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, metavar="YAML",
                      help=f"study config file (presets: {', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.yaml')))} "
                           f"in {CONFIG_DIR.relative_to(CONFIG_DIR.parent.parent)}/)")
+    run.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
+                     help="run only shard I of N (0-based) of the study's craft units; shards may run at once "
+                          "against one tracking store; a final run without --shard assembles the tables")
     run.add_argument("overrides", nargs="*", metavar="key=value",
                      help="OmegaConf dotlist overrides applied on top of the config file")
     return parser
@@ -42,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-        table = run_study(cfg)
+        table = run_study(cfg, shard=args.shard)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"medtransfer: error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from datamodules.splits import TEST_FRACTION, VAL_FRACTION
 
+from .zoo import PAIR_MODES, expand_zoo
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
@@ -49,6 +51,15 @@ class ModelConfig:
 
 
 @dataclass
+class ZooConfig:
+    """Factor lists; their cross product joins the explicit `models` (names: arch-init-devset-vN)."""
+    archs: list[str] = field(default_factory=list)
+    inits: list[str] = field(default_factory=lambda: ["random"])
+    dev_sets: list[str] = field(default_factory=lambda: ["d1"])
+    instances: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
 class AttackConfig:
     name: str = "ifgsm"
     eps: list[float] = field(default_factory=lambda: [0.01])
@@ -58,6 +69,7 @@ class AttackConfig:
 @dataclass
 class TrainConfig:
     max_epochs: int = 5
+    patience: int = 3
     lr: float = 1e-3
     weight_decay: float = 1e-4
 
@@ -82,6 +94,7 @@ class StudyConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     models: list[ModelConfig] = field(default_factory=list)
+    zoo: ZooConfig = field(default_factory=ZooConfig)
     targets: list[str] = field(default_factory=list)
     surrogates: list[str] = field(default_factory=list)
     pairs: str = "all"
@@ -90,9 +103,6 @@ class StudyConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str = "outputs"
-
-
-PAIR_MODES = ("all", "whitebox", "transfer")
 
 
 class ConfigError(ValueError):
@@ -124,9 +134,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def validate(cfg: DictConfig) -> None:
-    if not cfg.models:
-        raise ConfigError("models: the model zoo is empty")
-    names = [m.name for m in cfg.models]
+    names = [m["name"] for m in expand_zoo(cfg)]
+    if not names:
+        raise ConfigError("models: the model zoo is empty (give `models` or `zoo.archs`)")
     duplicate = sorted({n for n in names if names.count(n) > 1})
     if duplicate:
         raise ConfigError(f"models: duplicate model name {duplicate[0]!r}")

@@ -50,5 +50,7 @@ def test_run_prints_table_and_ui_command(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| surrogate | target | attack | eps |" in result.stdout
     assert f"mlflow ui --backend-store-uri {uri}" in result.stdout
-    experiment = MlflowClient(uri).get_experiment_by_name("smoke")
-    assert len(MlflowClient(uri).search_runs([experiment.experiment_id])) == 3  # parent + 2 white-box pairs
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("smoke")
+    kinds = sorted(r.data.tags["kind"] for r in client.search_runs([experiment.experiment_id]))
+    assert kinds == ["model", "model", "pair", "pair", "study"]  # 2 trained models, 2 white-box pairs

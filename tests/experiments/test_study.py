@@ -28,9 +28,8 @@ def test_mlflow_parent_child_structure(smoke_study):
     cfg, table, uri = smoke_study
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("smoke")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents = client.search_runs([experiment.experiment_id], "tags.kind = 'study'")
+    children = client.search_runs([experiment.experiment_id], "tags.kind = 'pair'", max_results=1000)
     assert len(parents) == 1
     parent = parents[0]
     assert parent.info.status == "FINISHED"
