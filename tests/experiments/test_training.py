@@ -1,0 +1,56 @@
+"""Zoo training: best-validation-AUC checkpoint in an MLflow run, reused by config hash."""
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from experiments.config import load_config
+from experiments.tracking import setup_experiment
+from experiments.training import datamodule_for, train_model
+
+
+def tiny_config(uri: str, *extra: str):
+    return load_config(None, ["name=training-test", f"tracking.uri={uri}", "models=[{name: m, arch: tiny_cnn}]",
+                              "data.num_patients=40", "data.image_size=16", "data.batch_size=16",
+                              "train.max_epochs=3", "train.lr=0.003", *extra])
+
+
+def model_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("training-test")
+    return client.search_runs([experiment.experiment_id], filter_string="tags.kind = 'model'")
+
+
+def val_auc_by_sklearn(cfg, module) -> float:
+    images, labels = zip(*datamodule_for(cfg, "d1").val_dataloader())
+    with torch.no_grad():
+        probs = torch.sigmoid(module.model(torch.cat(images))[:, 0])
+    return roc_auc_score(torch.cat(labels).numpy(), probs.numpy())
+
+
+@pytest.mark.slow
+def test_training_is_logged_once_and_reused(tracking_uri):
+    cfg = tiny_config(tracking_uri)
+    experiment_id = setup_experiment(tracking_uri, "training-test")
+    with mlflow.start_run(experiment_id=experiment_id, run_name="study parent"):  # as run_study calls it
+        module, val_auc = train_model(cfg, cfg.models[0])
+        [run] = model_runs(tracking_uri)
+        assert not module.training
+        assert run.info.status == "FINISHED"
+        assert (run.data.params["arch"], run.data.params["init"], run.data.params["data.image_size"]) == \
+            ("tiny_cnn", "random", "16")
+        history = MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "val_auc")
+        assert [m.step for m in history] == [0, 1, 2]
+        assert val_auc == pytest.approx(max(m.value for m in history), abs=1e-6)  # the best epoch is kept
+        assert val_auc == pytest.approx(val_auc_by_sklearn(cfg, module), abs=1e-5)
+
+        again, again_auc = train_model(cfg, cfg.models[0])
+        assert len(model_runs(tracking_uri)) == 1  # nothing trained
+        assert again_auc == val_auc and not again.training
+        for key, value in module.model.state_dict().items():
+            torch.testing.assert_close(again.model.state_dict()[key], value, rtol=0, atol=0)
+
+    changed = tiny_config(tracking_uri, "train.lr=0.002", "train.max_epochs=1")
+    train_model(changed, changed.models[0])
+    assert len(model_runs(tracking_uri)) == 2
