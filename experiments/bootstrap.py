@@ -54,7 +54,8 @@ def _label_matrix(task: str, labels, clean_scores, adv_scores):
     y = np.asarray(labels)
     clean, adv = np.asarray(clean_scores, dtype=float), np.asarray(adv_scores, dtype=float)
     if clean.shape != adv.shape:
-        raise ValueError(f"paired_bootstrap: clean scores {clean.shape} and adversarial scores {adv.shape} differ")
+        raise ValueError(f"paired_bootstrap: clean scores {clean.shape} and adversarial scores "
+                         f"{adv.shape} differ")
     if task == "multiclass":
         if y.ndim != 1 or clean.ndim != 2:
             raise ValueError(f"paired_bootstrap: multiclass needs labels (N,) and scores (N, C), "

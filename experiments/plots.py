@@ -1,4 +1,5 @@
-"""Figures of a study (PNG, matplotlib's Agg backend): transfer-matrix heatmaps, epsilon curves, example grids."""
+"""Figures of a study as PNG (matplotlib's Agg backend): transfer-matrix heatmaps, epsilon curves
+and example grids."""
 from __future__ import annotations
 
 import re
@@ -57,7 +58,8 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, vmin: float, vmax: float,
 
 
 def transfer_heatmaps(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """One heatmap per (domain, attack, eps), all on one colour scale; `transfer_<domain>_<attack>_eps<eps>.png`."""
+    """One heatmap per (domain, attack, eps), all on one colour scale,
+    `transfer_<domain>_<attack>_eps<eps>.png`."""
     rows = check_results(results)
     settings = attack_settings(rows)
     matrices = [transfer_matrix(rows, *setting) for setting in settings]
@@ -66,7 +68,8 @@ def transfer_heatmaps(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     labels = _model_labels(rows)
     paths = []
     for (domain, attack, eps), matrix in zip(settings, matrices):
-        fig = heatmap_figure(matrix, f"{domain}: {attack}, eps = {eps:g} ({eps * 255:.3g}/255)", vmin, vmax, labels)
+        title = f"{domain}: {attack}, eps = {eps:g} ({eps * 255:.3g}/255)"
+        fig = heatmap_figure(matrix, title, vmin, vmax, labels)
         paths.append(_save(fig, Path(out_dir) / f"transfer_{_slug(domain)}_{_slug(attack)}_eps{eps:g}.png"))
     return paths
 
@@ -92,28 +95,33 @@ def epsilon_figure(results: pd.DataFrame, domain: str) -> Figure:
             if mean.empty:
                 continue
             eps = mean.index.to_numpy()
-            for metric, style, kind in (("auc_pct_clean", "-", "adversarial"), ("control_pct_clean", "--", "control")):
+            for metric, style, kind in (("auc_pct_clean", "-", "adversarial"),
+                                        ("control_pct_clean", "--", "control")):
                 ax.plot(eps, mean[metric], style, color=colour, marker="o" if style == "-" else "s", ms=5,
                         label=f"{attack} {kind}")
                 ax.fill_between(eps, mean[metric] - std[metric], mean[metric] + std[metric], color=colour,
                                 alpha=0.15 if style == "-" else 0.07, lw=0)
         ax.axhline(100.0, color="grey", lw=1, ls=":")
-        ax.set_title(f"{name}, n = {part[['surrogate', 'target']].drop_duplicates().shape[0]} pairs", fontsize=10)
+        pairs = len(part[["surrogate", "target"]].drop_duplicates())
+        ax.set_title(f"{name}, n = {pairs} pairs", fontsize=10)
         ax.set_xlabel("eps (pixel scale [0, 1])")
-        ax.secondary_xaxis("top", functions=(lambda x: x * 255, lambda x: x / 255)).set_xlabel("eps × 255 (grey levels)")
+        grey_levels = ax.secondary_xaxis("top", functions=(lambda x: x * 255, lambda x: x / 255))
+        grey_levels.set_xlabel("eps × 255 (grey levels)")
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("target AUC, % of clean AUC")
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)), fontsize=9, frameon=False)
-    fig.suptitle(f"{domain}: attack strength against eps (lower = stronger); dashed = control noise", fontsize=11)
+    fig.suptitle(f"{domain}: attack strength against eps (lower = stronger); dashed = control noise",
+                 fontsize=11)
     return fig
 
 
 def epsilon_curves(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """One epsilon-curve figure per domain, `epsilon_<domain>.png`."""
+    """One epsilon-curve figure per domain with at least two eps values, `epsilon_<domain>.png`."""
     rows = check_results(results)
+    domains = [d for d, eps in rows.groupby("domain")["eps"].nunique().items() if eps >= 2]
     return [_save(epsilon_figure(rows, domain), Path(out_dir) / f"epsilon_{_slug(domain)}.png")
-            for domain in sorted(rows["domain"].unique())]
+            for domain in domains]
 
 
 def amplified_perturbation(clean: torch.Tensor, adv: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -130,7 +138,8 @@ def example_grid_figure(clean: torch.Tensor, adv: torch.Tensor, control: torch.T
     control noise."""
     if not clean.shape == adv.shape == control.shape or clean.ndim != 4 or clean.shape[1] not in (1, 3):
         raise ValueError(f"example grid needs equal NCHW images with 1 or 3 channels, got clean "
-                         f"{tuple(clean.shape)}, adversarial {tuple(adv.shape)}, control {tuple(control.shape)}")
+                         f"{tuple(clean.shape)}, adversarial {tuple(adv.shape)}, "
+                         f"control {tuple(control.shape)}")
     if row_labels is not None and len(row_labels) != len(clean):
         raise ValueError(f"example grid: {len(row_labels)} row labels for {len(clean)} images")
     perturbation, factor = amplified_perturbation(clean, adv)
@@ -168,8 +177,8 @@ def _model_labels(rows: pd.DataFrame) -> dict[str, str]:
     """name -> "name\\narch, init, dev set" for tick labels."""
     labels = {}
     for role in ("surrogate", "target"):
-        for name, arch, init, data in rows[[role, f"{role}_arch", f"{role}_init", f"{role}_dev_set"]].itertuples(
-                index=False):
+        columns = [role, f"{role}_arch", f"{role}_init", f"{role}_dev_set"]
+        for name, arch, init, data in rows[columns].itertuples(index=False):
             labels[name] = f"{name}\n{arch}, {init}, {data}"
     return labels
 

@@ -11,7 +11,8 @@ import pandas as pd
 
 METRICS = ("auc_clean", "auc_adv", "auc_control", "auc_pct_clean", "control_pct_clean", "asr",
            "linf", "l2", "ssim", "psnr")
-CI_COLUMNS = ("auc_adv_lo", "auc_adv_hi", "auc_drop_lo", "auc_drop_hi", "auc_pct_clean_lo", "auc_pct_clean_hi")
+CI_COLUMNS = ("auc_adv_lo", "auc_adv_hi", "auc_drop_lo", "auc_drop_hi",
+              "auc_pct_clean_lo", "auc_pct_clean_hi")
 REQUIRED_COLUMNS = ("surrogate", "target", "attack", "eps", "auc_clean", "auc_adv", "auc_control",
                     "auc_pct_clean", "asr", "linf", "l2", "ssim", "psnr", "surrogate_arch", "surrogate_init",
                     "surrogate_dev_set", "target_arch", "target_init", "target_dev_set", "same_arch",
@@ -55,7 +56,8 @@ PAPER_TABLES = (
                lambda f: _inits(f, "random", "random") & (f["target_dev_set"] == "d1")
                & (f["surrogate_dev_set"] == "d1"),
                ("whitebox", "attack", "eps")),
-    PaperTable("table3_pretraining", "Table 3: pre-training, target init x surrogate init x architecture (d1)",
+    PaperTable("table3_pretraining",
+               "Table 3: pre-training, target init x surrogate init x architecture (d1)",
                lambda f: (f["target_dev_set"] == "d1") & (f["surrogate_dev_set"] == "d1"),
                ("target_init", "surrogate_init", "same_arch", "whitebox", "eps")),
     PaperTable("table4_development_data", "Table 4: development data, target on d1, surrogate on d1/d2/d2/2 "
@@ -154,7 +156,8 @@ def transfer_matrix(results: pd.DataFrame, domain: str, attack: str, eps: float,
 def attack_settings(results: pd.DataFrame) -> list[tuple[str, str, float]]:
     """The (domain, attack, eps) settings in the results, sorted."""
     settings = results[["domain", "attack", "eps"]].drop_duplicates()
-    return [(d, a, float(e)) for d, a, e in settings.sort_values(["domain", "attack", "eps"]).itertuples(index=False)]
+    settings = settings.sort_values(["domain", "attack", "eps"])
+    return [(d, a, float(e)) for d, a, e in settings.itertuples(index=False)]
 
 
 def summary(results: pd.DataFrame) -> str:
@@ -163,13 +166,14 @@ def summary(results: pd.DataFrame) -> str:
     seeds = rows["seed"].nunique()
     lines = [f"Study results: {len(rows)} rows, {rows['surrogate'].nunique()} surrogates x "
              f"{rows['target'].nunique()} targets, {len(attack_settings(rows))} attack settings, "
-             f"{seeds} seed{'s' if seeds > 1 else ''}. Lower % of clean = stronger attack.", ""]
+             f"{seeds} seed{'' if seeds == 1 else 's'}. Lower % of clean = stronger attack.", ""]
     for domain, attack, eps in attack_settings(rows):
         matrix = transfer_matrix(rows, domain, attack, eps)
         shown = pd.DataFrame({t: ["–" if pd.isna(v) else f"{v:.1f}" + ("*" if s == t else "")
                                   for s, v in matrix[t].items()] for t in matrix.columns})
         shown.insert(0, "surrogate \\ target", matrix.index)
-        lines += [f"{domain} {attack} eps={eps:g}: AUC adv % of clean (* white-box)", "", markdown_table(shown)]
+        lines += [f"{domain} {attack} eps={eps:g}: AUC adv % of clean (* white-box)", "",
+                  markdown_table(shown)]
     for _, (table, _, manuscript) in paper_tables(rows).items():
         lines += [table.title, "", markdown_table(display_frame(manuscript))]
     return "\n".join(lines)
@@ -210,7 +214,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
     widths = [max(len(columns[j]), *(len(row[j]) for row in cells), 3) for j in range(len(columns))]
 
     def line(values):
-        return "| " + " | ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)) + " |"
+        padded = (v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right))
+        return "| " + " | ".join(padded) + " |"
 
     rule = "|" + "|".join("-" * (w + 1) + ":" if r else "-" * (w + 2) for w, r in zip(widths, right)) + "|"
     return "\n".join([line(columns), rule, *(line(row) for row in cells)]) + "\n"

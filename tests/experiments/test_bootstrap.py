@@ -23,7 +23,8 @@ def reference_bootstrap(task, labels, clean, adv, n_resamples, seed, confidence=
         cols = [j for j in range(y.shape[1]) if len(set(y[:, j])) == 2]
         if not cols:
             continue
-        aucs.append(tuple(np.mean([roc_auc_score(y[:, j], s[idx][:, j]) for j in cols]) for s in (clean, adv)))
+        aucs.append(tuple(np.mean([roc_auc_score(y[:, j], s[idx][:, j]) for j in cols])
+                          for s in (clean, adv)))
     c, a = np.array(aucs).T
     q = [100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2]
     return {"auc_adv": np.percentile(a, q), "auc_drop": np.percentile(c - a, q),
@@ -88,7 +89,8 @@ def test_ci_contains_point_estimate_and_narrows_with_more_samples():
 def test_seeded_and_accepts_torch_tensors():
     torch = pytest.importorskip("torch")
     y, clean, adv = binary_data(40)
-    a = paired_bootstrap("binary", torch.tensor(y), torch.tensor(clean), torch.tensor(adv), n_resamples=50, seed=1)
+    tensors = [torch.tensor(v) for v in (y, clean, adv)]
+    a = paired_bootstrap("binary", *tensors, n_resamples=50, seed=1)
     b = paired_bootstrap("binary", y, clean, adv, n_resamples=50, seed=1)
     c = paired_bootstrap("binary", y, clean, adv, n_resamples=50, seed=2)
     assert a == b and a != c

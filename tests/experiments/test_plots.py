@@ -80,9 +80,11 @@ def test_epsilon_curves_plot_the_mean_over_pairs(tmp_path):
     wb = {line.get_label(): line for line in whitebox.get_lines()}
     assert wb["fgsm adversarial"].get_ydata()[2] == pytest.approx(df.auc_pct_clean.values[pick].mean())
 
+    assert epsilon_curves(df[df.eps == 0.01], tmp_path) == []  # one eps: no curve
     (path,) = epsilon_curves(df, tmp_path)
     fmt, size, _ = png_size(path)
-    assert path.name == "epsilon_pathology.png" and fmt == "PNG" and size == (round(10.4 * DPI), round(4.6 * DPI))
+    assert path.name == "epsilon_pathology.png" and fmt == "PNG"
+    assert size == (round(10.4 * DPI), round(4.6 * DPI))
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -90,7 +92,8 @@ def test_example_grid_shows_clean_adversarial_amplified_perturbation_and_control
     g = torch.Generator().manual_seed(0)
     clean = torch.rand(2, channels, 16, 16, generator=g) * 0.8 + 0.1
     delta = 0.01 * torch.sign(torch.randn(clean.shape, generator=g))
-    adv, control = clean + delta, clean + delta.flatten()[torch.randperm(delta.numel(), generator=g)].view_as(delta)
+    shuffled = delta.flatten()[torch.randperm(delta.numel(), generator=g)].view_as(delta)
+    adv, control = clean + delta, clean + shuffled
     fig = example_grid_figure(clean, adv, control, "t", ["first", "second"])
     shown = [ax.images[0].get_array() for ax in fig.axes]
     c, a, k = clean.numpy(), adv.numpy(), control.numpy()
@@ -99,7 +102,8 @@ def test_example_grid_shows_clean_adversarial_amplified_perturbation_and_control
         for j, images in enumerate((c, a, expected_perturbation, k)):
             picture = np.transpose(images[i], (1, 2, 0)).squeeze(-1 if channels == 1 else ())
             np.testing.assert_allclose(np.asarray(shown[4 * i + j]), picture, atol=1e-6)
-    assert [ax.get_title() for ax in fig.axes[:4]] == ["clean", "adversarial", "perturbation ×50", "control noise"]
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    assert titles == ["clean", "adversarial", "perturbation ×50", "control noise"]
 
     path = example_grid(clean, adv, control, tmp_path / "grid.png", "t")
     fmt, size, _ = png_size(path)

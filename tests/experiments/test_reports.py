@@ -55,7 +55,8 @@ def test_manuscript_table2_averages_pairs_within_seed_then_over_seeds():
     assert row.auc_pct_clean == pytest.approx(np.mean(per_seed))
     assert row.auc_pct_clean_std == pytest.approx(np.std(per_seed, ddof=1))
     assert row.n_seeds == 3 and row.n_pairs == 4  # cnn->res, cnn_v2->cnn, cnn_v2->res, res->cnn
-    control = [100 * (df.auc_control / df.auc_clean).values[mask & (df.seed.values == s)].mean() for s in (0, 1, 2)]
+    ratio = 100 * (df.auc_control / df.auc_clean).values
+    control = [ratio[mask & (df.seed.values == s)].mean() for s in (0, 1, 2)]
     assert row.control_pct_clean == pytest.approx(np.mean(control))
     assert len(table) == 2 * 2 * 2  # whitebox x attack x eps
 
@@ -116,7 +117,8 @@ def test_transfer_matrix_layout_and_missing_pairs():
 
 
 def test_markdown_table_format():
-    frame = pd.DataFrame({"name": ["a", "bb"], "auc_adv": [0.51234, np.nan], "ok": [True, False], "n": [3, 12]})
+    frame = pd.DataFrame({"name": ["a", "bb"], "auc_adv": [0.51234, np.nan], "ok": [True, False],
+                          "n": [3, 12]})
     assert markdown_table(frame) == (
         "| name | auc_adv | ok  |   n |\n"
         "|------|--------:|-----|----:|\n"
