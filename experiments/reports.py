@@ -72,10 +72,14 @@ PAPER_TABLES = (
 
 
 def check_results(results: pd.DataFrame) -> pd.DataFrame:
-    """The results with the derived `control_pct_clean` column; a clear error for missing columns."""
+    """The results with the derived `control_pct_clean` column; a clear error for missing columns or
+    non-boolean flags."""
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
     if missing:
         raise ValueError(f"results table lacks columns: {', '.join(missing)}")
+    for column in ("same_arch", "same_init", "same_data", "whitebox"):
+        if not pd.api.types.is_bool_dtype(results[column]):
+            raise ValueError(f"results column {column} must be boolean, got dtype {results[column].dtype}")
     return results.assign(control_pct_clean=100.0 * results["auc_control"] / results["auc_clean"])
 
 

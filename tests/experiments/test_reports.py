@@ -149,3 +149,6 @@ def test_missing_columns_is_one_clear_error():
     df = results_frame(["cnn"], ["cnn"]).drop(columns=["seed", "domain"])
     with pytest.raises(ValueError, match="results table lacks columns: domain, seed"):
         manuscript_table(df, TABLES["table2_epsilon"])
+    flags_as_text = results_frame(["cnn"], ["cnn"]).astype({"whitebox": str})
+    with pytest.raises(ValueError, match="results column whitebox must be boolean"):
+        summary(flags_as_text)
