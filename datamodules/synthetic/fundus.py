@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from .render import grid, pixel_noise, render_ellipses, smooth_field, to_uint8
+from .render import pixel_noise, render_ellipses, smooth_field, to_uint8
 
 LABEL_NAMES = ["referable_dr"]
 CHUNK = 1024
@@ -47,15 +47,18 @@ def generate_fundus(num_patients: int, images_per_patient: int, size: int, seed:
 
 def _render(labels, right_eye, colour, size: int, signal: float, g: torch.Generator) -> torch.Tensor:
     m = len(labels)
-    x, y = grid(size)
+    coord = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0  # pixel centres in [-1, 1]
     cx, cy = (0.04 * torch.randn(m, 2, generator=g)).unbind(1)
     radius = 0.9 + 0.06 * torch.rand(m, generator=g)
-    dist = ((x - cx[:, None, None]) ** 2 + (y - cy[:, None, None]) ** 2).sqrt_() / radius[:, None, None]
-    fov = ((1.0 - dist) * size * 0.5).clamp_(0.0, 1.0)  # anti-aliased disc edge
-    # illumination: vignetting plus a random linear gradient
+    # separable terms: (m, 1, size) along x plus (m, size, 1) along y
+    dx2 = ((coord - cx[:, None]) / radius[:, None]).square()[:, None, :]
+    dy2 = ((coord - cy[:, None]) / radius[:, None]).square()[:, :, None]
+    dist2 = dx2 + dy2
+    fov = dist2.sqrt().neg_().add_(1.0).mul_(size * 0.5).clamp_(0.0, 1.0)  # anti-aliased disc edge
+    # illumination: vignetting plus a random linear gradient, times a smooth field
     tilt = 0.25 * torch.randn(m, 2, generator=g)
-    light = (1.0 - 0.45 * dist * dist + tilt[:, 0, None, None] * x + tilt[:, 1, None, None] * y)
-    light = light * (0.9 + 0.15 * smooth_field(m, size, 4, g))
+    light = (1.0 - 0.45 * dx2 + tilt[:, 0, None, None] * coord) + (-0.45 * dy2 + tilt[:, 1, None, None] * coord[:, None])
+    light = light.mul_(smooth_field(m, size, 4, g).mul_(0.15).add_(0.9))
 
     side = 2.0 * right_eye - 1.0  # disc on the right of the image for right eyes
     to_px = lambda v: (v + 1.0) * 0.5 * size  # noqa: E731  [-1, 1] -> pixels
@@ -66,12 +69,11 @@ def _render(labels, right_eye, colour, size: int, signal: float, g: torch.Genera
 
     # vessels: 4 arcades from the disc, each a chain of elongated dots, plus 2 branches per arcade
     steps, n_arc = 14, 4
-    start = torch.tensor([-0.55, 0.55, -0.6, 0.6])  # angles relative to "towards the macula"
-    bend = torch.tensor([0.10, -0.10, -0.04, 0.04])
+    start = torch.tensor([-1.1, 1.1, -0.6, 0.6])  # angles relative to "towards the macula"
+    turns = torch.tensor([0.085, -0.085, 0.02, -0.02])  # temporal arcades bend around the macula
     heading = math.pi * (side > 0).float()  # towards the macula (pointing away from the disc side)
     phi0 = heading[:, None] + start + torch.tensor([0.0, 0.0, math.pi, math.pi])
-    turns = bend * (1.0 - 2.0 * (side[:, None] < 0).float()) * -1.0
-    walk = turns[:, :, None] + 0.12 * torch.randn(m, n_arc, steps, generator=g)
+    walk = turns[None, :, None] + 0.12 * torch.randn(m, n_arc, steps, generator=g)
     phi = phi0[:, :, None] + walk.cumsum(2)
     step_len = 0.065
     pts = disc[:, None, None, :] + step_len * torch.stack([phi.cos(), phi.sin()], 3).cumsum(2)
@@ -112,16 +114,20 @@ def _render(labels, right_eye, colour, size: int, signal: float, g: torch.Genera
                               ex_on.float(), size).clamp_(max=1.0)
 
     def blob(centre, r):
-        d2 = (x - centre[:, 0, None, None]) ** 2 + (y - centre[:, 1, None, None]) ** 2
-        return torch.exp(-d2 / (2 * r * r))
+        """Separable Gaussian spot (m, size, size)."""
+        gx = (-(coord - centre[:, 0, None]).square() / (2 * r * r)).exp()
+        gy = (-(coord - centre[:, 1, None]).square() / (2 * r * r)).exp()
+        return gy[:, :, None] * gx[:, None, :]
 
-    disc_r = 0.09 + 0.015 * torch.rand(m, 1, 1, generator=g)
-    disc_img = blob(disc, disc_r)
-    mac_img = blob(macula, torch.full((m, 1, 1), 0.12))
-    base = colour[:, :, None, None] * (light * (1.0 - 0.35 * mac_img))[:, None]
-    rgb = base + torch.tensor([0.25, 0.45, 0.30])[:, None, None] * disc_img[:, None]
-    dark = (vessels * 0.45 + red * 0.6)[:, None]
-    rgb = rgb * (1.0 - dark * torch.tensor([0.35, 0.8, 0.8])[:, None, None])
-    rgb = rgb + torch.tensor([0.45, 0.4, 0.05])[:, None, None] * exudate[:, None]
-    rgb = rgb.add_(pixel_noise((m, 1, size, size), 0.015, g)).mul_(fov[:, None])
-    return rgb
+    disc_img = blob(disc, 0.09 + 0.015 * torch.rand(m, 1, generator=g))
+    lit = light.mul_(blob(macula, torch.full((m, 1), 0.12)).mul_(-0.35).add_(1.0))
+    dark = vessels.mul_(0.45).add_(red.mul_(0.6))
+    noise = pixel_noise((m, size, size), 0.015, g)
+    # colour mixing of per-pixel features in one batched product: (m, 3, 6) @ (m, 6, pixels)
+    features = torch.stack([lit, disc_img, lit * dark, disc_img * dark, exudate, noise], 1).view(m, 6, -1)
+    disc_colour = torch.tensor([0.25, 0.45, 0.30]).expand(m, 3)
+    vessel_absorb = torch.tensor([0.35, 0.8, 0.8])
+    mixing = torch.stack([colour, disc_colour, -colour * vessel_absorb, -disc_colour * vessel_absorb,
+                          torch.tensor([0.45, 0.4, 0.05]).expand(m, 3), torch.ones(m, 3)], 2)
+    rgb = torch.bmm(mixing, features).view(m, 3, size, size)
+    return rgb.mul_(fov[:, None])

@@ -242,3 +242,11 @@ def test_config_errors_name_the_key(tmp_path):
         build_datamodule(_cfg("kaggle_dr", "ophthalmology", ""))
     with pytest.raises(ValueError, match=r"data.domain: unknown domain 'dermatology'"):
         build_datamodule(_cfg("csv", "dermatology", tmp_path))
+
+
+def test_pcam_reader_works_in_worker_processes(tmp_path):
+    arrays = _write_pcam(tmp_path)
+    data = build_datamodule({**_cfg("pcam", "pathology", tmp_path), "num_workers": 2})
+    images = torch.cat([x for x, _ in data.test_dataloader()])
+    expected = arrays["test"][0].transpose(0, 3, 1, 2) / 255.0
+    np.testing.assert_allclose(images.numpy(), expected, atol=1e-6)
