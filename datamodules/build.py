@@ -43,7 +43,7 @@ def build_datamodule(cfg) -> DevSetDataModule:
     return DevSetDataModule(data.labels, manifest, task=data.task, label_names=data.label_names,
                             channels=data.channels, dev_set=get("split", "d1"), images=data.images,
                             reader=data.reader, batch_size=int(get("batch_size", 64)),
-                            num_workers=int(get("num_workers", 0)), seed=seed)
+                            num_workers=int(get("num_workers", 0)))
 
 def _synthetic(domain: str, get, size: int, seed: int) -> Source:
     cache_dir = str(get("cache_dir", "") or "")

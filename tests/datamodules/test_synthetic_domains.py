@@ -103,3 +103,20 @@ def test_datamodule_interface_and_float_images(tmp_path):
     saved = pd.read_csv(path)
     assert list(saved.columns[:4]) == ["sample_id", "patient_id", "partition", "stage"]
     assert len(saved) == 120
+
+
+def test_split_follows_data_seed_and_order_follows_training_seed():
+    cfg = dict(domain="pathology", source="synthetic", image_size=16, num_patients=40, images_per_patient=2,
+               seed=1, split="d1", batch_size=64, cache_dir="none")
+    a, b = build_datamodule(cfg), build_datamodule(cfg)
+    assert a.manifest.equals(b.manifest)
+
+    def first_labels(data, training_seed):
+        torch.manual_seed(training_seed)
+        return next(iter(data.train_dataloader()))[1].tolist()
+
+    train_labels = a.labels[a.indices["train"]].tolist()
+    order = first_labels(a, 0)
+    assert sorted(order) == sorted(train_labels)
+    assert order == first_labels(b, 0)
+    assert any(first_labels(b, s) != order for s in (1, 2, 3))
