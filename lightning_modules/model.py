@@ -38,7 +38,8 @@ class PixelSpaceClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != self.in_chans:
-            raise ValueError(f"model expects N x {self.in_chans} x H x W input, got shape {tuple(images.shape)}")
+            raise ValueError(f"model expects N x {self.in_chans} x H x W input, "
+                             f"got shape {tuple(images.shape)}")
         if self.in_chans == 1:
             images = images.expand(-1, 3, -1, -1)
         elif self.to_rgb is not None:
@@ -46,8 +47,8 @@ class PixelSpaceClassifier(nn.Module):
         height, width = images.shape[-2:]
         if min(height, width) < self.min_size:
             scale = self.min_size / min(height, width)
-            images = nn.functional.interpolate(images, size=(math.ceil(height * scale), math.ceil(width * scale)),
-                                               mode="bilinear", align_corners=False)
+            size = (math.ceil(height * scale), math.ceil(width * scale))
+            images = nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False)
         return self.backbone((images - self.mean) / self.std)
 
 

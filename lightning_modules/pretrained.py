@@ -36,7 +36,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def torchvision_cache_path(file_name: str) -> Path:
-    """Where torchvision keeps a downloaded checkpoint: $TORCH_HOME/hub/checkpoints (default ~/.cache/torch)."""
+    """Where torchvision keeps downloaded checkpoints: $TORCH_HOME/hub/checkpoints (TORCH_HOME default:
+    ~/.cache/torch)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / file_name
 
 
@@ -48,7 +49,8 @@ def torchvision_imagenet(model: nn.Module, arch: str, weights) -> None:
     """
     path = torchvision_cache_path(weights.url.rsplit("/", 1)[-1])
     if not path.is_file():
-        raise MissingWeightsError(f"ImageNet weights for {arch} not found: put {path.name} ({weights.url}) at {path}")
+        raise MissingWeightsError(f"ImageNet weights for {arch} not found: "
+                                  f"put {path.name} ({weights.url}) at {path}")
     state = {_DENSENET_OLD_KEY.sub(r"\1\2.", key): value for key, value in load_state_dict_file(path).items()}
     expected = model.state_dict()
     model.load_state_dict({key: value for key, value in state.items() if key in expected})

@@ -11,7 +11,8 @@ from experiments.training import datamodule_for, train_model
 
 
 def tiny_config(uri: str, *extra: str):
-    return load_config(None, ["name=training-test", f"tracking.uri={uri}", "models=[{name: m, arch: tiny_cnn}]",
+    return load_config(None, ["name=training-test", f"tracking.uri={uri}",
+                              "models=[{name: m, arch: tiny_cnn}]",
                               "data.num_patients=40", "data.image_size=16", "data.batch_size=16",
                               "train.max_epochs=3", "train.lr=0.003", *extra])
 

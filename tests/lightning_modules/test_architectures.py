@@ -16,7 +16,8 @@ def by_hand(arch: str, backbone, images: torch.Tensor) -> torch.Tensor:
     spec = ARCHITECTURES[arch]
     pixels = images.expand(-1, 3, -1, -1)
     if spec.min_size > images.shape[-1]:
-        pixels = F.interpolate(pixels, size=(spec.min_size, spec.min_size), mode="bilinear", align_corners=False)
+        pixels = F.interpolate(pixels, size=(spec.min_size, spec.min_size), mode="bilinear",
+                               align_corners=False)
     mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
     return backbone((pixels - mean) / std)
 
@@ -83,7 +84,7 @@ def test_unknown_names_list_the_valid_ones():
     assert "'resnet9000'" in message and "\n" not in message
     assert all(name in message for name in ["tiny_cnn", "resnet18", "resnet50", "densenet121", "inception_v3",
                                             "efficientnet_lite0", "mobilenet_v3_small"])
-    with pytest.raises(ValueError, match=r"unknown init 'imagenet21k'; valid: imagenet, random, checkpoint:<path>"):
+    with pytest.raises(ValueError, match=r"unknown init 'imagenet21k'; valid: imagenet, random, checkpoint:"):
         build_classifier("tiny_cnn", "imagenet21k", "binary", 1, 3)
     with pytest.raises(ValueError, match="unknown task 'regression'"):
         build_classifier("tiny_cnn", "random", "regression", 1, 3)

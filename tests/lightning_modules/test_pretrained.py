@@ -9,7 +9,8 @@ import torchvision.models as tvm
 from skimage import data as skdata
 
 from lightning_modules import build_classifier
-from lightning_modules.pretrained import IMAGENET_MEAN, IMAGENET_STD, MissingWeightsError, efficientnet_lite0_imagenet
+from lightning_modules.pretrained import (IMAGENET_MEAN, IMAGENET_STD, MissingWeightsError,
+                                         efficientnet_lite0_imagenet)
 
 # File names torchvision downloads these ImageNet weights to (facts of torchvision 0.29), and each head.
 CACHE_FILES = {
@@ -17,7 +18,8 @@ CACHE_FILES = {
     "densenet121": ("densenet121-a639ec97.pth", lambda: tvm.densenet121(), "classifier."),
     "inception_v3": ("inception_v3_google-0cc3c7bd.pth",
                      lambda: tvm.inception_v3(aux_logits=True, init_weights=False), "fc."),
-    "mobilenet_v3_small": ("mobilenet_v3_small-047dcff4.pth", lambda: tvm.mobilenet_v3_small(), "classifier.3."),
+    "mobilenet_v3_small": ("mobilenet_v3_small-047dcff4.pth", lambda: tvm.mobilenet_v3_small(),
+                           "classifier.3."),
 }
 
 
@@ -60,7 +62,8 @@ def imagenet_class(model: torch.nn.Module, photo) -> int:
                           antialias=True, align_corners=False)
     top, left = (image.shape[2] - 224) // 2, (image.shape[3] - 224) // 2
     image = image[:, :, top:top + 224, left:left + 224]
-    image = (image - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    image = (image - mean) / std
     with torch.no_grad():
         return int(model.eval()(image).argmax(dim=1))
 
