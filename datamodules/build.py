@@ -15,10 +15,12 @@ from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
 from .synthetic import GENERATORS
 from .synthetic.cache import DEFAULT_CACHE_DIR, cached_generate
 
+
 DOMAINS = ("ophthalmology", "radiology", "pathology")
 SOURCES = ("synthetic", "pcam", "chestxray14", "kaggle_dr", "medmnist", "csv")
 # sources tied to one domain
 SOURCE_DOMAIN = {"pcam": "pathology", "chestxray14": "radiology", "kaggle_dr": "ophthalmology"}
+
 
 def build_datamodule(cfg) -> DevSetDataModule:
     """`cfg` (mapping or attribute object), keys as in experiments.config.DataConfig:
@@ -45,6 +47,7 @@ def build_datamodule(cfg) -> DevSetDataModule:
                             reader=data.reader, batch_size=int(get("batch_size", 64)),
                             num_workers=int(get("num_workers", 0)))
 
+
 def _synthetic(domain: str, get, size: int, seed: int) -> Source:
     cache_dir = str(get("cache_dir", "") or "")
     cache_dir = None if cache_dir.lower() == "none" else (cache_dir or str(DEFAULT_CACHE_DIR))
@@ -52,15 +55,17 @@ def _synthetic(domain: str, get, size: int, seed: int) -> Source:
                   images_per_patient=int(get("images_per_patient")), size=size, seed=seed,
                   signal=float(get("signal", 1.0)))
     images, labels, patients = _generated(tuple(sorted(params.items())), cache_dir)
-    generate, label_names, task = GENERATORS[domain]
+    _, label_names, task = GENERATORS[domain]
     patients = patients.numpy()
     return Source(labels=labels, patients=patients, sample_ids=None, task=task, label_names=label_names,
                   channels=images.shape[1], images=images)
+
 
 @lru_cache(maxsize=4)
 def _generated(params: tuple, cache_dir: str | None):
     params = dict(params)
     return cached_generate(GENERATORS[params["domain"]][0], params, cache_dir)
+
 
 def _real(domain: str, source: str, get, size: int) -> Source:
     root = str(get("root", "") or "")
