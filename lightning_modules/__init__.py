@@ -1,7 +1,9 @@
 """Classifiers: architecture registry, initialisation, pixel-space model contract, LightningModule."""
-from .architectures import ARCHITECTURES, get_architecture
+from .architectures import ARCHITECTURES, architecture_listing, get_architecture
 from .classifier import ClassifierModule
 from .model import build_classifier
+from .pretrained import MissingWeightsError
 from .tasks import TASKS
 
-__all__ = ["ARCHITECTURES", "TASKS", "ClassifierModule", "build_classifier", "get_architecture"]
+__all__ = ["ARCHITECTURES", "TASKS", "ClassifierModule", "MissingWeightsError", "architecture_listing",
+           "build_classifier", "get_architecture"]
