@@ -9,9 +9,10 @@ from lightning_modules.tasks import check_task
 _BLOCK_ELEMENTS = 2_000_000
 
 
-def paired_bootstrap(task: str, labels, clean_scores, adv_scores, n_resamples: int = 1000,
-                     confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """Percentile CIs of auc_adv, auc_drop (clean - adv) and auc_pct_clean over resampled test images.
+class PairedBootstrap:
+    """Percentile CIs of auc_adv, auc_drop (clean - adv) and auc_pct_clean over resampled test images,
+    for one target: its clean AUC per resample is computed once, then `interval` takes the target's
+    scores on each adversarial set.
 
     Clean and adversarial AUC are computed on the same resample of test indices (paired). Resample b
     uses the indices `rng.integers(0, n, size=n)` of the b-th draw from `np.random.default_rng(seed)`.
@@ -19,60 +20,78 @@ def paired_bootstrap(task: str, labels, clean_scores, adv_scores, n_resamples: i
     one-vs-rest classes (multiclass, integer labels (N,), scores (N, C)) that have both classes in
     the resample; resamples without any such label are left out.
     """
-    y, clean, adv = _label_matrix(check_task(task), labels, clean_scores, adv_scores)
-    if n_resamples < 1:
-        raise ValueError(f"paired_bootstrap: n_resamples must be >= 1, got {n_resamples}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"paired_bootstrap: confidence must be in (0, 1), got {confidence}")
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    block = max(1, _BLOCK_ELEMENTS // n)
-    auc_clean, auc_adv = [], []
-    for start in range(0, n_resamples, block):
-        rows = min(block, n_resamples - start)
-        idx = np.stack([rng.integers(0, n, size=n) for _ in range(rows)])
-        counts = np.bincount((idx + n * np.arange(rows)[:, None]).ravel(), minlength=rows * n)
-        counts = counts.reshape(rows, n).astype(float)
-        auc_clean.append(_resampled_macro_auc(counts, y, clean))
-        auc_adv.append(_resampled_macro_auc(counts, y, adv))
-    auc_clean, auc_adv = np.concatenate(auc_clean), np.concatenate(auc_adv)
-    valid = ~np.isnan(auc_clean)
-    if not valid.any():
-        raise ValueError("paired_bootstrap: no resample has a label with both classes")
-    auc_clean, auc_adv = auc_clean[valid], auc_adv[valid]
-    tails = 100.0 * np.array([(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
-    result = {}
-    for name, values in (("auc_adv", auc_adv), ("auc_drop", auc_clean - auc_adv),
-                         ("auc_pct_clean", 100.0 * auc_adv / auc_clean)):
-        lo, hi = np.percentile(values, tails)
-        result[f"{name}_lo"], result[f"{name}_hi"] = float(lo), float(hi)
-    return result
+
+    def __init__(self, task: str, labels, clean_scores, n_resamples: int = 1000, confidence: float = 0.95,
+                 seed: int = 0):
+        self.task = check_task(task)
+        self.clean_shape = np.shape(clean_scores)
+        self.labels, self.clean = _label_matrix(self.task, labels, clean_scores)
+        if n_resamples < 1:
+            raise ValueError(f"paired_bootstrap: n_resamples must be >= 1, got {n_resamples}")
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"paired_bootstrap: confidence must be in (0, 1), got {confidence}")
+        self.n_resamples, self.confidence, self.seed = n_resamples, confidence, seed
+        self.auc_clean = self._resampled(self.clean)
+        self.valid = ~np.isnan(self.auc_clean)
+        if not self.valid.any():
+            raise ValueError("paired_bootstrap: no resample has a label with both classes")
+
+    def interval(self, adv_scores) -> dict[str, float]:
+        """{auc_adv,auc_drop,auc_pct_clean}_{lo,hi} for the target's scores on one adversarial set."""
+        adv = np.asarray(adv_scores, dtype=float)
+        if adv.shape != self.clean_shape:
+            raise ValueError(f"paired_bootstrap: adversarial scores {adv.shape} do not match clean "
+                             f"scores {self.clean_shape}")
+        adv = adv.reshape(self.clean.shape)
+        auc_clean, auc_adv = self.auc_clean[self.valid], self._resampled(adv)[self.valid]
+        tails = 100.0 * np.array([(1.0 - self.confidence) / 2.0, (1.0 + self.confidence) / 2.0])
+        result = {}
+        for name, values in (("auc_adv", auc_adv), ("auc_drop", auc_clean - auc_adv),
+                             ("auc_pct_clean", 100.0 * auc_adv / auc_clean)):
+            lo, hi = np.percentile(values, tails)
+            result[f"{name}_lo"], result[f"{name}_hi"] = float(lo), float(hi)
+        return result
+
+    def _resampled(self, scores: np.ndarray) -> np.ndarray:
+        """Macro AUC of `scores` on each resample (the same resamples on every call)."""
+        rng = np.random.default_rng(self.seed)
+        n = len(scores)
+        block = max(1, _BLOCK_ELEMENTS // n)
+        aucs = []
+        for start in range(0, self.n_resamples, block):
+            rows = min(block, self.n_resamples - start)
+            idx = np.stack([rng.integers(0, n, size=n) for _ in range(rows)])
+            counts = np.bincount((idx + n * np.arange(rows)[:, None]).ravel(), minlength=rows * n)
+            aucs.append(_resampled_macro_auc(counts.reshape(rows, n).astype(float), self.labels, scores))
+        return np.concatenate(aucs)
 
 
-def _label_matrix(task: str, labels, clean_scores, adv_scores):
-    """Labels and scores as (N, L) arrays, one column per binary AUC that the macro mean averages."""
-    y = np.asarray(labels)
-    clean, adv = np.asarray(clean_scores, dtype=float), np.asarray(adv_scores, dtype=float)
-    if clean.shape != adv.shape:
-        raise ValueError(f"paired_bootstrap: clean scores {clean.shape} and adversarial scores "
-                         f"{adv.shape} differ")
+def paired_bootstrap(task: str, labels, clean_scores, adv_scores, n_resamples: int = 1000,
+                     confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """`PairedBootstrap(...).interval(adv_scores)` for a single surrogate->target pair."""
+    return PairedBootstrap(task, labels, clean_scores, n_resamples, confidence, seed).interval(adv_scores)
+
+
+def _label_matrix(task: str, labels, scores):
+    """Labels (bool) and scores as (N, L) arrays, one column per binary AUC that the macro mean averages."""
+    y, scores = np.asarray(labels), np.asarray(scores, dtype=float)
     if task == "multiclass":
-        if y.ndim != 1 or clean.ndim != 2:
+        if y.ndim != 1 or scores.ndim != 2:
             raise ValueError(f"paired_bootstrap: multiclass needs labels (N,) and scores (N, C), "
-                             f"got {y.shape} and {clean.shape}")
-        y = (y.astype(int)[:, None] == np.arange(clean.shape[1])[None, :])
+                             f"got {y.shape} and {scores.shape}")
+        y = y.astype(int)[:, None] == np.arange(scores.shape[1])[None, :]
     elif task == "binary":
-        if y.ndim != 1 or clean.ndim != 1:
+        if y.ndim != 1 or scores.ndim != 1:
             raise ValueError(f"paired_bootstrap: binary needs labels (N,) and scores (N,), "
-                             f"got {y.shape} and {clean.shape}")
-        y, clean, adv = y[:, None], clean[:, None], adv[:, None]
+                             f"got {y.shape} and {scores.shape}")
+        y, scores = y[:, None], scores[:, None]
     elif y.ndim != 2:
         raise ValueError(f"paired_bootstrap: multilabel needs labels (N, L), got {y.shape}")
-    if y.shape != clean.shape or len(y) == 0:
-        raise ValueError(f"paired_bootstrap: labels {y.shape} do not match scores {clean.shape}")
+    if y.shape != scores.shape or len(y) == 0:
+        raise ValueError(f"paired_bootstrap: labels {y.shape} do not match scores {scores.shape}")
     if not np.isin(y, (0, 1)).all():
         raise ValueError("paired_bootstrap: labels must be 0/1 (class indices for multiclass)")
-    return y.astype(bool), clean, adv
+    return y.astype(bool), scores
 
 
 def _resampled_macro_auc(counts: np.ndarray, y: np.ndarray, scores: np.ndarray) -> np.ndarray:

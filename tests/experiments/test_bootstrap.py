@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from experiments.bootstrap import paired_bootstrap
+from experiments.bootstrap import PairedBootstrap, paired_bootstrap
 
 
 def reference_bootstrap(task, labels, clean, adv, n_resamples, seed, confidence=0.95):
@@ -94,6 +94,16 @@ def test_seeded_and_accepts_torch_tensors():
     b = paired_bootstrap("binary", y, clean, adv, n_resamples=50, seed=1)
     c = paired_bootstrap("binary", y, clean, adv, n_resamples=50, seed=2)
     assert a == b and a != c
+
+
+def test_one_target_many_adversarial_sets_reuses_the_resamples():
+    y, clean, adv = binary_data(50)
+    other = adv[::-1].copy()
+    target = PairedBootstrap("binary", y, clean, n_resamples=80, seed=4)
+    assert_matches(target.interval(adv), reference_bootstrap("binary", y, clean, adv, 80, seed=4))
+    assert_matches(target.interval(other), reference_bootstrap("binary", y, clean, other, 80, seed=4))
+    with pytest.raises(ValueError, match=r"adversarial scores \(49,\) do not match clean scores \(50,\)"):
+        target.interval(adv[:49])
 
 
 @pytest.mark.parametrize("task, labels, scores, message", [
