@@ -5,7 +5,8 @@ import numpy as np
 
 from lightning_modules.tasks import check_task
 
-# Resamples per block: bounds the (block x samples) count matrix to about 16 MB of float64.
+# Resamples per block: bounds the (block x samples) count matrix to about 8 MB. Counts and their
+# cumulative sums are whole numbers below 2**24, so float32 holds them exactly (sums use float64).
 _BLOCK_ELEMENTS = 2_000_000
 
 
@@ -62,7 +63,7 @@ class PairedBootstrap:
             rows = min(block, self.n_resamples - start)
             idx = np.stack([rng.integers(0, n, size=n) for _ in range(rows)])
             counts = np.bincount((idx + n * np.arange(rows)[:, None]).ravel(), minlength=rows * n)
-            aucs.append(_resampled_macro_auc(counts.reshape(rows, n).astype(float), self.labels, scores))
+            aucs.append(_resampled_macro_auc(counts.reshape(rows, n).astype(np.float32), self.labels, scores))
         return np.concatenate(aucs)
 
 
@@ -109,11 +110,11 @@ def _resampled_auc(counts: np.ndarray, positive: np.ndarray, scores: np.ndarray)
     neg_order = np.argsort(neg_scores, kind="stable")
     sorted_neg = neg_scores[neg_order]
     # cumulative count of negatives up to each sorted position, per resample, with a leading zero
-    neg_cum = np.zeros((len(counts), len(sorted_neg) + 1))
+    neg_cum = np.zeros((len(counts), len(sorted_neg) + 1), dtype=np.float32)
     np.cumsum(counts[:, np.flatnonzero(~positive)[neg_order]], axis=1, out=neg_cum[:, 1:])
     below = neg_cum[:, np.searchsorted(sorted_neg, pos_scores, side="left")]
     up_to = neg_cum[:, np.searchsorted(sorted_neg, pos_scores, side="right")]
     pos_counts = counts[:, positive]
-    wins = (pos_counts * (below + up_to)).sum(axis=1) * 0.5
-    pairs = pos_counts.sum(axis=1) * neg_cum[:, -1]
+    wins = (pos_counts * (below + up_to)).sum(axis=1, dtype=np.float64) * 0.5
+    pairs = pos_counts.sum(axis=1, dtype=np.float64) * neg_cum[:, -1].astype(np.float64)
     return np.divide(wins, pairs, out=np.full(len(wins), np.nan), where=pairs > 0)
