@@ -42,6 +42,11 @@ class CrossEntropyView(nn.Module):
             return torch.stack([self.view(member(images)) for member in self.model.members], dim=-1)
         return self.view(self.model(images))
 
+    def __repr__(self) -> str:
+        # torchattacks calls str(model) whenever an attack is built: the full repr of a large network
+        # costs milliseconds on every `craft` call.
+        return f"CrossEntropyView(task={self.task!r}, model={type(self.model).__name__})"
+
     def view(self, logits: torch.Tensor) -> torch.Tensor:
         if self.task == "multiclass":
             return logits
