@@ -8,6 +8,7 @@ from .noise import control_noise, random_sign_noise
 from .perturbation import perturbation_metrics
 from .registry import ATTACKS, attack_params
 
-__all__ = ["ATTACKS", "AdversarialSetCache", "CraftingCallback", "Ensemble", "IndexedDataset", "attack_params",
-           "control_noise", "craft", "ensemble", "perturbation_metrics", "quantize_8bit", "random_sign_noise",
-           "set_key"]
+__all__ = ["ATTACKS", "AdversarialSetCache", "CraftingCallback", "Ensemble", "IndexedDataset",
+           "attack_params",
+           "control_noise", "craft", "ensemble", "perturbation_metrics", "quantize_8bit",
+           "random_sign_noise", "set_key"]

@@ -14,7 +14,8 @@ def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
     return torch.round(images * 255.0) / 255.0
 
 
-def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack_cfg, task: str) -> torch.Tensor:
+def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack_cfg,
+          task: str) -> torch.Tensor:
     """Untargeted attack on the cross-entropy of the true labels; returns images in [0, 1].
 
     `attack_cfg`: a dict or DictConfig with `name` and the attack's parameters (see ATTACKS), plus

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 
-def control_noise(clean: torch.Tensor, adversarial: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def control_noise(clean: torch.Tensor, adversarial: torch.Tensor,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """The perturbation `adversarial - clean`, its elements shuffled across all pixels and channels
     of each image independently, added to the clean image and clipped to [0, 1]."""
     delta = (adversarial - clean).flatten(1)
@@ -13,7 +14,8 @@ def control_noise(clean: torch.Tensor, adversarial: torch.Tensor, generator: tor
     return (clean + shuffled.view_as(clean)).clamp(0.0, 1.0)
 
 
-def random_sign_noise(clean: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_sign_noise(clean: torch.Tensor, eps: float,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
     """`clean` plus eps times an independent random sign per element, clipped to [0, 1]."""
     signs = torch.randint(0, 2, clean.shape, generator=generator, device="cpu").to(clean) * 2.0 - 1.0
     return (clean + eps * signs).clamp(0.0, 1.0)

@@ -60,10 +60,10 @@ def main() -> None:
     cfg = {"name": "ifgsm", "eps": 2 / 255, "alpha": 0.5 / 255, "steps": args.steps}
     # torchattacks needs softmax logits: binary/multilabel models go through the framework's view.
     direct_model = model if args.task == "multiclass" else CrossEntropyView(model, args.task)
-    bim = torchattacks.BIM(direct_model, eps=cfg["eps"], alpha=cfg["alpha"], steps=cfg["steps"])
-
+    eps, alpha, steps = cfg["eps"], cfg["alpha"], cfg["steps"]
+    bim = torchattacks.BIM(direct_model, eps=eps, alpha=alpha, steps=steps)
     methods = {
-        "bare loop": lambda: bare_ifgsm(model, images, labels, args.task, cfg["eps"], cfg["alpha"], cfg["steps"]),
+        "bare loop": lambda: bare_ifgsm(model, images, labels, args.task, eps, alpha, steps),
         "torchattacks.BIM": lambda: bim(images, attack_labels(labels, args.task)),
         "attacks.craft": lambda: craft(model, images, labels, cfg, args.task),
     }

@@ -31,12 +31,14 @@ def test_two_processes_never_craft_the_same_set_twice(tmp_path):
         worker.join(timeout=60)
     assert [worker.exitcode for worker in workers] == [0, 0]
     assert log.read_text() == "crafted\n"
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")) == ["set1.pt"]
+    stored = sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock"))
+    assert stored == ["set1.pt"]
 
 
 def test_sets_are_stored_losslessly_and_reused(tmp_path):
     generator = torch.Generator().manual_seed(0)
-    adversarial, control = torch.rand(3, 3, 5, 7, generator=generator), torch.rand(3, 3, 5, 7, generator=generator)
+    adversarial = torch.rand(3, 3, 5, 7, generator=generator)
+    control = torch.rand(3, 3, 5, 7, generator=generator)
     calls = []
 
     def craft_fn():

@@ -28,8 +28,8 @@ class Classifier(pl.LightningModule):
 
 
 def trainer(callback):
-    return pl.Trainer(accelerator="cpu", devices=1, callbacks=[callback], logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, enable_checkpointing=False)
+    return pl.Trainer(accelerator="cpu", devices=1, callbacks=[callback], logger=False,
+                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
 
 
 @pytest.mark.parametrize("stage", ["predict", "test"])

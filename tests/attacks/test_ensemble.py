@@ -23,8 +23,8 @@ def test_logit_ensemble_equals_a_mean_logit_model(task, make_case):
     first, images, labels = make_case(task, seed=0)
     second, _, _ = make_case(task, seed=1)
     expected = craft(MeanOfLogits(first, second), images, labels, CFG, task)
-    torch.testing.assert_close(craft(ensemble([first, second], "logits"), images, labels, CFG, task), expected,
-                               atol=1e-6, rtol=0)
+    crafted = craft(ensemble([first, second], "logits"), images, labels, CFG, task)
+    torch.testing.assert_close(crafted, expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
