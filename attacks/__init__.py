@@ -9,6 +9,5 @@ from .perturbation import perturbation_metrics
 from .registry import ATTACKS, attack_params
 
 __all__ = ["ATTACKS", "AdversarialSetCache", "CraftingCallback", "Ensemble", "IndexedDataset",
-           "attack_params",
-           "control_noise", "craft", "ensemble", "perturbation_metrics", "quantize_8bit",
+           "attack_params", "control_noise", "craft", "ensemble", "perturbation_metrics", "quantize_8bit",
            "random_sign_noise", "set_key"]
