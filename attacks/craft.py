@@ -34,12 +34,18 @@ def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack_c
             raise ValueError(f"attack {name}: needs 1- or 3-channel images, got {channels} channels")
         layouts.append(FirstChannel(target))
         target = layouts[-1]
-    with torch.inference_mode(False), torch.enable_grad():
-        presented = images.clone()
-        for layout in layouts:
-            presented = layout.present(presented)
-        adversarial = make_attack(target, name, params)(
-            presented, attack_labels(labels, task, loss_members(model)).clone()).detach()
+    # torchattacks runs the model in eval mode, then puts the wrapper back in the mode it found it
+    # in; wrappers are new modules (train mode), so the caller's mode is restored here instead.
+    was_training = model.training
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            presented = images.clone()
+            for layout in layouts:
+                presented = layout.present(presented)
+            adversarial = make_attack(target, name, params)(
+                presented, attack_labels(labels, task, loss_members(model)).clone()).detach()
+    finally:
+        model.train(was_training)
     for layout in reversed(layouts):
         adversarial = layout.restore(adversarial)
     adversarial = adversarial.contiguous()
