@@ -50,7 +50,7 @@ def main() -> None:
             pl.seed_everything(seed, workers=True, verbose=False)
             module = ClassifierModule("efficientnet_lite0", init, data.task, data.num_outputs, data.channels,
                                       lr=args.lr, weight_decay=1e-4)
-            val_auc = fit(module, data, cfg)
+            val_auc = fit(module, data, cfg, progress=False)
             print(f"| {init} | {seed} | {val_auc:.4f} | {test_auc(module, data):.4f} |", flush=True)
 
 

@@ -39,6 +39,11 @@ def training_settings(cfg: DictConfig, model_cfg: DictConfig) -> dict:
             "trainer": OmegaConf.to_container(cfg.trainer, resolve=True)}
 
 
+def model_key(cfg: DictConfig, model_cfg: DictConfig) -> str:
+    """The config hash of a trained model: code version and `training_settings`."""
+    return config_hash({"code": code_version(), **training_settings(cfg, model_cfg)})
+
+
 def flat_params(settings: dict) -> dict:
     """MLflow params: top-level keys as they are, nested ones as `section.key`."""
     flat = {}
@@ -60,7 +65,7 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModul
     experiment_id = setup_experiment(uri, cfg.tracking.experiment or cfg.name)
     client = MlflowClient(uri)
     settings = training_settings(cfg, model_cfg)
-    key = config_hash({"code": code_version(), **settings})
+    key = model_key(cfg, model_cfg)
     data = datamodule_for(cfg, model_cfg.dev_set)
 
     def make(init: str) -> ClassifierModule:
@@ -85,7 +90,8 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModul
     return module.eval(), best_val_auc
 
 
-def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback) -> float:
+def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback,
+        progress: bool = True) -> float:
     """Train with early stopping on val_auc; leaves the best-val_auc weights in `module`, returns that AUC."""
     patience = OmegaConf.select(cfg, "train.patience", default=DEFAULT_PATIENCE)
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,6 +101,7 @@ def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback
         trainer = pl.Trainer(max_epochs=cfg.train.max_epochs, accelerator=cfg.trainer.accelerator,
                              devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
                              precision=cfg.trainer.precision, logger=False, enable_model_summary=False,
+                             enable_progress_bar=progress,
                              deterministic=True, callbacks=[best, stop, *callbacks])
         trainer.fit(module, datamodule=data)
         state = load_state_dict_file(best.best_model_path)
