@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import CONFIG_DIR, ConfigError
 
@@ -60,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medtransfer: error: {err}", file=sys.stderr)
         return 2
     print()
-    print(format_table(table))
+    print(table.attrs.get("summary") or format_table(table))
+    if "summary" in table.attrs:
+        print(f"Report (tables, plots, examples): {Path(cfg.output_dir) / cfg.name / 'report'}")
     print("See the runs in the MLflow UI:")
     print(f"  {ui_command(cfg.tracking.uri or default_tracking_uri())}")
     return 0

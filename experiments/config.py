@@ -92,6 +92,8 @@ class TrackingConfig:
 class StudyConfig:
     name: str = "study"
     seed: int = 0
+    seeds: list[int] = field(default_factory=list)  # several seeds aggregated; empty = [seed]
+    bootstrap_resamples: int = 1000  # paired bootstrap CIs per pair; 0 = off
     data: DataConfig = field(default_factory=DataConfig)
     models: list[ModelConfig] = field(default_factory=list)
     zoo: ZooConfig = field(default_factory=ZooConfig)

@@ -11,21 +11,24 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from attacks import attack_params, control_noise, craft
+from attacks import AdversarialSetCache, attack_params, control_noise, craft, perturbation_metrics, set_key
 from lightning_modules.tasks import scores
 
+from .bootstrap import PairedBootstrap
 from .config import load_config
-from .metrics import attack_success_rate, auc, perturbation_metrics
+from .metrics import attack_success_rate, auc
+from .outputs import example_images, with_factors, write_outputs
+from .reports import CI_COLUMNS, markdown_table
 from .runs import StudyRuns
-from .tracking import code_version, config_hash, default_tracking_uri, log_frame, log_text_files, setup_experiment
-from .training import datamodule_for, train_model
+from .tracking import code_version, config_hash, default_tracking_uri, log_frame, setup_experiment
+from .training import datamodule_for, model_key, train_model
 from .zoo import expand_zoo, select_pairs
 
 RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "auc_clean", "auc_adv", "auc_control",
                   "auc_pct_clean", "asr"]
 METRICS = ["auc_clean", "auc_adv", "auc_control", "auc_pct_clean", "asr", "linf", "l2", "ssim", "psnr",
-           "craft_seconds", "eval_seconds"]
-TABLE_COLUMNS = ["surrogate", "target", "attack", "eps", *METRICS]
+           *CI_COLUMNS, "craft_seconds", "eval_seconds"]
+TABLE_COLUMNS = ["seed", "surrogate", "target", "attack", "eps", *METRICS]
 
 
 @dataclass
@@ -38,17 +41,21 @@ class TestSet:
 
 
 @dataclass
-class Plan:
-    """What a study (or one shard of it) does: zoo, attack settings, and craft units with their targets."""
+class Unit:
+    """One adversarial set to craft (surrogate x attack setting, at one seed) and the targets it meets."""
 
+    seed: int
+    surrogate: str
+    setting: dict
+    targets: list[str]
+
+
+@dataclass
+class Plan:
     zoo: dict[str, DictConfig]
     settings: list[dict]
-    units: list[tuple[str, dict, list[str]]]
-
-    @property
-    def models(self) -> list[str]:
-        needed = {s for s, _, _ in self.units} | {t for _, _, ts in self.units for t in ts}
-        return [name for name in self.zoo if name in needed]
+    seeds: list[int]
+    units: list[Unit]
 
 
 def attack_settings(cfg: DictConfig) -> list[dict]:
@@ -62,22 +69,22 @@ def attack_settings(cfg: DictConfig) -> list[dict]:
 
 
 def plan_study(cfg: DictConfig, shard: tuple[int, int] = (0, 1)) -> Plan:
-    """Craft units (surrogate x attack setting, each with its targets), every n-th one for shard i/n."""
+    """Craft units (seed x surrogate x attack setting, each with its targets); every n-th for shard i/n."""
     zoo = {m["name"]: OmegaConf.create(m) for m in expand_zoo(cfg)}
     pairs = select_pairs(list(zoo), list(cfg.surrogates), list(cfg.targets), cfg.pairs)
-    settings = attack_settings(cfg)
+    settings, seeds = attack_settings(cfg), [int(s) for s in cfg.seeds] or [int(cfg.seed)]
     surrogates = [s for s in zoo if any(p[0] == s for p in pairs)]
-    units = [(s, setting, [t for p, t in pairs if p == s]) for s in surrogates for setting in settings]
+    units = [Unit(seed, s, setting, [t for p, t in pairs if p == s])
+             for seed in seeds for s in surrogates for setting in settings]
     index, count = shard
-    return Plan(zoo, settings, units[index::count])
+    return Plan(zoo, settings, seeds, units[index::count])
 
 
 def load_test_set(cfg: DictConfig) -> TestSet:
     data = datamodule_for(cfg, "d1")
-    dataset = data.dataset("test")
     images, labels = zip(*data.test_dataloader())
     return TestSet(torch.cat(images), torch.cat(labels), data.task, data.label_names,
-                   [int(i) for i in dataset.indices])
+                   [int(i) for i in data.indices["test"]])
 
 
 @torch.inference_mode()
@@ -109,13 +116,13 @@ def prediction_table(test: TestSet, clean: torch.Tensor, adv: torch.Tensor, cont
     return pd.DataFrame(columns)
 
 
-def pair_params(cfg: DictConfig, surrogate: DictConfig, target: DictConfig, setting: dict) -> dict:
+def pair_params(cfg: DictConfig, surrogate: DictConfig, target: DictConfig, setting: dict, seed: int) -> dict:
     """The child run's params (DESIGN.md's MLflow contract)."""
     params = {f"surrogate.{k}": v for k, v in surrogate.items()}
     params.update({f"target.{k}": v for k, v in target.items()})
     params.update({f"attack.{k}": v for k, v in setting.items()})
     params.update({f"data.{k}": v for k, v in cfg.data.items()})
-    params["seed"] = cfg.seed
+    params["seed"] = seed
     return params
 
 
@@ -136,9 +143,11 @@ def study_hash(cfg: DictConfig, version: str) -> str:
 
 
 def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> pd.DataFrame:
-    """Run a study (or shard `i/n` of it); one row per (surrogate, target, attack, eps).
+    """Run a study (or shard `i/n` of it); one row per (seed, surrogate, target, attack, eps).
 
     Work already logged by an earlier run of the same config and code is read back, not redone.
+    The unsharded run also writes the report (tables, plots, examples) and puts its terminal
+    summary in `table.attrs["summary"]`.
     """
     if not isinstance(cfg, DictConfig):
         cfg = load_config(cfg)
@@ -146,83 +155,132 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> 
     uri = cfg.tracking.uri or default_tracking_uri()
     experiment_id = setup_experiment(uri, cfg.tracking.experiment or cfg.name)
     version = code_version()
-    runs = StudyRuns(uri, experiment_id, study_hash(cfg, version), Path(cfg.output_dir) / "locks")
+    output_dir = Path(cfg.output_dir)
+    runs = StudyRuns(uri, experiment_id, study_hash(cfg, version), output_dir / "locks")
 
     with runs.parent(cfg.name):
-        mlflow.log_params({"study": cfg.name, "seed": cfg.seed, "models": ",".join(plan.zoo),
+        mlflow.log_params({"study": cfg.name, "seeds": ",".join(map(str, plan.seeds)), "models": ",".join(plan.zoo),
                            "attacks": ",".join(sorted({s["name"] for s in plan.settings})),
                            "eps": ",".join(sorted({str(s["eps"]) for s in plan.settings})),
                            "pairs": cfg.pairs, "data.domain": cfg.data.domain})
         mlflow.set_tags({"git_sha": version, "domain": cfg.data.domain})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-        rows = _run_units(cfg, plan, runs, experiment_id, version)
-        table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+        study = _Evaluation(cfg, plan, runs, experiment_id, version, AdversarialSetCache(output_dir / "adversarial_sets"))
+        rows = [row for unit in tqdm(plan.units, desc="crafting + evaluating", unit="set") for row in study.run(unit)]
+        table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), plan.zoo, cfg.data.domain)
         if shard == (0, 1):
-            log_text_files({"results.csv": table.to_csv(index=False), "results.md": format_table(table)})
+            table.attrs["summary"] = write_outputs(table, output_dir / cfg.name / "report", study.examples,
+                                                   datamodule_for(cfg, "d1").manifest)
     return table
 
 
-def _run_units(cfg, plan: Plan, runs: StudyRuns, experiment_id: str, version: str) -> list[dict]:
-    trained, val_auc, test, clean = {}, {}, None, {}
+class _Evaluation:
+    """Crafts units and evaluates their targets, with everything per seed computed once."""
 
-    def model(name):
-        if name not in trained:
-            trained[name], val_auc[name] = train_model(cfg, plan.zoo[name])
-        return trained[name]
+    def __init__(self, cfg, plan: Plan, runs: StudyRuns, experiment_id: str, version: str,
+                 cache: AdversarialSetCache):
+        self.cfg, self.plan, self.runs, self.experiment_id, self.version = cfg, plan, runs, experiment_id, version
+        self.cache, self.trained, self.clean, self.bootstraps = cache, {}, {}, {}
+        self.examples: dict | None = None
+        self._test: TestSet | None = None
 
-    rows = []
-    for surrogate, setting, targets in tqdm(plan.units, desc="crafting + evaluating", unit="set"):
-        pending, results = {}, {}
-        for target in targets:
-            params = pair_params(cfg, plan.zoo[surrogate], plan.zoo[target], setting)
-            key = config_hash({"params": params, "train": OmegaConf.to_container(cfg.train), "code": version})
-            done = runs.finished_pair(key)
+    @property
+    def test(self) -> TestSet:
+        if self._test is None:
+            self._test = load_test_set(self.cfg)
+        return self._test
+
+    def seeded(self, seed: int) -> DictConfig:
+        return OmegaConf.merge(self.cfg, {"seed": seed})
+
+    def model(self, name: str, seed: int):
+        """(module, best validation AUC) of a zoo model at a seed; trained or read back once."""
+        if (name, seed) not in self.trained:
+            self.trained[name, seed] = train_model(self.seeded(seed), self.plan.zoo[name])
+        return self.trained[name, seed]
+
+    def clean_scores(self, target: str, seed: int) -> torch.Tensor:
+        if (target, seed) not in self.clean:
+            model = self.model(target, seed)[0]
+            self.clean[target, seed] = predict(model, self.test.images, self.test.task, self.cfg.data.batch_size)
+        return self.clean[target, seed]
+
+    def intervals(self, target: str, seed: int, adv_probs: torch.Tensor) -> dict:
+        if self.cfg.bootstrap_resamples < 1:
+            return {c: float("nan") for c in CI_COLUMNS}
+        if (target, seed) not in self.bootstraps:
+            self.bootstraps[target, seed] = PairedBootstrap(
+                self.test.task, self.test.labels.numpy(), self.clean_scores(target, seed).numpy(),
+                n_resamples=self.cfg.bootstrap_resamples, seed=seed)
+        return self.bootstraps[target, seed].interval(adv_probs.numpy())
+
+    def adversarial_set(self, unit: Unit):
+        """(adversarial, control, craft seconds) of a unit, from the on-disk cache when present."""
+        surrogate_cfg = self.plan.zoo[unit.surrogate]
+        key = set_key(model_key(self.seeded(unit.seed), surrogate_cfg), unit.setting, "test", unit.seed)
+        start = time.perf_counter()
+
+        def make():
+            return craft_set(self.model(unit.surrogate, unit.seed)[0], self.test, unit.setting,
+                             self.cfg.data.batch_size, unit.seed)
+
+        adv, ctrl = self.cache.load_or_craft(key, make)
+        return adv, ctrl, time.perf_counter() - start
+
+    def run(self, unit: Unit) -> list[dict]:
+        """Rows of one unit in target order: read back from finished pair runs or computed and logged."""
+        results, pending = {}, {}
+        for target in unit.targets:
+            params = pair_params(self.cfg, self.plan.zoo[unit.surrogate], self.plan.zoo[target], unit.setting,
+                                 unit.seed)
+            key = config_hash({"params": params, "train": OmegaConf.to_container(self.cfg.train),
+                               "bootstrap": self.cfg.bootstrap_resamples, "code": self.version})
+            done = self.runs.finished_pair(key)
             if done is None:
                 pending[target] = (params, key)
             else:
-                results[target] = {m: done.data.metrics.get(m) for m in METRICS}
-        if pending and test is None:
-            test = load_test_set(cfg)
+                results[target] = {m: done.data.metrics.get(m, float("nan")) for m in METRICS}
+        if pending or self.examples is None:
+            adv, ctrl, craft_seconds = self.adversarial_set(unit)
+            if self.examples is None:
+                self.examples = example_images(self.test.images, adv, ctrl, self.cfg.data.domain,
+                                               f"{unit.surrogate}: {unit.setting['name']} eps={unit.setting['eps']:g}")
         if pending:
-            start = time.perf_counter()
-            adv, ctrl = craft_set(model(surrogate), test, setting, cfg.data.batch_size, cfg.seed)
-            craft_seconds = time.perf_counter() - start
-            distortion = perturbation_metrics(test.images, adv)
+            distortion = perturbation_metrics(self.test.images, adv)
         for target, (params, key) in pending.items():
-            start = time.perf_counter()
-            if target not in clean:
-                clean[target] = predict(model(target), test.images, test.task, cfg.data.batch_size)
-            adv_probs = predict(model(target), adv, test.task, cfg.data.batch_size)
-            ctrl_probs = predict(model(target), ctrl, test.task, cfg.data.batch_size)
-            metrics = {
-                "auc_clean": auc(test.task, test.labels, clean[target]),
-                "auc_adv": auc(test.task, test.labels, adv_probs),
-                "auc_control": auc(test.task, test.labels, ctrl_probs),
-                "asr": attack_success_rate(test.task, test.labels, clean[target], adv_probs),
-                **distortion, "craft_seconds": craft_seconds, "eval_seconds": time.perf_counter() - start,
-            }
-            metrics["auc_pct_clean"] = 100.0 * metrics["auc_adv"] / metrics["auc_clean"]
-            tags = {**pair_tags(cfg, plan.zoo[surrogate], plan.zoo[target]), "config_hash": key,
-                    "git_sha": version, "mlflow.parentRunId": runs.parent_id}
-            with mlflow.start_run(experiment_id=experiment_id, nested=True, tags=tags,
-                                  run_name=f"{surrogate}->{target} {setting['name']} eps={setting['eps']}"):
-                mlflow.log_params(params)
-                mlflow.log_metrics({**metrics, "surrogate_val_auc": val_auc[surrogate],
-                                    "target_val_auc": val_auc[target]})
-                log_frame(prediction_table(test, clean[target], adv_probs, ctrl_probs), "predictions.csv")
-            results[target] = metrics
-        rows += [{"surrogate": surrogate, "target": t, "attack": setting["name"], "eps": setting["eps"],
-                  **results[t]} for t in targets]
-    return rows
+            results[target] = self.evaluate(unit, target, adv, ctrl, params, key,
+                                            {**distortion, "craft_seconds": craft_seconds})
+        return [{"seed": unit.seed, "surrogate": unit.surrogate, "target": t, "attack": unit.setting["name"],
+                 "eps": unit.setting["eps"], **results[t]} for t in unit.targets]
+
+    def evaluate(self, unit: Unit, target: str, adv, ctrl, params: dict, key: str, extra: dict) -> dict:
+        """Score the target on one crafted set and log the pair's child run."""
+        test, batch = self.test, self.cfg.data.batch_size
+        start = time.perf_counter()
+        model, target_val_auc = self.model(target, unit.seed)
+        clean = self.clean_scores(target, unit.seed)
+        adv_probs, ctrl_probs = predict(model, adv, test.task, batch), predict(model, ctrl, test.task, batch)
+        metrics = {
+            "auc_clean": auc(test.task, test.labels, clean),
+            "auc_adv": auc(test.task, test.labels, adv_probs),
+            "auc_control": auc(test.task, test.labels, ctrl_probs),
+            "asr": attack_success_rate(test.task, test.labels, clean, adv_probs),
+            **self.intervals(target, unit.seed, adv_probs), **extra,
+        }
+        metrics["auc_pct_clean"] = 100.0 * metrics["auc_adv"] / metrics["auc_clean"]
+        metrics["eval_seconds"] = time.perf_counter() - start
+        surrogate_cfg, target_cfg = self.plan.zoo[unit.surrogate], self.plan.zoo[target]
+        tags = {**pair_tags(self.cfg, surrogate_cfg, target_cfg), "config_hash": key, "git_sha": self.version,
+                "mlflow.parentRunId": self.runs.parent_id}
+        with mlflow.start_run(experiment_id=self.experiment_id, nested=True, tags=tags,
+                              run_name=f"{unit.surrogate}->{target} {unit.setting['name']} eps={unit.setting['eps']}"):
+            mlflow.log_params(params)
+            mlflow.log_metrics({**metrics, "surrogate_val_auc": self.model(unit.surrogate, unit.seed)[1],
+                                "target_val_auc": target_val_auc})
+            log_frame(prediction_table(test, clean, adv_probs, ctrl_probs), "predictions.csv")
+        return metrics
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """The result table as Markdown (columns of RESULT_COLUMNS)."""
-    if table.empty:
-        return "(no results)\n"
-    shown = table[RESULT_COLUMNS].copy()
-    lines = ["| " + " | ".join(RESULT_COLUMNS) + " |", "|" + "---|" * len(RESULT_COLUMNS)]
-    for row in shown.itertuples(index=False):
-        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """The headline columns of a result table as Markdown."""
+    return markdown_table(table[RESULT_COLUMNS]) if not table.empty else "(no results)\n"

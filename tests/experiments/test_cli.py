@@ -46,9 +46,11 @@ def test_bad_epsilon_fails_before_any_work(tmp_path):
 def test_run_prints_table_and_ui_command(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     result = medtransfer("run", "--config", str(preset_path("smoke")), f"tracking.uri={uri}",
-                         "train.max_epochs=1", "pairs=whitebox", "attacks=[{name: fgsm, eps: [0.02]}]")
+                         "train.max_epochs=1", "pairs=whitebox", "attacks=[{name: fgsm, eps: [0.02]}]",
+                         f"output_dir={tmp_path / 'out'}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "| surrogate | target | attack | eps |" in result.stdout
+    assert "pathology fgsm eps=0.02: AUC adv % of clean" in result.stdout
+    assert (tmp_path / "out" / "smoke" / "report" / "results.csv").is_file()
     assert f"mlflow ui --backend-store-uri {uri}" in result.stdout
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("smoke")

@@ -11,8 +11,9 @@ from experiments.config import preset_path
 
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory):
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    cfg = load_config(preset_path("smoke"), [f"tracking.uri={uri}", "train.max_epochs=3"])
+    root = tmp_path_factory.mktemp("study")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cfg = load_config(preset_path("smoke"), [f"tracking.uri={uri}", "train.max_epochs=3", f"output_dir={root}"])
     return cfg, run_study(cfg), uri
 
 

@@ -1,0 +1,52 @@
+"""Everything a finished study writes next to its runs and logs to its parent MLflow run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import torch
+
+from .plots import epsilon_curves, example_grid, transfer_heatmaps
+from .reports import markdown_table, summary, write_tables
+
+EXAMPLE_IMAGES = 6
+
+
+def with_factors(table: pd.DataFrame, zoo: dict, domain: str) -> pd.DataFrame:
+    """The result table plus each pair's factors (arch, init, dev set of both models; same_* flags)."""
+    out = table.copy()
+    for role in ("surrogate", "target"):
+        for factor in ("arch", "init", "dev_set"):
+            out[f"{role}_{factor}"] = [zoo[name][factor] for name in out[role]]
+    for flag, factor in (("same_arch", "arch"), ("same_init", "init"), ("same_data", "dev_set")):
+        out[flag] = out[f"surrogate_{factor}"] == out[f"target_{factor}"]
+    out["whitebox"] = out["surrogate"] == out["target"]
+    out["domain"] = domain
+    return out
+
+
+def write_outputs(results: pd.DataFrame, out_dir: Path, examples: dict | None, manifest: pd.DataFrame) -> str:
+    """Result CSV/Markdown, paper tables, heatmaps, epsilon curves, an example grid and the split
+    manifest under `out_dir`, all logged to the active MLflow run; returns the terminal summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*out_dir.glob("*.png"), *out_dir.glob("*.csv"), *out_dir.glob("*.md")]:
+        stale.unlink()  # a report describes one run of the study, never a mix
+    results.to_csv(out_dir / "results.csv", index=False)
+    (out_dir / "results.md").write_text(markdown_table(results))
+    manifest.to_csv(out_dir / "split_manifest.csv", index=False)
+    if not results.empty:
+        write_tables(results, out_dir)
+        transfer_heatmaps(results, out_dir)
+        epsilon_curves(results, out_dir)
+    if examples is not None:
+        n = EXAMPLE_IMAGES
+        example_grid(examples["clean"][:n], examples["adv"][:n], examples["control"][:n],
+                     out_dir / f"examples_{examples['domain']}.png", title=examples["title"])
+    mlflow.log_artifacts(str(out_dir))
+    return summary(results) if not results.empty else "(no results)"
+
+
+def example_images(clean: torch.Tensor, adv: torch.Tensor, control: torch.Tensor, domain: str, title: str) -> dict:
+    return {"clean": clean[:EXAMPLE_IMAGES], "adv": adv[:EXAMPLE_IMAGES], "control": control[:EXAMPLE_IMAGES],
+            "domain": domain, "title": title}
