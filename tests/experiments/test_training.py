@@ -30,7 +30,6 @@ def val_auc_by_sklearn(cfg, module) -> float:
     return roc_auc_score(torch.cat(labels).numpy(), probs.numpy())
 
 
-@pytest.mark.slow
 def test_training_is_logged_once_and_reused(tracking_uri):
     cfg = tiny_config(tracking_uri)
     experiment_id = setup_experiment(tracking_uri, "training-test")
