@@ -4,6 +4,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -26,9 +27,21 @@ def finished_pairs(uri):
     return client.search_runs([experiment.experiment_id], "tags.kind = 'pair' and attributes.status = 'FINISHED'")
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted, unsharded smoke study."""
+    return run_study(load_config(preset_path("smoke"), overrides(tmp_path_factory.mktemp("reference"), "ref")))
+
+
+def assert_same_results(table, reference):
+    columns = [c for c in METRICS if c not in TIMINGS]
+    keys = ["seed", "surrogate", "target", "attack", "eps"]
+    assert list(table[keys].itertuples(index=False)) == list(reference[keys].itertuples(index=False))
+    np.testing.assert_allclose(table[columns].to_numpy(float), reference[columns].to_numpy(float), atol=1e-6)
+
+
 @pytest.mark.slow
-def test_killed_study_resumes_to_the_same_table(tmp_path):
-    reference = run_study(load_config(preset_path("smoke"), overrides(tmp_path, "reference")))
+def test_killed_study_resumes_to_the_same_table(tmp_path, reference):
 
     args = overrides(tmp_path, "killed")
     uri = args[0].removeprefix("tracking.uri=")
@@ -45,10 +58,7 @@ def test_killed_study_resumes_to_the_same_table(tmp_path):
     assert done_before < len(reference)
 
     resumed = run_study(load_config(preset_path("smoke"), args))
-    columns = [c for c in METRICS if c not in TIMINGS]
-    assert list(resumed[["surrogate", "target", "attack", "eps"]].itertuples(index=False)) == \
-        list(reference[["surrogate", "target", "attack", "eps"]].itertuples(index=False))
-    np.testing.assert_allclose(resumed[columns].to_numpy(float), reference[columns].to_numpy(float), atol=1e-6)
+    assert_same_results(resumed, reference)
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("smoke")
@@ -60,3 +70,18 @@ def test_killed_study_resumes_to_the_same_table(tmp_path):
     assert len(studies) == 1 and studies[0].info.status == "FINISHED"
     models = client.search_runs([experiment.experiment_id], "tags.kind = 'model' and attributes.status = 'FINISHED'")
     assert len(models) == 2  # the rerun reused both trained models
+
+
+@pytest.mark.slow
+def test_union_of_shards_is_the_study(tmp_path, reference):
+    args = overrides(tmp_path, "sharded")
+    uri = args[0].removeprefix("tracking.uri=")
+    cfg = load_config(preset_path("smoke"), args)
+    shards = [run_study(cfg, shard=(i, 3)) for i in range(3)]
+    assert sum(len(s) for s in shards) == len(reference)
+    assert len(finished_pairs(uri)) == len(reference)
+    assembled = run_study(cfg)  # nothing left to do: reads every pair back and writes the report
+    assert_same_results(assembled, reference)
+    assert len(finished_pairs(uri)) == len(reference)
+    union = pd.concat(shards).sort_values(["surrogate", "attack", "target"]).reset_index(drop=True)
+    assert_same_results(union, reference.sort_values(["surrogate", "attack", "target"]).reset_index(drop=True))

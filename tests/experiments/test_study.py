@@ -72,3 +72,27 @@ def test_whitebox_attack_hurts_more_than_control_noise(smoke_study):
     _, table, _ = smoke_study
     whitebox = table[(table.surrogate == table.target) & (table.attack == "ifgsm")]
     assert (whitebox.auc_adv < whitebox.auc_control).all()
+
+
+def test_report_files_and_parent_artifacts(smoke_study, tmp_path):
+    cfg, table, uri = smoke_study
+    report = __import__("pathlib").Path(cfg.output_dir) / "smoke" / "report"
+    assert pd.read_csv(report / "results.csv")[["surrogate", "target", "auc_adv"]].equals(
+        table[["surrogate", "target", "auc_adv"]])
+    manifest = pd.read_csv(report / "split_manifest.csv")
+    assert len(manifest) == cfg.data.num_patients * cfg.data.images_per_patient
+    test_patients = set(manifest.patient_id[manifest.partition == "test"])
+    assert test_patients.isdisjoint(manifest.patient_id[manifest.partition != "test"])
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("smoke")
+    parent, = client.search_runs([experiment.experiment_id], "tags.kind = 'study'")
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.csv", "split_manifest.csv", "config.yaml", "examples_pathology.png",
+            "transfer_pathology_fgsm_eps0.02.png", "table4_development_data_manuscript.md"} <= logged
+
+
+def test_bootstrap_interval_brackets_the_adversarial_auc(smoke_study):
+    _, table, _ = smoke_study
+    assert (table.auc_adv_lo <= table.auc_adv + 1e-9).all() and (table.auc_adv <= table.auc_adv_hi + 1e-9).all()
+    drop = table.auc_clean - table.auc_adv
+    assert (table.auc_drop_lo <= drop + 1e-9).all() and (drop <= table.auc_drop_hi + 1e-9).all()
