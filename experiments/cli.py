@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the study's model zoo, craft each adversarial set once on its surrogate, "
                     "evaluate every target on clean, adversarial and control-noise images, log to MLflow "
                     "and print the result table.")
+    commands.add_parser("models", help="list the registered architectures",
+                        description="List the architectures a zoo entry's `arch` can name.")
     run.add_argument("--config", required=True, metavar="YAML",
                      help=f"study config file (presets: {', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.yaml')))} "
                           f"in {CONFIG_DIR.relative_to(CONFIG_DIR.parent.parent)}/)")
@@ -50,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "models":
+        from lightning_modules import architecture_listing
+        print(architecture_listing())
+        return 0
     from .config import load_config
     from .study import format_table, run_study
     from .tracking import default_tracking_uri, ui_command

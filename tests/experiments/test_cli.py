@@ -56,3 +56,12 @@ def test_run_prints_table_and_ui_command(tmp_path):
     experiment = client.get_experiment_by_name("smoke")
     kinds = sorted(r.data.tags["kind"] for r in client.search_runs([experiment.experiment_id]))
     assert kinds == ["model", "model", "pair", "pair", "study"]  # 2 trained models, 2 white-box pairs
+
+
+def test_models_lists_every_registered_architecture():
+    from lightning_modules import ARCHITECTURES
+
+    result = medtransfer("models")
+    assert result.returncode == 0
+    listed = [line.split()[0] for line in result.stdout.strip().splitlines()]
+    assert sorted(listed) == sorted(ARCHITECTURES)
