@@ -95,6 +95,8 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=list)  # several seeds aggregated; empty = [seed]
     bootstrap_resamples: int = 1000  # paired bootstrap CIs per pair; 0 = off
     data: DataConfig = field(default_factory=DataConfig)
+    # several domains in one study: domain -> `data` overrides; each runs as its own sub-study
+    domains: dict[str, Any] = field(default_factory=dict)
     models: list[ModelConfig] = field(default_factory=list)
     zoo: ZooConfig = field(default_factory=ZooConfig)
     targets: list[str] = field(default_factory=list)
@@ -135,7 +137,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def domain_config(cfg: DictConfig, domain: str) -> DictConfig:
+    """The sub-study of one entry of `domains`: its data overrides applied, named `<name>-<domain>`,
+    logged to the study's experiment."""
+    try:
+        return OmegaConf.merge(cfg, {"name": f"{cfg.name}-{domain}", "domains": {},
+                                     "tracking": {"experiment": cfg.tracking.experiment or cfg.name},
+                                     "data": {**(cfg.domains[domain] or {}), "domain": domain}})
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"domains.{domain}: {str(err).splitlines()[0]}") from None
+
+
 def validate(cfg: DictConfig) -> None:
+    for domain in cfg.domains:
+        domain_config(cfg, domain)
     names = [m["name"] for m in expand_zoo(cfg)]
     if not names:
         raise ConfigError("models: the model zoo is empty (give `models` or `zoo.archs`)")

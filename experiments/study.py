@@ -15,7 +15,7 @@ from attacks import AdversarialSetCache, attack_params, control_noise, craft, pe
 from lightning_modules.tasks import scores
 
 from .bootstrap import PairedBootstrap
-from .config import load_config
+from .config import domain_config, load_config
 from .metrics import attack_success_rate, auc
 from .outputs import example_images, with_factors, write_outputs
 from .reports import CI_COLUMNS, markdown_table
@@ -151,6 +151,11 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> 
     """
     if not isinstance(cfg, DictConfig):
         cfg = load_config(cfg)
+    if cfg.domains:
+        tables = [run_study(domain_config(cfg, domain), shard) for domain in cfg.domains]
+        table = pd.concat(tables, ignore_index=True)
+        table.attrs["summary"] = "\n".join(t.attrs.get("summary", "") for t in tables)
+        return table
     plan = plan_study(cfg, shard)
     uri = cfg.tracking.uri or default_tracking_uri()
     experiment_id = setup_experiment(uri, cfg.tracking.experiment or cfg.name)
