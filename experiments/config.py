@@ -60,6 +60,14 @@ class ZooConfig:
 
 
 @dataclass
+class DesignConfig:
+    """A block of the pair grid: every listed surrogate against every listed target."""
+    name: str = ""
+    targets: list[str] = field(default_factory=list)
+    surrogates: list[str] = field(default_factory=list)
+
+
+@dataclass
 class AttackConfig:
     name: str = "ifgsm"
     eps: list[float] = field(default_factory=lambda: [0.01])
@@ -101,6 +109,7 @@ class StudyConfig:
     zoo: ZooConfig = field(default_factory=ZooConfig)
     targets: list[str] = field(default_factory=list)
     surrogates: list[str] = field(default_factory=list)
+    designs: list[DesignConfig] = field(default_factory=list)  # when given: the union of their grids
     pairs: str = "all"
     attacks: list[AttackConfig] = field(default_factory=lambda: [AttackConfig()])
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -114,27 +123,36 @@ class ConfigError(ValueError):
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
-    """Merge the schema, a YAML file and `key=value` overrides; unknown keys and bad types fail."""
-    schema = OmegaConf.structured(StudyConfig)
+    """Merge the schema, a YAML file (after the file its `base:` key names, relative to it) and
+    `key=value` overrides; unknown keys and bad types fail with one line naming the file and key."""
+    layers = [OmegaConf.structured(StudyConfig)]
+    if path is not None:
+        layers += _yaml_layers(Path(path))
     try:
-        layers = [schema]
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"{path}: config file not found")
-            layers.append(OmegaConf.load(path))
         layers.append(OmegaConf.from_dotlist(list(overrides or [])))
         cfg = OmegaConf.merge(*layers)
-    except ConfigError:
-        raise
     except OmegaConfBaseException as err:
         where = f"{path}: " if path else ""
         raise ConfigError(where + str(err).splitlines()[0]) from None
-    except Exception as err:  # YAML syntax errors and the like
-        where = f"{path}: " if path else ""
-        raise ConfigError(where + " ".join(str(err).split())) from None
     validate(cfg)
     return cfg
+
+
+def _yaml_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
+    """The YAML file's layers: its base chain first, then the file itself (without `base`)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `base` chain loops back to this file")
+    try:
+        layer = OmegaConf.load(path)
+    except Exception as err:  # YAML syntax errors and the like
+        raise ConfigError(f"{path}: " + " ".join(str(err).split())) from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{path}: a study config must be a mapping of keys")
+    base = layer.pop("base", None)
+    below = _yaml_layers(path.parent / str(base), (*seen, path.resolve())) if base else []
+    return [*below, layer]
 
 
 def domain_config(cfg: DictConfig, domain: str) -> DictConfig:
@@ -157,8 +175,11 @@ def validate(cfg: DictConfig) -> None:
     duplicate = sorted({n for n in names if names.count(n) > 1})
     if duplicate:
         raise ConfigError(f"models: duplicate model name {duplicate[0]!r}")
-    for key in ("targets", "surrogates"):
-        for name in cfg[key]:
+    lists = [(key, cfg[key]) for key in ("targets", "surrogates")]
+    lists += [(f"designs[{i}].{key}", design[key]) for i, design in enumerate(cfg.designs)
+              for key in ("targets", "surrogates")]
+    for key, listed in lists:
+        for name in listed:
             if name not in names:
                 raise ConfigError(f"{key}: unknown model {name!r}; valid: {', '.join(names)}")
     if cfg.pairs not in PAIR_MODES:

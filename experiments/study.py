@@ -71,7 +71,7 @@ def attack_settings(cfg: DictConfig) -> list[dict]:
 def plan_study(cfg: DictConfig, shard: tuple[int, int] = (0, 1)) -> Plan:
     """Craft units (seed x surrogate x attack setting, each with its targets); every n-th for shard i/n."""
     zoo = {m["name"]: OmegaConf.create(m) for m in expand_zoo(cfg)}
-    pairs = select_pairs(list(zoo), list(cfg.surrogates), list(cfg.targets), cfg.pairs)
+    pairs = select_pairs(list(zoo), list(cfg.surrogates), list(cfg.targets), cfg.pairs, list(cfg.designs))
     settings, seeds = attack_settings(cfg), [int(s) for s in cfg.seeds] or [int(cfg.seed)]
     surrogates = [s for s in zoo if any(p[0] == s for p in pairs)]
     units = [Unit(seed, s, setting, [t for p, t in pairs if p == s])

@@ -25,10 +25,13 @@ def expand_zoo(cfg: DictConfig) -> list[dict]:
     return models
 
 
-def select_pairs(names: list[str], surrogates: list[str], targets: list[str], mode: str) -> list[tuple[str, str]]:
-    """(surrogate, target) pairs: every surrogate x every target (empty lists mean the whole zoo),
-    then filtered by `mode`: all, whitebox (surrogate = target) or transfer (surrogate != target)."""
-    pairs = [(s, t) for s in (surrogates or names) for t in (targets or names)]
+def select_pairs(names: list[str], surrogates: list[str], targets: list[str], mode: str,
+                 designs: list | None = None) -> list[tuple[str, str]]:
+    """(surrogate, target) pairs: the union of each design's surrogates x targets when designs are
+    given, else every surrogate x every target (empty lists mean the whole zoo); then filtered by
+    `mode`: all, whitebox (surrogate = target) or transfer (surrogate != target)."""
+    blocks = [(d["surrogates"], d["targets"]) for d in designs] if designs else [(surrogates, targets)]
+    pairs = list(dict.fromkeys((s, t) for ss, ts in blocks for s in (ss or names) for t in (ts or names)))
     if mode == "whitebox":
         return [(s, t) for s, t in pairs if s == t]
     if mode == "transfer":
