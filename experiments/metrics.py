@@ -1,13 +1,10 @@
-"""Attack-performance and perturbation metrics."""
+"""Attack-performance metrics (perturbation metrics live in `attacks.perturbation`)."""
 from __future__ import annotations
 
 import torch
 from torchmetrics.functional.classification import binary_auroc, multiclass_auroc, multilabel_auroc
 
-from attacks.perturbation import perturbation_metrics
 from lightning_modules.tasks import predictions
-
-__all__ = ["attack_success_rate", "auc", "perturbation_metrics"]
 
 
 def auc(task: str, labels: torch.Tensor, probs: torch.Tensor) -> float:
