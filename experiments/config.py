@@ -159,11 +159,13 @@ def domain_config(cfg: DictConfig, domain: str) -> DictConfig:
     """The sub-study of one entry of `domains`: its data overrides applied, named `<name>-<domain>`,
     logged to the study's experiment."""
     try:
-        return OmegaConf.merge(cfg, {"name": f"{cfg.name}-{domain}", "domains": {},
-                                     "tracking": {"experiment": cfg.tracking.experiment or cfg.name},
-                                     "data": {**(cfg.domains[domain] or {}), "domain": domain}})
+        sub = OmegaConf.merge(cfg, {"name": f"{cfg.name}-{domain}",
+                                    "tracking": {"experiment": cfg.tracking.experiment or cfg.name},
+                                    "data": {**(cfg.domains[domain] or {}), "domain": domain}})
     except OmegaConfBaseException as err:
         raise ConfigError(f"domains.{domain}: {str(err).splitlines()[0]}") from None
+    sub.domains = {}  # merging an empty mapping would keep the entries
+    return sub
 
 
 def validate(cfg: DictConfig) -> None:

@@ -96,3 +96,27 @@ def test_bootstrap_interval_brackets_the_adversarial_auc(smoke_study):
     assert (table.auc_adv_lo <= table.auc_adv + 1e-9).all() and (table.auc_adv <= table.auc_adv_hi + 1e-9).all()
     drop = table.auc_clean - table.auc_adv
     assert (table.auc_drop_lo <= drop + 1e-9).all() and (drop <= table.auc_drop_hi + 1e-9).all()
+
+
+def test_domains_and_seeds_multilabel_auc_matches_sklearn(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(preset_path("smoke"), [
+        f"tracking.uri={uri}", f"output_dir={tmp_path}", "train.max_epochs=1", "pairs=whitebox",
+        "seeds=[0, 1]", "domains={pathology: {}, radiology: {}}", "attacks=[{name: fgsm, eps: [0.02]}]"])
+    table = run_study(cfg)
+    assert sorted(set(zip(table.domain, table.seed))) == [(d, s) for d in ("pathology", "radiology") for s in (0, 1)]
+    assert len(table) == 2 * 2 * 2  # domains x seeds x white-box pairs
+    assert "radiology" in table.attrs["summary"] and "pathology" in table.attrs["summary"]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("smoke")
+    assert len(client.search_runs([experiment.experiment_id], "tags.kind = 'study'")) == 2
+    models = client.search_runs([experiment.experiment_id], "tags.kind = 'model'")
+    assert len(models) == 2 * 2 * 2  # each model trained once per domain and seed
+    child = client.search_runs([experiment.experiment_id], "tags.kind = 'pair' and tags.domain = 'radiology'")[0]
+    pred = pd.read_csv(client.download_artifacts(child.info.run_id, "predictions.csv", str(tmp_path)))
+    names = [c.removeprefix("label_") for c in pred.columns if c.startswith("label_")]
+    assert len(names) >= 6
+    for kind in ("clean", "adv"):
+        per_label = [roc_auc_score(pred[f"label_{n}"], pred[f"{kind}_{n}"]) for n in names
+                     if pred[f"label_{n}"].nunique() == 2]
+        assert child.data.metrics[f"auc_{kind}"] == pytest.approx(np.mean(per_label), abs=1e-6)
