@@ -42,8 +42,8 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, vmin: float, vmax: float,
             if matrix.index[i] == matrix.columns[j]:
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, lw=2, ls="--",
                                        edgecolor="#2ca25f"))
-    tilt = {"rotation": 30, "ha": "right", "rotation_mode": "anchor"} if cols > 4 else {}
-    ax.set_xticks(range(cols), [labels.get(t, t) for t in matrix.columns], **tilt)
+    ax.set_xticks(range(cols), [labels.get(t, t) for t in matrix.columns], rotation=30, ha="right",
+                  rotation_mode="anchor")  # two-line model labels are wider than a cell
     ax.set_yticks(range(rows), [labels.get(s, s) for s in matrix.index])
     ax.set_xlabel("target (attacked model)")
     ax.set_ylabel("surrogate (crafts the attack)")
