@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import torch
 from filelock import FileLock
@@ -24,12 +25,17 @@ def set_key(surrogate_hash: str, attack_cfg, split: str, seed: int) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
+LENGTH_BYTES = 8  # each chunk record: its byte length (little-endian), then a torch.save payload
+
+
 class AdversarialSetCache:
     """Adversarial images and their control noise, one file per key under `root`.
 
-    Files are written once (a temporary file renamed into place, so readers never see a partial
-    file) and hold float tensors as crafted (lossless). A lock per key makes concurrent processes
-    wait for the one that crafts instead of crafting the same set again.
+    A file is a sequence of chunks (one per crafting batch), each a length-prefixed `torch.save` of
+    {"adversarial", "control"}; it is written chunk by chunk and read back chunk by chunk, so no
+    whole set is ever held in memory. Files are written once (a temporary file renamed into place,
+    so readers never see a partial file) and hold float tensors as crafted (lossless). A lock per
+    key makes concurrent processes wait for the one that crafts instead of crafting the same set.
     """
 
     def __init__(self, root: str | Path):
@@ -44,30 +50,47 @@ class AdversarialSetCache:
     def __contains__(self, key: str) -> bool:
         return self.path(key).exists()
 
-    def load(self, key: str) -> AdversarialSet:
+    def chunks(self, key: str) -> Iterator[AdversarialSet]:
+        """The stored set's (adversarial, control) chunks in crafting order, read one at a time."""
         path = self.path(key)
         if not path.exists():
             raise FileNotFoundError(f"adversarial-set cache: no set {path}")
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        return stored["adversarial"], stored["control"]
+        with open(path, "rb") as file:
+            while header := file.read(LENGTH_BYTES):
+                payload = file.read(int.from_bytes(header, "little"))
+                stored = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+                yield stored["adversarial"], stored["control"]
 
-    def load_or_craft(self, key: str, craft_fn: Callable[[], AdversarialSet]) -> AdversarialSet:
-        """The set stored under `key`; crafted by `craft_fn() -> (adversarial, control)` and stored
-        first if no process has done so yet."""
+    def load(self, key: str) -> AdversarialSet:
+        """The whole stored set as two tensors."""
+        adversarial, control = zip(*self.chunks(key))
+        return torch.cat(adversarial), torch.cat(control)
+
+    def ensure(self, key: str, chunks_fn: Callable[[], Iterable[AdversarialSet]]) -> None:
+        """Store the set under `key` from `chunks_fn() -> iterable of (adversarial, control)` chunks,
+        written as they come, unless some process has stored it already."""
         path = self.path(key)
         with FileLock(str(path) + ".lock"):
             if not path.exists():
-                adversarial, control = craft_fn()
-                self.save(path, adversarial, control)
+                self.save(path, chunks_fn())
+
+    def load_or_craft(self, key: str, craft_fn: Callable[[], AdversarialSet]) -> AdversarialSet:
+        """The set stored under `key`; crafted by `craft_fn() -> (adversarial, control)` and stored
+        (as one chunk) first if no process has done so yet."""
+        self.ensure(key, lambda: [craft_fn()])
         return self.load(key)
 
     @staticmethod
-    def save(path: Path, adversarial: torch.Tensor, control: torch.Tensor) -> None:
+    def save(path: Path, chunks: Iterable[AdversarialSet]) -> None:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as file:
-                torch.save({"adversarial": adversarial.detach().cpu().contiguous(),
-                            "control": control.detach().cpu().contiguous()}, file)
+                for adversarial, control in chunks:
+                    payload = io.BytesIO()
+                    torch.save({"adversarial": adversarial.detach().cpu().contiguous(),
+                                "control": control.detach().cpu().contiguous()}, payload)
+                    file.write(payload.getbuffer().nbytes.to_bytes(LENGTH_BYTES, "little"))
+                    file.write(payload.getbuffer())
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)
