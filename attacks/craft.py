@@ -14,14 +14,22 @@ def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
     return torch.round(images * 255.0) / 255.0
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack_cfg,
-          task: str) -> torch.Tensor:
+          task: str, *, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
     """Untargeted attack on the cross-entropy of the true labels; returns images in [0, 1].
 
     `attack_cfg`: a dict or DictConfig with `name` and the attack's parameters (see ATTACKS), plus
     `quantize` (round the result to 8 bits). `labels`: class indices for binary and multiclass, a 0/1
     matrix for multilabel. Gradients are enabled here even under Lightning's inference mode.
+    `precision="bf16"` runs the model's forward passes under bf16 autocast (the images and the attack
+    steps stay fp32); `channels_last` converts the model (in place) and the images to channels-last
+    memory format. Both are speed options for GPUs; results stay fp32 NCHW tensors.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"craft: precision={precision!r} must be one of {', '.join(PRECISIONS)}")
     name, params = attack_params(attack_cfg)
     spec = ATTACKS[name]
     target, layouts = CrossEntropyView(model, task), []
@@ -38,8 +46,12 @@ def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack_c
     # in; wrappers are new modules (train mode), so the caller's mode is restored here instead.
     was_training = model.training
     try:
-        with torch.inference_mode(False), torch.enable_grad():
+        autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+        with torch.inference_mode(False), torch.enable_grad(), autocast:
             presented = images.clone()
+            if channels_last:
+                model.to(memory_format=torch.channels_last)
+                presented = presented.contiguous(memory_format=torch.channels_last)
             for layout in layouts:
                 presented = layout.present(presented)
             adversarial = make_attack(target, name, params)(
