@@ -51,14 +51,14 @@ class DevSetDataModule(pl.LightningDataModule):
 
     def __init__(self, labels: torch.Tensor, manifest: pd.DataFrame, *, task: str, label_names: list[str],
                  channels: int, dev_set: str, images: torch.Tensor | None = None, reader=None,
-                 batch_size: int = 64, num_workers: int = 0):
+                 batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False):
         super().__init__()
         if (images is None) == (reader is None):
             raise ValueError("give exactly one of images or reader")
         self.images, self.reader, self.labels, self.manifest = images, reader, labels, manifest
         self.task, self.label_names, self.dev_set, self.channels = task, list(label_names), dev_set, channels
         self.num_outputs = len(self.label_names) if task != "binary" else 1
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.indices = {stage: dev_set_indices(manifest, dev_set, stage) for stage in ("train", "val", "test")}
 
     def save_manifest(self, path: str | Path) -> Path:
@@ -77,7 +77,8 @@ class DevSetDataModule(pl.LightningDataModule):
         # The split follows the data seed; the training order follows torch's global seed (the
         # model's training seed), so a second instance differs from the first only in that seed.
         return DataLoader(self.dataset(stage), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -25,7 +25,7 @@ SOURCE_DOMAIN = {"pcam": "pathology", "chestxray14": "radiology", "kaggle_dr": "
 def build_datamodule(cfg) -> DevSetDataModule:
     """`cfg` (mapping or attribute object), keys as in experiments.config.DataConfig:
     domain, source, split (d1, d2, d2/2, d1/10), image_size, seed, batch_size, num_workers,
-    test_fraction, val_fraction; synthetic: num_patients, images_per_patient, signal, cache_dir
+    pin_memory, test_fraction, val_fraction; synthetic: num_patients, images_per_patient, signal, cache_dir
     ('' = default, 'none' = off); real: root; medmnist: flag, npz_size; csv: csv_file, path_column,
     label_column, patient_column, labels, task, channels.
     All input is validated here, before any training starts."""
@@ -45,7 +45,8 @@ def build_datamodule(cfg) -> DevSetDataModule:
     return DevSetDataModule(data.labels, manifest, task=data.task, label_names=data.label_names,
                             channels=data.channels, dev_set=get("split", "d1"), images=data.images,
                             reader=data.reader, batch_size=int(get("batch_size", 64)),
-                            num_workers=int(get("num_workers", 0)))
+                            num_workers=int(get("num_workers", 0)),
+                            pin_memory=bool(get("pin_memory", False)))
 
 
 def _synthetic(domain: str, get, size: int, seed: int) -> Source:

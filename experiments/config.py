@@ -28,6 +28,7 @@ class DataConfig:
     seed: int = 0
     batch_size: int = 64
     num_workers: int = 0
+    pin_memory: bool = False  # page-locked loader batches (faster host-to-GPU copies)
     cache_dir: str = ""  # synthetic sets: "" = ~/.cache/medtransfer (or $MEDTRANSFER_CACHE), "none" = off
     root: str = ""  # real sources: the data set's folder
     flag: str = ""  # medmnist: pathmnist, chestmnist, retinamnist ("" = the domain's)
@@ -75,6 +76,16 @@ class AttackConfig:
 
 
 @dataclass
+class CraftingConfig:
+    """How adversarial sets are crafted (speed only: the attack is set by `attacks`)."""
+    batch_size: int = 0  # 0 = data.batch_size
+    auto_batch: bool = True  # halve the crafting batch when the device runs out of memory
+    precision: str = "fp32"  # fp32 or bf16 (autocast of the surrogate's forward passes)
+    channels_last: bool = False
+    device: str = "cpu"  # where the surrogate crafts: cpu, cuda, cuda:N
+
+
+@dataclass
 class TrainConfig:
     max_epochs: int = 5
     patience: int = 3
@@ -112,6 +123,7 @@ class StudyConfig:
     designs: list[DesignConfig] = field(default_factory=list)  # when given: the union of their grids
     pairs: str = "all"
     attacks: list[AttackConfig] = field(default_factory=lambda: [AttackConfig()])
+    crafting: CraftingConfig = field(default_factory=CraftingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -30,9 +30,9 @@ def datamodule_for(cfg: DictConfig, dev_set: str):
 
 
 def training_settings(cfg: DictConfig, model_cfg: DictConfig) -> dict:
-    """Everything that decides what a trained model is (not its name, loader workers or cache folder)."""
+    """Everything that decides what a trained model is (not its name, loader options or cache folder)."""
     data = {key: value for key, value in OmegaConf.to_container(cfg.data, resolve=True).items()
-            if key not in ("num_workers", "cache_dir")}
+            if key not in ("num_workers", "pin_memory", "cache_dir")}
     return {"arch": model_cfg.arch, "init": model_cfg.init, "dev_set": model_cfg.dev_set,
             "instance": int(model_cfg.instance), "seed": model_seed(cfg.seed, model_cfg), "data": data,
             "train": OmegaConf.to_container(cfg.train, resolve=True),
