@@ -17,11 +17,14 @@ from .registry import attack_params
 AdversarialSet = tuple[torch.Tensor, torch.Tensor]
 
 
-def set_key(surrogate_hash: str, attack_cfg, split: str, seed: int) -> str:
+def set_key(surrogate_hash: str, attack_cfg, split: str, seed: int, precision: str = "fp32") -> str:
     """Hex digest naming one adversarial set: the surrogate's hash, the complete validated attack
-    parameters (defaults filled in), the data split and the seed of the random parts."""
+    parameters (defaults filled in), the data split, the seed of the random parts and the crafting
+    precision (named only when it is not fp32, so fp32 keys stay as they were)."""
     name, params = attack_params(attack_cfg)
     identity = {"surrogate": surrogate_hash, "attack": {"name": name, **params}, "split": split, "seed": seed}
+    if precision != "fp32":
+        identity["precision"] = precision
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
