@@ -8,6 +8,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from attacks.craft import PRECISIONS
 from datamodules.splits import TEST_FRACTION, VAL_FRACTION
 
 from .zoo import PAIR_MODES, expand_zoo
@@ -196,6 +197,10 @@ def validate(cfg: DictConfig) -> None:
         for name in listed:
             if name not in names:
                 raise ConfigError(f"{key}: unknown model {name!r}; valid: {', '.join(names)}")
+    if cfg.crafting.precision not in PRECISIONS:
+        raise ConfigError(f"crafting.precision: unknown {cfg.crafting.precision!r}; valid: {', '.join(PRECISIONS)}")
+    if cfg.crafting.batch_size < 0:
+        raise ConfigError(f"crafting.batch_size: {cfg.crafting.batch_size} must be >= 0 (0 = data.batch_size)")
     if cfg.pairs not in PAIR_MODES:
         raise ConfigError(f"pairs: unknown mode {cfg.pairs!r}; valid: {', '.join(PAIR_MODES)}")
 

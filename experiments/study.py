@@ -4,18 +4,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import mlflow
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from attacks import AdversarialSetCache, attack_params, control_noise, craft, perturbation_metrics, set_key
-from lightning_modules.tasks import scores
+from attacks import AdversarialSetCache, attack_params, set_key
 
 from .bootstrap import PairedBootstrap
 from .config import domain_config, load_config
+from .crafting import PerturbationTotals, craft_set, predict
 from .metrics import attack_success_rate, auc
 from .outputs import example_images, with_factors, write_outputs
 from .reports import CI_COLUMNS, markdown_table
@@ -33,11 +35,16 @@ TABLE_COLUMNS = ["seed", "surrogate", "target", "attack", "eps", *METRICS]
 
 @dataclass
 class TestSet:
-    images: torch.Tensor
+    """The test split: labels and sample ids in memory, images streamed batch by batch from `loader`."""
+
+    loader: DataLoader
     labels: torch.Tensor
     task: str
     label_names: list[str]
     sample_ids: list
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        return (images for images, _ in self.loader)
 
 
 @dataclass
@@ -82,26 +89,9 @@ def plan_study(cfg: DictConfig, shard: tuple[int, int] = (0, 1)) -> Plan:
 
 def load_test_set(cfg: DictConfig) -> TestSet:
     data = datamodule_for(cfg, "d1")
-    images, labels = zip(*data.test_dataloader())
-    return TestSet(torch.cat(images), torch.cat(labels), data.task, data.label_names,
-                   [int(i) for i in data.indices["test"]])
-
-
-@torch.inference_mode()
-def predict(model: torch.nn.Module, images: torch.Tensor, task: str, batch_size: int) -> torch.Tensor:
-    return torch.cat([scores(task, model(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
-
-
-def craft_set(model, test: TestSet, setting: dict, batch_size: int, seed: int):
-    """Adversarial images and their control noise for the whole test set."""
-    adv, ctrl = [], []
-    generator = torch.Generator().manual_seed(seed)
-    for i in range(0, len(test.images), batch_size):
-        clean = test.images[i:i + batch_size]
-        crafted = craft(model, clean, test.labels[i:i + batch_size], setting, test.task)
-        adv.append(crafted)
-        ctrl.append(control_noise(clean, crafted, generator))
-    return torch.cat(adv), torch.cat(ctrl)
+    indices = data.indices["test"]
+    return TestSet(data.test_dataloader(), data.labels[torch.as_tensor(indices)], data.task, data.label_names,
+                   [int(i) for i in indices])
 
 
 def prediction_table(test: TestSet, clean: torch.Tensor, adv: torch.Tensor, control: torch.Tensor) -> pd.DataFrame:
@@ -207,7 +197,7 @@ class _Evaluation:
     def clean_scores(self, target: str, seed: int) -> torch.Tensor:
         if (target, seed) not in self.clean:
             model = self.model(target, seed)[0]
-            self.clean[target, seed] = predict(model, self.test.images, self.test.task, self.cfg.data.batch_size)
+            self.clean[target, seed] = predict(model, self.test.batches(), self.test.task, self.cfg.crafting.device)
         return self.clean[target, seed]
 
     def intervals(self, target: str, seed: int, adv_probs: torch.Tensor) -> dict:
@@ -219,11 +209,12 @@ class _Evaluation:
                 n_resamples=self.cfg.bootstrap_resamples, seed=seed)
         return self.bootstraps[target, seed].interval(adv_probs.numpy())
 
-    def adversarial_set(self, unit: Unit):
-        """(adversarial, control, seconds spent crafting or loading them, the surrogate's training
-        excluded) of a unit, crafted once and kept in the on-disk cache."""
+    def adversarial_set(self, unit: Unit) -> tuple[str, float]:
+        """(cache key, seconds spent crafting it, the surrogate's training excluded) of a unit's set,
+        crafted once, chunk by chunk, into the on-disk cache."""
         surrogate_cfg = self.plan.zoo[unit.surrogate]
-        key = set_key(model_key(self.seeded(unit.seed), surrogate_cfg), unit.setting, "test", unit.seed)
+        key = set_key(model_key(self.seeded(unit.seed), surrogate_cfg), unit.setting, "test", unit.seed,
+                      self.cfg.crafting.precision)
         training = 0.0
 
         def make():
@@ -231,11 +222,17 @@ class _Evaluation:
             start = time.perf_counter()
             model = self.model(unit.surrogate, unit.seed)[0]
             training = time.perf_counter() - start
-            return craft_set(model, self.test, unit.setting, self.cfg.data.batch_size, unit.seed)
+            return craft_set(model, self.test.loader, self.test.task, unit.setting, unit.seed, self.cfg.crafting)
 
         start = time.perf_counter()
-        adv, ctrl = self.cache.load_or_craft(key, make)
-        return adv, ctrl, time.perf_counter() - start - training
+        self.cache.ensure(key, make)
+        return key, time.perf_counter() - start - training
+
+    def distortion(self, key: str) -> dict:
+        totals = PerturbationTotals()
+        for clean, (adv, _) in zip(self.test.batches(), self.cache.chunks(key), strict=True):
+            totals.add(clean, adv)
+        return totals.result()
 
     def run(self, unit: Unit) -> list[dict]:
         """Rows of one unit in target order: read back from finished pair runs or computed and logged."""
@@ -244,32 +241,36 @@ class _Evaluation:
             params = pair_params(self.cfg, self.plan.zoo[unit.surrogate], self.plan.zoo[target], unit.setting,
                                  unit.seed)
             key = config_hash({"params": params, "train": OmegaConf.to_container(self.cfg.train),
-                               "bootstrap": self.cfg.bootstrap_resamples, "code": self.version})
+                               "bootstrap": self.cfg.bootstrap_resamples, "code": self.version,
+                               "precision": self.cfg.crafting.precision})
             done = self.runs.finished_pair(key)
             if done is None:
                 pending[target] = (params, key)
             else:
                 results[target] = {m: done.data.metrics.get(m, float("nan")) for m in METRICS}
         if pending or self.examples is None:
-            adv, ctrl, craft_seconds = self.adversarial_set(unit)
+            set_id, craft_seconds = self.adversarial_set(unit)
             if self.examples is None:
-                self.examples = example_images(self.test.images, adv, ctrl, self.cfg.data.domain,
+                adv, ctrl = next(self.cache.chunks(set_id))
+                self.examples = example_images(next(self.test.batches()), adv, ctrl, self.cfg.data.domain,
                                                f"{unit.surrogate}: {unit.setting['name']} eps={unit.setting['eps']:g}")
         if pending:
-            distortion = perturbation_metrics(self.test.images, adv)
+            distortion = self.distortion(set_id)
         for target, (params, key) in pending.items():
-            results[target] = self.evaluate(unit, target, adv, ctrl, params, key,
+            results[target] = self.evaluate(unit, target, set_id, params, key,
                                             {**distortion, "craft_seconds": craft_seconds})
         return [{"seed": unit.seed, "surrogate": unit.surrogate, "target": t, "attack": unit.setting["name"],
                  "eps": unit.setting["eps"], **results[t]} for t in unit.targets]
 
-    def evaluate(self, unit: Unit, target: str, adv, ctrl, params: dict, key: str, extra: dict) -> dict:
-        """Score the target on one crafted set and log the pair's child run."""
-        test, batch = self.test, self.cfg.data.batch_size
+    def evaluate(self, unit: Unit, target: str, set_id: str, params: dict, key: str, extra: dict) -> dict:
+        """Score the target on one crafted set (streamed from the cache) and log the pair's child run."""
+        test, device = self.test, self.cfg.crafting.device
         start = time.perf_counter()
         model, target_val_auc = self.model(target, unit.seed)
         clean = self.clean_scores(target, unit.seed)
-        adv_probs, ctrl_probs = predict(model, adv, test.task, batch), predict(model, ctrl, test.task, batch)
+        scored = [(predict(model, [adv], test.task, device), predict(model, [ctrl], test.task, device))
+                  for adv, ctrl in self.cache.chunks(set_id)]
+        adv_probs, ctrl_probs = (torch.cat(probs) for probs in zip(*scored))
         metrics = {
             "auc_clean": auc(test.task, test.labels, clean),
             "auc_adv": auc(test.task, test.labels, adv_probs),
