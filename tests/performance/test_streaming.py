@@ -1,0 +1,80 @@
+"""Adversarial sets crafted, stored and measured chunk by chunk equal the whole-set computation."""
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
+
+from attacks import AdversarialSetCache, control_noise, craft, perturbation_metrics
+from experiments.crafting import CraftingBatch, PerturbationTotals, craft_set
+from lightning_modules.model import build_classifier
+
+SETTING = {"name": "ifgsm", "eps": 0.02, "alpha": 0.005, "steps": 3, "quantize": False}
+CRAFTING = OmegaConf.create({"batch_size": 0, "auto_batch": True, "precision": "fp32", "channels_last": False,
+                             "device": "cpu"})
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.manual_seed(0)
+    model = build_classifier("tiny_cnn", "random", "binary", 1, 3).eval()
+    return model, torch.rand(22, 3, 16, 16), torch.randint(0, 2, (22,))
+
+
+def test_streamed_set_equals_the_set_crafted_in_one_piece(data, tmp_path):
+    model, images, labels = data
+    loader = DataLoader(TensorDataset(images, labels), batch_size=8)
+    cache = AdversarialSetCache(tmp_path)
+    cache.ensure("s", lambda: craft_set(model, loader, "binary", SETTING, 7, CRAFTING))
+    chunks = list(cache.chunks("s"))
+    assert [len(adv) for adv, _ in chunks] == [8, 8, 6]
+    # by hand: the whole set at once, then the control noise drawn batch by batch from the same seed
+    whole = craft(model, images, labels, SETTING, "binary")
+    generator = torch.Generator().manual_seed(7)
+    control = torch.cat([control_noise(images[i:i + 8], whole[i:i + 8], generator) for i in range(0, 22, 8)])
+    adversarial, stored_control = cache.load("s")
+    assert torch.allclose(adversarial, whole, atol=1e-6)
+    assert torch.allclose(stored_control, control, atol=1e-6)
+
+
+def test_perturbation_totals_equal_the_whole_set_metrics(data):
+    _, images, _ = data
+    adversarial = (images + 0.03 * torch.randn_like(images)).clamp(0, 1)
+    totals = PerturbationTotals()
+    for start in range(0, len(images), 5):
+        totals.add(images[start:start + 5], adversarial[start:start + 5])
+    streamed, whole = totals.result(), perturbation_metrics(images, adversarial)
+    assert streamed.keys() == whole.keys()
+    for name, value in whole.items():
+        assert streamed[name] == pytest.approx(value, rel=1e-5), name
+
+
+class FitsAtMost(torch.nn.Module):
+    """Doubles its input; a batch larger than `limit` fails the way a full GPU does."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit, self.sizes = limit, []
+
+    def forward(self, x):
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError(f"batch of {len(x)} does not fit")
+        self.sizes.append(len(x))
+        return 2 * x
+
+
+def test_crafting_batch_halves_until_it_fits_and_keeps_that_size():
+    module, x = FitsAtMost(5), torch.arange(30.0)
+    batches = CraftingBatch(size=0, auto=True)
+    first = batches.map(lambda i, j: module(x[i:j]), 16)
+    assert batches.size == 4  # 16 and 8 fail, 4 fits
+    assert torch.equal(first, 2 * x[:16])
+    second = batches.map(lambda i, j: module(x[16:][i:j]), 14)
+    assert torch.equal(second, 2 * x[16:])
+    assert module.sizes == [4, 4, 4, 4, 4, 4, 4, 2]
+
+
+def test_crafting_batch_without_auto_reports_the_failure():
+    with pytest.raises(torch.OutOfMemoryError):
+        CraftingBatch(size=8, auto=False).map(lambda i, j: FitsAtMost(5)(torch.zeros(j - i)), 8)
+    with pytest.raises(ValueError, match="crafting.batch_size: -1 must be >= 0"):
+        CraftingBatch(size=-1)
