@@ -1,0 +1,97 @@
+"""Grid reuse: a surrogate x target study through `run_study` against the naive protocol.
+
+The naive protocol (as the paper's code did) crafts the adversarial set again for every
+(surrogate, target) pair: N x M crafts instead of N. Both sides use the framework's own crafting
+(`experiments.crafting.craft_set`) on the same trained models, which are trained before either side
+is timed (training is excluded from both). Prints both wall times, their ratio and checks that every
+pair's auc_clean, auc_adv and auc_control are identical.
+
+    python benchmarks/bench_grid_reuse.py --models 4 --size 32 --patients 400 --steps 20
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from experiments.config import load_config
+from experiments.crafting import craft_set, predict
+from experiments.metrics import auc
+from experiments.study import attack_settings, load_test_set, run_study
+from experiments.training import train_model
+from experiments.zoo import expand_zoo
+
+
+def study_config(args, root: Path, name: str):
+    models = ", ".join(f"{{name: m{i}, arch: tiny_cnn, instance: {i}}}" for i in range(args.models))
+    return load_config(None, [
+        f"name={name}", f"output_dir={root / name}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+        "tracking.experiment=grid-reuse", f"models=[{models}]", "pairs=all", "bootstrap_resamples=0",
+        "data.domain=pathology", f"data.image_size={args.size}", f"data.num_patients={args.patients}",
+        "data.images_per_patient=2", "data.cache_dir=none", f"data.batch_size={args.batch}",
+        f"attacks=[{{name: ifgsm, eps: [0.01], params: {{alpha: 0.0025, steps: {args.steps}}}}}]",
+        "train.max_epochs=2"])
+
+
+def naive(cfg) -> pd.DataFrame:
+    """Craft on the surrogate for every pair, then evaluate the target on that set."""
+    test = load_test_set(cfg)
+    models = {m["name"]: train_model(cfg, OmegaConf.create(m))[0] for m in expand_zoo(cfg)}
+    setting, rows = attack_settings(cfg)[0], []
+    for surrogate, surrogate_model in models.items():
+        for target, target_model in models.items():
+            chunks = list(craft_set(surrogate_model, test.loader, test.task, setting, cfg.seed, cfg.crafting))
+            scores = {kind: predict(target_model, (chunk[i] for chunk in chunks), test.task)
+                      for i, kind in enumerate(("adv", "control"))}
+            scores["clean"] = predict(target_model, test.batches(), test.task)
+            rows.append({"surrogate": surrogate, "target": target,
+                         **{f"auc_{kind}": auc(test.task, test.labels, s) for kind, s in scores.items()}})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=4)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--patients", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cfg = study_config(args, root, "framework")
+        start = time.perf_counter()
+        for model in expand_zoo(cfg):  # both sides read these back; their training is timed by neither
+            train_model(cfg, OmegaConf.create(model))
+        print(f"training {args.models} models (excluded): {time.perf_counter() - start:.1f} s")
+
+        start = time.perf_counter()
+        table = run_study(cfg)
+        framework = time.perf_counter() - start
+        start = time.perf_counter()
+        reference = naive(cfg)
+        protocol = time.perf_counter() - start
+
+    columns = ["auc_clean", "auc_adv", "auc_control"]
+    merged = table.merge(reference, on=["surrogate", "target"], suffixes=("", "_naive"))
+    assert len(merged) == args.models ** 2 == len(table), "the pair grids differ"
+    identical = all((merged[c] == merged[f"{c}_naive"]).all() for c in columns)
+    print(f"{args.models} surrogates x {args.models} targets, ifgsm {args.steps} steps, "
+          f"{len(load_test_set(cfg).labels)} test images of {args.size}px, {torch.get_num_threads()} threads")
+    print(f"framework (run_study, each set crafted once, MLflow logging and report included): {framework:.1f} s")
+    print(f"naive protocol (a craft per pair):                                           {protocol:.1f} s")
+    print(f"speed-up naive / framework: {protocol / framework:.2f}x (goal >= 3x)")
+    print(f"metrics identical for all {len(merged)} pairs ({', '.join(columns)}): {identical}")
+    if not identical:
+        raise SystemExit("metrics differ between the framework and the naive protocol")
+
+
+if __name__ == "__main__":
+    main()
