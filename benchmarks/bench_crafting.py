@@ -90,6 +90,8 @@ def main() -> None:
         for name in methods:
             print(f"{label:>6} {name:>17}: {rate[name]:9.1f} images/s   "
                   f"ratio to bare loop {rate[name] / rate['bare loop']:.3f}")
+    ratio = statistics.median(seconds["bare loop"]) / statistics.median(seconds["attacks.craft"])
+    print(f"\ncrafting overhead ratio (attacks.craft / bare loop images/s, median): {ratio:.3f} (goal >= 0.95)")
 
 
 if __name__ == "__main__":
