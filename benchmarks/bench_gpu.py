@@ -61,7 +61,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    threads = f"CPU, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else threads
     print(f"{name}; {args.size}px, batch {args.batch}, ifgsm {args.steps} steps, best of {args.repeats}")
     print(f"{'arch':12s} {'mode':20s} {'craft img/s':>12s} {'fwd+bwd img/s':>14s} {'fraction':>9s}")
     setting = {"name": "ifgsm", "eps": 0.01, "alpha": 0.0025, "steps": args.steps}

@@ -198,9 +198,11 @@ def validate(cfg: DictConfig) -> None:
             if name not in names:
                 raise ConfigError(f"{key}: unknown model {name!r}; valid: {', '.join(names)}")
     if cfg.crafting.precision not in PRECISIONS:
-        raise ConfigError(f"crafting.precision: unknown {cfg.crafting.precision!r}; valid: {', '.join(PRECISIONS)}")
+        raise ConfigError(f"crafting.precision: unknown {cfg.crafting.precision!r}; "
+                          f"valid: {', '.join(PRECISIONS)}")
     if cfg.crafting.batch_size < 0:
-        raise ConfigError(f"crafting.batch_size: {cfg.crafting.batch_size} must be >= 0 (0 = data.batch_size)")
+        raise ConfigError(f"crafting.batch_size: {cfg.crafting.batch_size} must be >= 0 "
+                          "(0 = data.batch_size)")
     if cfg.pairs not in PAIR_MODES:
         raise ConfigError(f"pairs: unknown mode {cfg.pairs!r}; valid: {', '.join(PAIR_MODES)}")
 

@@ -197,7 +197,8 @@ class _Evaluation:
     def clean_scores(self, target: str, seed: int) -> torch.Tensor:
         if (target, seed) not in self.clean:
             model = self.model(target, seed)[0]
-            self.clean[target, seed] = predict(model, self.test.batches(), self.test.task, self.cfg.crafting.device)
+            self.clean[target, seed] = predict(model, self.test.batches(), self.test.task,
+                                               self.cfg.crafting.device)
         return self.clean[target, seed]
 
     def intervals(self, target: str, seed: int, adv_probs: torch.Tensor) -> dict:
@@ -222,7 +223,8 @@ class _Evaluation:
             start = time.perf_counter()
             model = self.model(unit.surrogate, unit.seed)[0]
             training = time.perf_counter() - start
-            return craft_set(model, self.test.loader, self.test.task, unit.setting, unit.seed, self.cfg.crafting)
+            return craft_set(model, self.test.loader, self.test.task, unit.setting, unit.seed,
+                             self.cfg.crafting)
 
         start = time.perf_counter()
         self.cache.ensure(key, make)
