@@ -3,7 +3,8 @@
 Each size runs in a fresh subprocess that reports its own peak RSS (`ru_maxrss`). The config is
 shaped like the paper preset (several models, fgsm and ifgsm, reports) but small: tiny CNNs on
 synthetic pathology images. Also printed: what holding the test set, one adversarial set and its
-control noise in RAM as float32 would take, the growth streaming avoids.
+control noise in RAM as float32 would take, the growth streaming avoids. The synthetic data are
+generated (into a cache folder) by a separate subprocess first, so generation's own peak is not counted.
 
     python benchmarks/bench_memory.py --patients 200 800 --size 96
 """
@@ -22,16 +23,20 @@ import torch
 MODELS = "[{name: a, instance: 0}, {name: b, instance: 1}, {name: c, dev_set: d2}]"
 
 
-def child(patients: int, size: int, root: str) -> None:
+def child(patients: int, size: int, root: str, prepare: bool) -> None:
     from experiments.config import load_config
     from experiments.study import load_test_set, run_study
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = load_config(None, [
-        "name=memory", f"output_dir={root}/out", f"tracking.uri=sqlite:///{root}/mlflow.db", f"models={MODELS}",
-        "data.domain=pathology", f"data.image_size={size}", f"data.num_patients={patients}",
-        "data.images_per_patient=2", "data.cache_dir=none", "bootstrap_resamples=100", "train.max_epochs=1",
+        "name=memory", f"output_dir={root}/out", f"tracking.uri=sqlite:///{root}/mlflow.db",
+        f"models={MODELS}", "data.domain=pathology", f"data.image_size={size}", f"data.num_patients={patients}",
+        "data.images_per_patient=2", "data.test_fraction=0.5", f"data.cache_dir={root}/data",
+        "bootstrap_resamples=100", "train.max_epochs=1",
         "attacks=[{name: fgsm, eps: [0.01]}, {name: ifgsm, eps: [0.01], params: {alpha: 0.005, steps: 5}}]"])
+    if prepare:
+        load_test_set(cfg)
+        return
     run_study(cfg)
     test_images = len(load_test_set(cfg).labels)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -44,17 +49,20 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.patients[0], args.size, args.root)
+        child(args.patients[0], args.size, args.root, args.prepare)
         return
     rows = []
     for patients in args.patients:
         with tempfile.TemporaryDirectory() as root:
-            done = subprocess.run([sys.executable, __file__, "--child", "--patients", str(patients), "--size",
-                                   str(args.size), "--root", root], capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(done.stderr[-3000:])
+            command = [sys.executable, __file__, "--child", "--patients", str(patients), "--size", str(args.size),
+                       "--root", root]
+            for step in (["--prepare"], []):
+                done = subprocess.run(command + step, capture_output=True, text=True)
+                if done.returncode:
+                    raise SystemExit(done.stderr[-3000:])
         rows.append({"patients": patients, **json.loads(done.stdout.strip().splitlines()[-1])})
     image_mib = 3 * args.size * args.size * 4 / 2**20
     for row in rows:
