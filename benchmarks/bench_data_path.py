@@ -59,7 +59,8 @@ def main() -> None:
     for domain in args.domains:
         for size in args.sizes:
             data = build_datamodule({"domain": domain, "source": "synthetic", "image_size": size,
-                                     "num_patients": args.patients, "images_per_patient": 2, "cache_dir": "none",
+                                     "num_patients": args.patients, "images_per_patient": 2,
+                                     "cache_dir": "none",
                                      "batch_size": args.batch, "num_workers": args.workers,
                                      "pin_memory": args.pin_memory, "split": "d1"})
             loader = data.train_dataloader()

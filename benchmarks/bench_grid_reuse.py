@@ -85,8 +85,8 @@ def main() -> None:
     identical = all((merged[c] == merged[f"{c}_naive"]).all() for c in columns)
     print(f"{args.models} surrogates x {args.models} targets, ifgsm {args.steps} steps, "
           f"{len(load_test_set(cfg).labels)} test images of {args.size}px, {torch.get_num_threads()} threads")
-    print(f"framework (run_study, each set crafted once, MLflow logging and report included): {framework:.1f} s")
-    print(f"naive protocol (a craft per pair):                                           {protocol:.1f} s")
+    print(f"framework (run_study: a craft per surrogate, MLflow and report included): {framework:.1f} s")
+    print(f"naive protocol (a craft per pair):                                        {protocol:.1f} s")
     print(f"speed-up naive / framework: {protocol / framework:.2f}x (goal >= 3x)")
     print(f"metrics identical for all {len(merged)} pairs ({', '.join(columns)}): {identical}")
     if not identical:

@@ -30,7 +30,8 @@ def child(patients: int, size: int, root: str, prepare: bool) -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = load_config(None, [
         "name=memory", f"output_dir={root}/out", f"tracking.uri=sqlite:///{root}/mlflow.db",
-        f"models={MODELS}", "data.domain=pathology", f"data.image_size={size}", f"data.num_patients={patients}",
+        f"models={MODELS}", "data.domain=pathology", f"data.image_size={size}",
+        f"data.num_patients={patients}",
         "data.images_per_patient=2", "data.test_fraction=0.5", f"data.cache_dir={root}/data",
         "bootstrap_resamples=100", "train.max_epochs=1",
         "attacks=[{name: fgsm, eps: [0.01]}, {name: ifgsm, eps: [0.01], params: {alpha: 0.005, steps: 5}}]"])
@@ -57,8 +58,8 @@ def main() -> None:
     rows = []
     for patients in args.patients:
         with tempfile.TemporaryDirectory() as root:
-            command = [sys.executable, __file__, "--child", "--patients", str(patients), "--size", str(args.size),
-                       "--root", root]
+            command = [sys.executable, __file__, "--child", "--patients", str(patients),
+                       "--size", str(args.size), "--root", root]
             for step in (["--prepare"], []):
                 done = subprocess.run(command + step, capture_output=True, text=True)
                 if done.returncode:
