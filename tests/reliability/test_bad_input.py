@@ -45,3 +45,31 @@ def test_missing_data_root_names_the_folder(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and "absent" in err[0]
     assert not store.exists()
+
+
+CSV_CASES = [
+    pytest.param({"path": ["a.png", "../outside.png"], "label": [0, 1]}, "'../outside.png' resolves outside",
+                 id="path outside root"),
+    pytest.param({"path": ["a.png"], "label": ["maybe"]}, "line 2: unknown label 'maybe'", id="label outside set"),
+    pytest.param({"file": ["a.png"], "label": [1]}, "required column 'path' missing", id="csv missing column"),
+    pytest.param({"path": ["a.png", "b.png"], "label": [0, 1]}, "b.png: unreadable image", id="corrupt image"),
+]
+
+
+@pytest.mark.parametrize("rows, culprit", CSV_CASES)
+def test_bad_csv_data_is_one_line_before_any_work(rows, culprit, tmp_path, capsys):
+    import pandas as pd
+    from PIL import Image
+
+    root = tmp_path / "root"
+    root.mkdir()
+    Image.new("L", (16, 16), 128).save(root / "a.png")
+    Image.new("L", (16, 16), 128).save(tmp_path / "outside.png")
+    (root / "b.png").write_bytes(b"not an image at all")
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    store = tmp_path / "mlflow.db"
+    code = main(["run", "--config", str(preset_path("smoke")), f"tracking.uri=sqlite:///{store}",
+                 f"output_dir={tmp_path / 'out'}", "data.source=csv", "data.domain=radiology", f"data.root={root}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and culprit in err[0] and "Traceback" not in err[0]
+    assert not store.exists() and not (tmp_path / "out").exists()
