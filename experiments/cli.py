@@ -50,21 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_inputs(cfg) -> None:
-    """Fail before any tracking store or cache is touched: each domain's data and each zoo architecture."""
-    from lightning_modules import ARCHITECTURES
-
-    from .config import domain_config
-    from .training import datamodule_for
-
-    for domain_cfg in [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]:
-        datamodule_for(domain_cfg, "d1")
-    for model in cfg.models:
-        if model.arch not in ARCHITECTURES:
-            raise ValueError(f"models.{model.name}.arch: unknown architecture {model.arch!r}; "
-                             f"valid: {', '.join(sorted(ARCHITECTURES))}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "models":
@@ -77,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-        check_inputs(cfg)
         table = run_study(cfg, shard=args.shard)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"medtransfer: error: {err}", file=sys.stderr)

@@ -10,6 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from attacks.craft import PRECISIONS
 from datamodules.splits import TEST_FRACTION, VAL_FRACTION
+from lightning_modules import ARCHITECTURES
 
 from .zoo import PAIR_MODES, expand_zoo
 
@@ -184,7 +185,12 @@ def domain_config(cfg: DictConfig, domain: str) -> DictConfig:
 def validate(cfg: DictConfig) -> None:
     for domain in cfg.domains:
         domain_config(cfg, domain)
-    names = [m["name"] for m in expand_zoo(cfg)]
+    zoo = expand_zoo(cfg)
+    names = [m["name"] for m in zoo]
+    for model in zoo:
+        if model["arch"] not in ARCHITECTURES:
+            raise ConfigError(f"models.{model['name']}.arch: unknown architecture {model['arch']!r}; "
+                              f"valid: {', '.join(sorted(ARCHITECTURES))}")
     if not names:
         raise ConfigError("models: the model zoo is empty (give `models` or `zoo.archs`)")
     duplicate = sorted({n for n in names if names.count(n) > 1})

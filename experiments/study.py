@@ -87,8 +87,8 @@ def plan_study(cfg: DictConfig, shard: tuple[int, int] = (0, 1)) -> Plan:
     return Plan(zoo, settings, seeds, units[index::count])
 
 
-def load_test_set(cfg: DictConfig) -> TestSet:
-    data = datamodule_for(cfg, "d1")
+def load_test_set(data) -> TestSet:
+    """The shared test split of a datamodule."""
     indices = data.indices["test"]
     return TestSet(data.test_dataloader(), data.labels[torch.as_tensor(indices)], data.task, data.label_names,
                    [int(i) for i in indices])
@@ -141,11 +141,19 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> 
     """
     if not isinstance(cfg, DictConfig):
         cfg = load_config(cfg)
-    if cfg.domains:
-        tables = [run_study(domain_config(cfg, domain), shard) for domain in cfg.domains]
-        table = pd.concat(tables, ignore_index=True)
-        table.attrs["summary"] = "\n".join(t.attrs.get("summary", "") for t in tables)
-        return table
+    studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
+    # every domain's data is read and validated before any tracking store is touched
+    data = [datamodule_for(study, "d1") for study in studies]
+    tables = [_run_domain(study, datamodule, shard) for study, datamodule in zip(studies, data)]
+    if len(tables) == 1:
+        return tables[0]
+    table = pd.concat(tables, ignore_index=True)
+    table.attrs["summary"] = "\n".join(t.attrs.get("summary", "") for t in tables)
+    return table
+
+
+def _run_domain(cfg: DictConfig, data, shard: tuple[int, int]) -> pd.DataFrame:
+    """One domain's study on its validated d1 datamodule (for the shared test set and manifest)."""
     plan = plan_study(cfg, shard)
     uri = cfg.tracking.uri or default_tracking_uri()
     experiment_id = setup_experiment(uri, cfg.tracking.experiment or cfg.name)
@@ -160,12 +168,13 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> 
                            "pairs": cfg.pairs, "data.domain": cfg.data.domain})
         mlflow.set_tags({"git_sha": version, "domain": cfg.data.domain})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-        study = _Evaluation(cfg, plan, runs, experiment_id, version, AdversarialSetCache(output_dir / "adversarial_sets"))
+        study = _Evaluation(cfg, plan, runs, experiment_id, version, AdversarialSetCache(output_dir / "adversarial_sets"),
+                            load_test_set(data))
         rows = [row for unit in tqdm(plan.units, desc="crafting + evaluating", unit="set") for row in study.run(unit)]
         table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), plan.zoo, cfg.data.domain)
         if shard == (0, 1):
             table.attrs["summary"] = write_outputs(table, output_dir / cfg.name / "report", study.examples,
-                                                   datamodule_for(cfg, "d1").manifest)
+                                                   data.manifest)
     return table
 
 
@@ -173,17 +182,10 @@ class _Evaluation:
     """Crafts units and evaluates their targets, with everything per seed computed once."""
 
     def __init__(self, cfg, plan: Plan, runs: StudyRuns, experiment_id: str, version: str,
-                 cache: AdversarialSetCache):
+                 cache: AdversarialSetCache, test: TestSet):
         self.cfg, self.plan, self.runs, self.experiment_id, self.version = cfg, plan, runs, experiment_id, version
-        self.cache, self.trained, self.clean, self.bootstraps = cache, {}, {}, {}
+        self.cache, self.test, self.trained, self.clean, self.bootstraps = cache, test, {}, {}, {}
         self.examples: dict | None = None
-        self._test: TestSet | None = None
-
-    @property
-    def test(self) -> TestSet:
-        if self._test is None:
-            self._test = load_test_set(self.cfg)
-        return self._test
 
     def seeded(self, seed: int) -> DictConfig:
         return OmegaConf.merge(self.cfg, {"seed": seed})

@@ -7,6 +7,7 @@ from experiments.config import preset_path
 CASES = [
     pytest.param(["models=[{name: a, arch: no_such_net, init: random, dev_set: d1, instance: 0}]"], "no_such_net",
                  id="unknown architecture"),
+    pytest.param(["zoo.archs=[no_such_zoo_net]"], "no_such_zoo_net", id="unknown architecture in zoo factors"),
     pytest.param(["attacks=[{name: no_such_attack, eps: [0.02]}]"], "no_such_attack", id="unknown attack"),
     pytest.param(["data.domain=no_such_domain"], "no_such_domain", id="unknown domain"),
     pytest.param(["data.source=no_such_source"], "no_such_source", id="unknown source"),
