@@ -17,8 +17,6 @@ from .model_store import (EpochMetrics, download_checkpoint, find_trained, finis
                           start_training_run)
 from .tracking import code_version, config_hash, default_tracking_uri, setup_experiment
 
-DEFAULT_PATIENCE = 3
-
 
 def model_seed(study_seed: int, model_cfg: DictConfig) -> int:
     """A second instance of a model differs from the first only in this training seed."""
@@ -93,7 +91,7 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModul
 def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback,
         progress: bool = True) -> float:
     """Train with early stopping on val_auc; leaves the best-val_auc weights in `module`, returns that AUC."""
-    patience = OmegaConf.select(cfg, "train.patience", default=DEFAULT_PATIENCE)
+    patience = cfg.train.patience
     with tempfile.TemporaryDirectory() as tmp:
         best = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_auc", mode="max",
                                save_weights_only=True)
