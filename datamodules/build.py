@@ -86,6 +86,8 @@ def _real(domain: str, source: str, get, size: int) -> Source:
             npz_size = min([s for s in FLAGS[flag].available_sizes if s >= size] or [224])
         return read_medmnist(root, flag, npz_size, size)
     channels = int(get("channels", 0) or 0) or (1 if domain == "radiology" else 3)
+    if channels not in (1, 3):
+        raise ValueError(f"data.channels: {channels}; image files are read as 1 (grey) or 3 (RGB) channels")
     task = str(get("task", "") or "binary")
     if task not in ("binary", "multiclass", "multilabel"):
         raise ValueError(f"data.task: unknown task {task!r}; valid: binary, multiclass, multilabel")

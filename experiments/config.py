@@ -9,8 +9,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from attacks.craft import PRECISIONS
-from datamodules.splits import TEST_FRACTION, VAL_FRACTION
+from datamodules.splits import DEV_SETS, TEST_FRACTION, VAL_FRACTION
 from lightning_modules import ARCHITECTURES
+from lightning_modules.model import INITS
+from lightning_modules.pretrained import load_state_dict_file
 
 from .zoo import PAIR_MODES, expand_zoo
 
@@ -188,9 +190,7 @@ def validate(cfg: DictConfig) -> None:
     zoo = expand_zoo(cfg)
     names = [m["name"] for m in zoo]
     for model in zoo:
-        if model["arch"] not in ARCHITECTURES:
-            raise ConfigError(f"models.{model['name']}.arch: unknown architecture {model['arch']!r}; "
-                              f"valid: {', '.join(sorted(ARCHITECTURES))}")
+        _validate_model(model)
     if not names:
         raise ConfigError("models: the model zoo is empty (give `models` or `zoo.archs`)")
     duplicate = sorted({n for n in names if names.count(n) > 1})
@@ -211,6 +211,25 @@ def validate(cfg: DictConfig) -> None:
                           "(0 = data.batch_size)")
     if cfg.pairs not in PAIR_MODES:
         raise ConfigError(f"pairs: unknown mode {cfg.pairs!r}; valid: {', '.join(PAIR_MODES)}")
+
+
+def _validate_model(model: dict) -> None:
+    """Architecture, init and development set known; a `checkpoint:` init readable as plain tensors."""
+    where = f"models.{model['name']}"
+    if model["arch"] not in ARCHITECTURES:
+        raise ConfigError(f"{where}.arch: unknown architecture {model['arch']!r}; "
+                          f"valid: {', '.join(sorted(ARCHITECTURES))}")
+    if model["dev_set"] not in DEV_SETS:
+        raise ConfigError(f"{where}.dev_set: unknown development set {model['dev_set']!r}; "
+                          f"valid: {', '.join(DEV_SETS)}")
+    init = model["init"]
+    if init.startswith("checkpoint:"):
+        try:
+            load_state_dict_file(init.removeprefix("checkpoint:"))
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"{where}.init: {err}") from None
+    elif init not in INITS:
+        raise ConfigError(f"{where}.init: unknown init {init!r}; valid: {', '.join(INITS)}")
 
 
 def preset_path(name: str) -> Path:

@@ -31,12 +31,15 @@ def inside_root(root: Path, relative: str, where: str) -> Path:
 
 
 def check_image(path: Path, where: str) -> None:
-    """Header readable and, for PNG/JPEG, the end-of-image marker present (catches truncation)."""
+    """Header readable; for PNG/JPEG the end-of-image marker present (catches truncation); for
+    floating-point images (TIFF mode F) every pixel finite."""
     if not path.is_file():
         raise FileNotFoundError(f"{where}: image file {path} not found")
     try:
         with Image.open(path) as img:
             fmt = img.format
+            if img.mode == "F" and not np.isfinite(np.asarray(img)).all():
+                raise ValueError(f"{path}: NaN or inf pixels")
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{path}: unreadable image ({err.__class__.__name__})") from None
     with open(path, "rb") as fh:

@@ -37,6 +37,18 @@ class ArrayReader:
         return image
 
 
+def check_pixels(images: np.ndarray, where: str) -> None:
+    """Grey (N, H, W) or RGB (N, H, W, 3) uint8 images; NaN or inf pixels are named first."""
+    if np.issubdtype(images.dtype, np.floating):
+        bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{where}: sample {int(np.argmax(bad))} has NaN or inf pixels")
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
+        raise ValueError(f"{where}: images must be (N, H, W) grey or (N, H, W, 3) RGB, got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"{where}: images must hold uint8 pixels, got {images.dtype}")
+
+
 def read_medmnist(root: str | Path, flag: str, npz_size: int, size: int) -> Source:
     """The npz's train+val splits are the development pool, its test split the test set.
     RetinaMNIST's 5 grades become binary referable DR (grade >= 2) as in the paper; PathMNIST stays
@@ -58,6 +70,7 @@ def read_medmnist(root: str | Path, flag: str, npz_size: int, size: int) -> Sour
                              f"{' '.join(str(err).split())[:100]})") from None
         if len(imgs) != len(labs):
             raise ValueError(f"{path}: {split}_images has {len(imgs)} rows but {split}_labels {len(labs)}")
+        check_pixels(imgs, f"{path}: {split}_images")
         images.append(imgs)
         labels.append(labs)
         sample_ids += [f"{split}:{i}" for i in range(len(imgs))]

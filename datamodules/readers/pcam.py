@@ -19,7 +19,7 @@ def pcam_file(root: Path, split: str, kind: str) -> Path:
 
 
 def _open_checked(path: Path, kind: str):
-    """Open and check one file: dataset `kind` present, uint8 x (N, H, W, 3); last row readable."""
+    """Open and check one file: dataset `kind` present, x uint8 (N, H, W, 3); last row readable."""
     require_file(path, "PCam HDF5 file")
     try:
         with h5py.File(path, "r") as fh:
@@ -28,6 +28,8 @@ def _open_checked(path: Path, kind: str):
             data = fh[kind]
             if kind == "x" and (data.ndim != 4 or data.shape[-1] != 3):
                 raise ValueError(f"{path}: HDF5 key 'x' must be (N, H, W, 3) images, got shape {data.shape}")
+            if kind == "x" and data.dtype != np.uint8:
+                raise ValueError(f"{path}: HDF5 key 'x' must hold uint8 pixels, got {data.dtype}")
             if len(data):
                 data[len(data) - 1]  # touches the end of the data: a truncated file fails here
             return data.shape, (np.asarray(data[:]).reshape(len(data)) if kind == "y" else None)
