@@ -22,7 +22,8 @@ from .metrics import attack_success_rate, auc
 from .outputs import example_images, with_factors, write_outputs
 from .reports import CI_COLUMNS, markdown_table
 from .runs import StudyRuns
-from .tracking import code_version, config_hash, default_tracking_uri, log_frame, setup_experiment
+from .tracking import (check_tracking_uri, code_version, config_hash, default_tracking_uri, log_frame,
+                       setup_experiment)
 from .training import datamodule_for, model_key, train_model
 from .zoo import expand_zoo, select_pairs
 
@@ -142,6 +143,7 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> 
     if not isinstance(cfg, DictConfig):
         cfg = load_config(cfg)
     studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
+    check_tracking_uri(cfg.tracking.uri or default_tracking_uri())
     # every domain's data is read and validated before any tracking store is touched
     data = [datamodule_for(study, "d1") for study in studies]
     tables = [_run_domain(study, datamodule, shard) for study, datamodule in zip(studies, data)]
@@ -170,7 +172,8 @@ def _run_domain(cfg: DictConfig, data, shard: tuple[int, int]) -> pd.DataFrame:
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         study = _Evaluation(cfg, plan, runs, experiment_id, version, AdversarialSetCache(output_dir / "adversarial_sets"),
                             load_test_set(data))
-        rows = [row for unit in tqdm(plan.units, desc="crafting + evaluating", unit="set") for row in study.run(unit)]
+        with tqdm(plan.units, desc="crafting + evaluating", unit="set") as units:  # closed (own line) on errors
+            rows = [row for unit in units for row in study.run(unit)]
         table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), plan.zoo, cfg.data.domain)
         if shard == (0, 1):
             table.attrs["summary"] = write_outputs(table, output_dir / cfg.name / "report", study.examples,

@@ -1,4 +1,4 @@
-"""MLflow helpers: the default SQLite store under mlruns/, experiments, code version."""
+"""MLflow helpers: the default SQLite store under mlruns/, tracking-URI checks, experiments, code version."""
 from __future__ import annotations
 
 import hashlib
@@ -6,6 +6,9 @@ import json
 import os
 import subprocess
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -37,6 +40,27 @@ def setup_experiment(uri: str, name: str) -> str:
     if found is not None:
         return found.experiment_id
     return client.create_experiment(name, artifact_location=artifact_root(uri))
+
+
+def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
+    """Fail with one line naming `tracking.uri` when it carries credentials (MLflow would print and
+    log them: they belong in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD) or when an http(s)
+    tracking server does not answer. Any HTTP reply counts as an answer (auth errors are MLflow's)."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" in parts.netloc:
+        shown = urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+        raise ValueError(f"tracking.uri: {shown}: credentials in the URI would be printed and logged; "
+                         "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead")
+    if parts.scheme not in ("http", "https"):
+        return
+    health = urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/health", query=""))
+    try:
+        urllib.request.urlopen(health, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ValueError(f"tracking.uri: tracking server {uri} unreachable ({reason})") from None
 
 
 def ui_command(uri: str) -> str:
