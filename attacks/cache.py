@@ -61,8 +61,13 @@ class AdversarialSetCache:
         with open(path, "rb") as file:
             while header := file.read(LENGTH_BYTES):
                 payload = file.read(int.from_bytes(header, "little"))
-                stored = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-                yield stored["adversarial"], stored["control"]
+                try:  # tensors only: a pickled object is refused, never run
+                    stored = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+                    chunk = stored["adversarial"], stored["control"]
+                except Exception as err:
+                    raise ValueError(f"{path}: not an adversarial set of tensors ({type(err).__name__}); "
+                                     "delete the file to craft it again") from None
+                yield chunk
 
     def load(self, key: str) -> AdversarialSet:
         """The whole stored set as two tensors."""

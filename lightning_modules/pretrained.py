@@ -26,8 +26,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a weights-only checkpoint ({first})") from None
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        reason = f"refused to load {refused.group(1)}" if refused else (
+            str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path}: not a weights-only checkpoint ({reason})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

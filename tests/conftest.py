@@ -3,7 +3,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,33 +39,59 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1 and a free port (SQLite backend, served artifacts)."""
-    root = tmp_path_factory.mktemp("mlflow_server")
+@contextmanager
+def serve_mlflow(root: Path, *options: str, env: dict | None = None):
+    """A real `mlflow server` on 127.0.0.1 and a free port (SQLite backend under `root`, served
+    artifacts, extra command-line `options`); yields its URL once it answers HTTP."""
     port = free_port()
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-               "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+               "--artifacts-destination", str(root / "artifacts"), "--workers", "1", *options]
     log = open(root / "server.log", "w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    break
+            urllib.request.urlopen(f"{url}/health", timeout=2).close()
+            break
+        except urllib.error.HTTPError:  # answering, if only to say "log in first"
+            break
         except OSError:
             pass
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
             raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
-    yield url
-    server.terminate()
     try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server, shared by the session's tests."""
+    with serve_mlflow(tmp_path_factory.mktemp("mlflow_server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mlflow_auth_server(tmp_path_factory):
+    """A real MLflow server behind MLflow's basic-auth app, which refuses anonymous requests;
+    yields (url, admin user, admin password)."""
+    root = tmp_path_factory.mktemp("mlflow_auth_server")
+    user, password = "admin", "s3cret-admin-password"
+    (root / "auth.ini").write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root / 'auth.db'}\n"
+        f"admin_username = {user}\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 600\n")  # one password hash check, not one per request
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-csrf-key"}
+    with serve_mlflow(root, "--app-name", "basic-auth", env=env) as url:
+        yield url, user, password

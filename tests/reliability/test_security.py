@@ -1,0 +1,159 @@
+"""Untrusted files never run code, data paths never leave their root, credentials are never logged."""
+import io
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from attacks import AdversarialSetCache
+from datamodules.readers.csv_folder import read_csv_folder
+from datamodules.synthetic.cache import cached_generate
+from experiments.cli import main
+from experiments.config import preset_path
+
+FAST = ["train.max_epochs=1", "bootstrap_resamples=0", "attacks=[{name: fgsm, eps: [0.02]}]"]
+
+
+class Payload:
+    """Unpickling this creates `path`: proof that a file's code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def pickled_code(marker) -> bytes:
+    """A torch.save file whose unpickling would run code (create `marker`)."""
+    buffer = io.BytesIO()
+    torch.save({"adversarial": Payload(marker), "control": torch.zeros(1)}, buffer)
+    return buffer.getvalue()
+
+
+def every_logged_text(client: MlflowClient, experiment_id: str, download_to: Path) -> str:
+    """Params, tags, metric names and artifact bytes of every run of an experiment, as one text."""
+    parts = []
+    for run in client.search_runs([experiment_id], max_results=1000):
+        parts += [f"{k}={v}" for k, v in {**run.data.params, **run.data.tags}.items()]
+        parts += list(run.data.metrics)
+        local = Path(client.download_artifacts(run.info.run_id, "", str(download_to / run.info.run_id)))
+        parts += [p.read_bytes().decode("utf-8", "replace") for p in local.rglob("*") if p.is_file()]
+    return "\n".join(parts)
+
+
+def test_credentials_in_the_uri_are_refused_without_echoing_them(mlflow_auth_server, tmp_path, capsys):
+    url, user, password = mlflow_auth_server
+    uri = url.replace("http://", f"http://{user}:{password}@")
+    code = main(["run", "--config", str(preset_path("smoke")), f"tracking.uri={uri}", f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "MLFLOW_TRACKING_PASSWORD" in err[0] and "***@127.0.0.1" in err[0]
+    assert password not in err[0] and not any(tmp_path.iterdir())
+
+
+def test_credentials_from_the_environment_are_used_and_never_logged(mlflow_auth_server, tmp_path, monkeypatch,
+                                                                      capsys):
+    url, user, password = mlflow_auth_server
+    with pytest.raises(urllib.error.HTTPError, match="401"):  # the server refuses anonymous requests
+        urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    out = tmp_path / "out"
+    code = main(["run", "--config", str(preset_path("smoke")), f"tracking.uri={url}", f"output_dir={out}",
+                 "tracking.experiment=credentials", *FAST])
+    printed = capsys.readouterr()
+    assert code == 0
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name("credentials")
+    logged = every_logged_text(client, experiment.experiment_id, tmp_path / "downloads")
+    assert "auc_adv" in logged and "tracking" in logged  # metrics and the logged config.yaml were read back
+    files = "\n".join(p.read_bytes().decode("utf-8", "replace") for p in out.rglob("*") if p.is_file())
+    for text in (logged, files, printed.out, printed.err):
+        assert password not in text
+
+
+def error_lines(capsys) -> list[str]:
+    """The CLI's error lines on stderr (progress bars aside), none of them a traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("medtransfer: error:")]
+
+
+def test_tampered_cache_and_checkpoints_are_refused_never_run(tracking_uri, tmp_path, capsys):
+    out, marker = tmp_path / "out", tmp_path / "code-ran"
+    args = ["run", "--config", str(preset_path("smoke")), f"tracking.uri={tracking_uri}", f"output_dir={out}", *FAST]
+    assert main(args) == 0
+    capsys.readouterr()
+
+    sets = sorted((out / "adversarial_sets").glob("*.pt"))
+    assert sets
+    for path in sets:
+        record = pickled_code(marker)
+        path.write_bytes(len(record).to_bytes(8, "little") + record)
+    assert main(args) == 2
+    err = error_lines(capsys)
+    assert len(err) == 1 and "adversarial_sets" in err[0] and "not an adversarial set of tensors" in err[0]
+    assert not marker.exists()
+
+    for path in sets:  # crafted again from the stored models, whose checkpoints are now tampered with
+        path.unlink()
+    checkpoints = sorted(Path(tracking_uri.removeprefix("sqlite:///")).parent.rglob("checkpoint/model.pt"))
+    assert len(checkpoints) == 2
+    for path in checkpoints:
+        path.write_bytes(pickled_code(marker))
+    assert main(args) == 2
+    err = error_lines(capsys)
+    assert len(err) == 1 and "model.pt: not a weights-only checkpoint (refused to load io.open)" in err[0]
+    assert not marker.exists()
+
+
+def test_cache_refuses_a_pickled_record_by_file_name(tmp_path):
+    cache, marker = AdversarialSetCache(tmp_path / "sets"), tmp_path / "code-ran"
+    record = pickled_code(marker)
+    cache.path("k").write_bytes(len(record).to_bytes(8, "little") + record)
+    with pytest.raises(ValueError, match=r"sets/k\.pt: not an adversarial set of tensors .*delete the file"):
+        cache.load("k")
+    assert not marker.exists()
+
+
+def test_tampered_synthetic_cache_entry_is_regenerated_not_run(tmp_path):
+    marker = tmp_path / "code-ran"
+
+    def generate(n):
+        return torch.full((n, 1, 4, 4), 7, dtype=torch.uint8), torch.arange(n) % 2, torch.arange(n)
+
+    params = {"domain": "pathology", "n": 6}
+    reference = cached_generate(generate, params, tmp_path)
+    entry, = tmp_path.glob("pathology-*.pt")
+    entry.write_bytes(pickled_code(marker))
+    again = cached_generate(generate, params, tmp_path)
+    assert not marker.exists()
+    for got, expected in zip(again, reference):
+        torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(torch.load(entry, weights_only=True)["images"], reference[0])  # rewritten
+
+
+def escapes(root: Path, outside: Path) -> dict[str, str]:
+    """Rows whose image path leaves `root`: absolute, through a file symlink, through a folder symlink."""
+    (root / "link.png").symlink_to(outside / "secret.png")
+    (root / "linked_dir").symlink_to(outside, target_is_directory=True)
+    return {"absolute": str(outside / "secret.png"), "file symlink": "link.png",
+            "folder symlink": "linked_dir/secret.png"}
+
+
+@pytest.mark.parametrize("kind", ["absolute", "file symlink", "folder symlink"])
+def test_image_paths_never_escape_the_data_root(kind, tmp_path):
+    from PIL import Image
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    Image.new("L", (8, 8), 1).save(root / "a.png")
+    Image.new("L", (8, 8), 2).save(outside / "secret.png")
+    relative = escapes(root, outside)[kind]
+    (root / "labels.csv").write_text(f"path,label\na.png,0\n{relative},1\n")
+    with pytest.raises(ValueError, match=r"labels\.csv, line 3: image path .* resolves outside the data root"):
+        read_csv_folder(root, 8, "labels.csv", 1, "binary", [])
