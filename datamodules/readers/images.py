@@ -89,9 +89,10 @@ class ImageFileReader:
 
 
 def index_images(root: Path) -> dict[str, Path]:
-    """File name -> path for every image file under `root` (any folder layout)."""
-    found = {}
+    """File name -> path for every image file under `root` (any folder layout); symlinks that lead
+    outside `root` are left out."""
+    found, inside = {}, root.resolve()
     for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and path.resolve().is_relative_to(inside):
             found.setdefault(path.name, path)
     return found

@@ -157,3 +157,20 @@ def test_image_paths_never_escape_the_data_root(kind, tmp_path):
     (root / "labels.csv").write_text(f"path,label\na.png,0\n{relative},1\n")
     with pytest.raises(ValueError, match=r"labels\.csv, line 3: image path .* resolves outside the data root"):
         read_csv_folder(root, 8, "labels.csv", 1, "binary", [])
+
+
+def test_native_readers_ignore_symlinks_that_lead_outside(tmp_path):
+    from PIL import Image
+
+    from datamodules.readers.chestxray14 import read_chestxray14
+
+    root, outside = tmp_path / "nih", tmp_path / "outside"
+    (root / "images").mkdir(parents=True)
+    outside.mkdir()
+    Image.new("L", (8, 8), 1).save(root / "images" / "a.png")
+    Image.new("L", (8, 8), 2).save(outside / "b.png")
+    (root / "images" / "b.png").symlink_to(outside / "b.png")
+    (root / "Data_Entry_2017.csv").write_text("Image Index,Finding Labels,Patient ID\na.png,No Finding,1\n"
+                                             "b.png,Mass,2\n")
+    with pytest.raises(FileNotFoundError, match=r"Data_Entry_2017\.csv, line 3: image 'b.png' not found"):
+        read_chestxray14(root, 8)
