@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"medtransfer: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("medtransfer: interrupted; finished work is kept, run the same command again to resume",
+              file=sys.stderr)
+        return 130
     print()
     print(table.attrs.get("summary") or format_table(table))
     if "summary" in table.attrs:

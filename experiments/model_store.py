@@ -21,6 +21,13 @@ def find_trained(client: MlflowClient, experiment_id: str, key: str):
     return runs[0] if runs else None
 
 
+def find_unfinished(client: MlflowClient, experiment_id: str, key: str) -> list:
+    """Training runs with config hash `key` that did not finish (running, killed or failed)."""
+    runs = client.search_runs([experiment_id], max_results=1000,
+                              filter_string=f"tags.kind = 'model' and tags.config_hash = '{key}'")
+    return [run for run in runs if run.info.status != "FINISHED"]
+
+
 def download_checkpoint(client: MlflowClient, run_id: str, directory: str | Path) -> Path:
     """Fetch a training run's state-dict file into `directory`."""
     return Path(client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(directory)))

@@ -1,9 +1,12 @@
 """Training the model zoo with a Lightning Trainer, once per config hash (MLflow training runs)."""
 from __future__ import annotations
 
+import signal
 import tempfile
+from pathlib import Path
 
 import pytorch_lightning as pl
+from filelock import FileLock
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -13,8 +16,8 @@ from datamodules import build_datamodule
 from lightning_modules import ClassifierModule
 from lightning_modules.pretrained import load_state_dict_file
 
-from .model_store import (EpochMetrics, download_checkpoint, find_trained, finish_training_run,
-                          start_training_run)
+from .model_store import (EpochMetrics, download_checkpoint, find_trained, find_unfinished,
+                          finish_training_run, start_training_run)
 from .tracking import code_version, config_hash, default_tracking_uri, setup_experiment
 
 
@@ -58,6 +61,9 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModul
 
     A FINISHED MLflow run of the study's experiment with the same config hash (code version, data,
     model, train and trainer settings) is reused; otherwise the model is trained and logged as a new run.
+    A lock per config hash under `output_dir/locks` makes concurrent processes wait for the one that
+    trains; inside it, an unfinished run of the hash is stale (a killed process) and is deleted.
+    A Ctrl-C ends the training run KILLED, any other error FAILED.
     """
     uri = cfg.tracking.uri or default_tracking_uri()
     experiment_id = setup_experiment(uri, cfg.tracking.experiment or cfg.name)
@@ -70,21 +76,29 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModul
         return ClassifierModule(model_cfg.arch, init, data.task, data.num_outputs, data.channels,
                                 lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
-    found = find_trained(client, experiment_id, key)
-    if found is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            module = make(f"checkpoint:{download_checkpoint(client, found.info.run_id, tmp)}")
-        return module.eval(), float(found.data.metrics["best_val_auc"])
+    lock_dir = Path(cfg.output_dir) / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_dir / f"model-{key}.lock")):
+        found = find_trained(client, experiment_id, key)
+        if found is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                module = make(f"checkpoint:{download_checkpoint(client, found.info.run_id, tmp)}")
+            return module.eval(), float(found.data.metrics["best_val_auc"])
 
-    run_id = start_training_run(client, experiment_id, key, model_cfg.name, flat_params(settings))
-    try:
-        pl.seed_everything(settings["seed"], workers=True, verbose=False)
-        module = make(model_cfg.init)
-        best_val_auc = fit(module, data, cfg, EpochMetrics(uri, run_id))
-        finish_training_run(client, run_id, module.model, best_val_auc)
-    except BaseException:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-        raise
+        for stale in find_unfinished(client, experiment_id, key):
+            client.delete_run(stale.info.run_id)
+        run_id = start_training_run(client, experiment_id, key, model_cfg.name, flat_params(settings))
+        try:
+            pl.seed_everything(settings["seed"], workers=True, verbose=False)
+            module = make(model_cfg.init)
+            best_val_auc = fit(module, data, cfg, EpochMetrics(uri, run_id))
+            finish_training_run(client, run_id, module.model, best_val_auc)
+        except KeyboardInterrupt:
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+            raise
+        except BaseException:
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            raise
     return module.eval(), best_val_auc
 
 
@@ -101,7 +115,22 @@ def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback
                              precision=cfg.trainer.precision, logger=False, enable_model_summary=False,
                              enable_progress_bar=progress,
                              deterministic=True, callbacks=[best, stop, *callbacks])
-        trainer.fit(module, datamodule=data)
+        fit_interruptible(trainer, module, data)
         state = load_state_dict_file(best.best_model_path)
     module.load_state_dict(state)
     return float(best.best_model_score)
+
+
+def fit_interruptible(trainer: pl.Trainer, module: ClassifierModule, data) -> None:
+    """`trainer.fit`, with a Ctrl-C raised as KeyboardInterrupt: Lightning turns it into SystemExit(1)
+    and leaves SIGINT ignored, so the handler before the fit is put back."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, datamodule=data)
+    except SystemExit as exit_:
+        if isinstance(exit_.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from exit_
+        raise
+    finally:
+        if handler is not None and signal.getsignal(signal.SIGINT) is not handler:
+            signal.signal(signal.SIGINT, handler)
