@@ -37,8 +37,9 @@ class AdversarialSetCache:
     A file is a sequence of chunks (one per crafting batch), each a length-prefixed `torch.save` of
     {"adversarial", "control"}; it is written chunk by chunk and read back chunk by chunk, so no
     whole set is ever held in memory. Files are written once (a temporary file renamed into place,
-    so readers never see a partial file) and hold float tensors as crafted (lossless). A lock per
-    key makes concurrent processes wait for the one that crafts instead of crafting the same set.
+    so readers never see a partial file; one left by a killed process is removed before the set is
+    crafted again) and hold float tensors as crafted (lossless). A lock per key makes concurrent
+    processes wait for the one that crafts instead of crafting the same set.
     """
 
     def __init__(self, root: str | Path):
@@ -80,6 +81,8 @@ class AdversarialSetCache:
         path = self.path(key)
         with FileLock(str(path) + ".lock"):
             if not path.exists():
+                for stale in path.parent.glob(f"{path.stem}.*.tmp"):  # left by a killed process
+                    stale.unlink()
                 self.save(path, chunks_fn())
 
     def load_or_craft(self, key: str, craft_fn: Callable[[], AdversarialSet]) -> AdversarialSet:
@@ -90,7 +93,7 @@ class AdversarialSetCache:
 
     @staticmethod
     def save(path: Path, chunks: Iterable[AdversarialSet]) -> None:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.stem}.", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as file:
                 for adversarial, control in chunks:

@@ -82,3 +82,15 @@ def test_keys_name_the_complete_setting():
 def test_keys_must_be_plain_names(tmp_path):
     with pytest.raises(ValueError, match="key '../x' must be"):
         AdversarialSetCache(tmp_path).load("../x")
+
+
+def test_a_killed_writers_temporary_file_is_removed_when_the_set_is_crafted(tmp_path):
+    cache = AdversarialSetCache(tmp_path)
+    stale, other = tmp_path / "k.abc123.tmp", tmp_path / "k2.abc123.tmp"
+    stale.write_bytes(b"half a set")
+    other.write_bytes(b"another key's writer")
+    chunk = (torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4))
+    cache.ensure("k", lambda: [chunk])
+    assert not stale.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.glob("*.tmp")) == ["k2.abc123.tmp"]
+    torch.testing.assert_close(cache.load("k"), chunk, rtol=0, atol=0)

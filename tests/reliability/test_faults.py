@@ -90,9 +90,11 @@ def assert_same_results(table, reference):
 
 
 def assert_same_sets(output_dir: Path, reference_dir: Path):
-    """The cache holds the reference's sets, each complete and equal to the reference's."""
+    """The cache holds the reference's sets, each complete and equal to the reference's, and no
+    half-written file."""
     ours = AdversarialSetCache(output_dir / "adversarial_sets")
     theirs = AdversarialSetCache(reference_dir / "adversarial_sets")
+    assert not list(ours.root.glob("*.tmp"))
     keys = sorted(path.stem for path in ours.root.glob("*.pt"))
     assert keys == sorted(path.stem for path in theirs.root.glob("*.pt"))
     for key in keys:
