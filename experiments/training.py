@@ -16,8 +16,8 @@ from datamodules import build_datamodule
 from lightning_modules import ClassifierModule
 from lightning_modules.pretrained import load_state_dict_file
 
-from .model_store import (EpochMetrics, download_checkpoint, find_trained, find_unfinished,
-                          finish_training_run, start_training_run)
+from .model_store import (CHECKPOINT_ARTIFACT, EpochMetrics, download_checkpoint, find_trained,
+                          find_unfinished, finish_training_run, start_training_run)
 from .tracking import code_version, config_hash, default_tracking_uri, setup_experiment
 
 
@@ -82,7 +82,12 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModul
         found = find_trained(client, experiment_id, key)
         if found is not None:
             with tempfile.TemporaryDirectory() as tmp:
-                module = make(f"checkpoint:{download_checkpoint(client, found.info.run_id, tmp)}")
+                local = download_checkpoint(client, found.info.run_id, tmp)
+                try:
+                    module = make(f"checkpoint:{local}")
+                except ValueError as err:  # named by its run, not by the temporary download
+                    raise ValueError(f"MLflow run {found.info.run_id} (model {model_cfg.name}): "
+                                     + str(err).replace(str(local), CHECKPOINT_ARTIFACT)) from None
             return module.eval(), float(found.data.metrics["best_val_auc"])
 
         for stale in find_unfinished(client, experiment_id, key):

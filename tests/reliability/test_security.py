@@ -106,7 +106,8 @@ def test_tampered_cache_and_checkpoints_are_refused_never_run(tracking_uri, tmp_
         path.write_bytes(pickled_code(marker))
     assert main(args) == 2
     err = error_lines(capsys)
-    assert len(err) == 1 and "model.pt: not a weights-only checkpoint (refused to load io.open)" in err[0]
+    assert len(err) == 1 and err[0].startswith("medtransfer: error: MLflow run ")
+    assert "(model a): checkpoint/model.pt: not a weights-only checkpoint (refused to load io.open)" in err[0]
     assert not marker.exists()
 
 
