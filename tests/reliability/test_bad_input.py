@@ -187,8 +187,8 @@ def test_bad_checkpoint_is_refused_before_any_work(content, culprit, tmp_path, c
         torch.save({"weight": torch.zeros(1), "extra": Payload(marker)}, checkpoint)
     else:
         checkpoint.write_bytes(content)
-    code, err = run_cli(tmp_path, capsys,
-                        f"models=[{{name: a, arch: tiny_cnn, init: 'checkpoint:{checkpoint}', dev_set: d1, instance: 0}}]")
+    model = f"{{name: a, arch: tiny_cnn, init: 'checkpoint:{checkpoint}', dev_set: d1, instance: 0}}"
+    code, err = run_cli(tmp_path, capsys, f"models=[{model}]")
     assert code == 2 and len(err) == 1 and err[0].startswith("medtransfer: error: models.a.init: ")
     assert f"{checkpoint}: {culprit}" in err[0]
     assert not marker.exists()
