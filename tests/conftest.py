@@ -39,6 +39,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A local port nothing listens on."""
+    return free_port()
+
+
+class CodePayload:
+    """Unpickling this creates `marker`: proof that a file's code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+@pytest.fixture
+def code_payload(tmp_path) -> CodePayload:
+    """An object to pickle into a file; `code_payload.marker` exists only if the file's code ran."""
+    return CodePayload(tmp_path / "code-ran")
+
+
 @contextmanager
 def serve_mlflow(root: Path, *options: str, env: dict | None = None):
     """A real `mlflow server` on 127.0.0.1 and a free port (SQLite backend under `root`, served

@@ -1,6 +1,4 @@
 """Bad input through the CLI: exit 2, one stderr line naming the culprit, no traceback, nothing written."""
-import socket
-
 import h5py
 import numpy as np
 import pytest
@@ -167,37 +165,25 @@ def test_wrong_channel_count_is_named(make, culprit, tmp_path, capsys):
     assert code == 2 and len(err) == 1 and culprit in err[0]
 
 
-class Payload:
-    """Unpickling this creates `path`: proof that the file's code ran."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
-
-
 @pytest.mark.parametrize("content, culprit", [
     pytest.param(b"PK\x03\x04 not a checkpoint at all", "not a weights-only checkpoint", id="unreadable"),
     pytest.param(None, "not a weights-only checkpoint (refused to load io.open)", id="pickled code"),
 ])
-def test_bad_checkpoint_is_refused_before_any_work(content, culprit, tmp_path, capsys):
-    checkpoint, marker = tmp_path / "model.pt", tmp_path / "code-ran"
+def test_bad_checkpoint_is_refused_before_any_work(content, culprit, tmp_path, capsys, code_payload):
+    checkpoint = tmp_path / "model.pt"
     if content is None:
-        torch.save({"weight": torch.zeros(1), "extra": Payload(marker)}, checkpoint)
+        torch.save({"weight": torch.zeros(1), "extra": code_payload}, checkpoint)
     else:
         checkpoint.write_bytes(content)
     model = f"{{name: a, arch: tiny_cnn, init: 'checkpoint:{checkpoint}', dev_set: d1, instance: 0}}"
     code, err = run_cli(tmp_path, capsys, f"models=[{model}]")
     assert code == 2 and len(err) == 1 and err[0].startswith("medtransfer: error: models.a.init: ")
     assert f"{checkpoint}: {culprit}" in err[0]
-    assert not marker.exists()
+    assert not code_payload.marker.exists()
 
 
-def test_unreachable_tracking_server_is_reported_before_the_data_is_read(tmp_path, capsys):
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+def test_unreachable_tracking_server_is_reported_before_the_data_is_read(tmp_path, capsys, unused_port):
+    uri = f"http://127.0.0.1:{unused_port}"
     code = main(["run", "--config", str(preset_path("smoke")), f"tracking.uri={uri}",
                  f"output_dir={tmp_path / 'out'}", "data.source=csv", f"data.root={tmp_path / 'absent'}"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -17,20 +17,10 @@ from experiments.config import preset_path
 FAST = ["train.max_epochs=1", "bootstrap_resamples=0", "attacks=[{name: fgsm, eps: [0.02]}]"]
 
 
-class Payload:
-    """Unpickling this creates `path`: proof that a file's code ran."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
-
-
-def pickled_code(marker) -> bytes:
-    """A torch.save file whose unpickling would run code (create `marker`)."""
+def pickled_code(payload) -> bytes:
+    """A torch.save file whose unpickling would run `payload`'s code."""
     buffer = io.BytesIO()
-    torch.save({"adversarial": Payload(marker), "control": torch.zeros(1)}, buffer)
+    torch.save({"adversarial": payload, "control": torch.zeros(1)}, buffer)
     return buffer.getvalue()
 
 
@@ -82,8 +72,8 @@ def error_lines(capsys) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("medtransfer: error:")]
 
 
-def test_tampered_cache_and_checkpoints_are_refused_never_run(tracking_uri, tmp_path, capsys):
-    out, marker = tmp_path / "out", tmp_path / "code-ran"
+def test_tampered_cache_and_checkpoints_are_refused_never_run(tracking_uri, tmp_path, capsys, code_payload):
+    out, marker = tmp_path / "out", code_payload.marker
     args = ["run", "--config", str(preset_path("smoke")), f"tracking.uri={tracking_uri}", f"output_dir={out}", *FAST]
     assert main(args) == 0
     capsys.readouterr()
@@ -91,7 +81,7 @@ def test_tampered_cache_and_checkpoints_are_refused_never_run(tracking_uri, tmp_
     sets = sorted((out / "adversarial_sets").glob("*.pt"))
     assert sets
     for path in sets:
-        record = pickled_code(marker)
+        record = pickled_code(code_payload)
         path.write_bytes(len(record).to_bytes(8, "little") + record)
     assert main(args) == 2
     err = error_lines(capsys)
@@ -103,7 +93,7 @@ def test_tampered_cache_and_checkpoints_are_refused_never_run(tracking_uri, tmp_
     checkpoints = sorted(Path(tracking_uri.removeprefix("sqlite:///")).parent.rglob("checkpoint/model.pt"))
     assert len(checkpoints) == 2
     for path in checkpoints:
-        path.write_bytes(pickled_code(marker))
+        path.write_bytes(pickled_code(code_payload))
     assert main(args) == 2
     err = error_lines(capsys)
     assert len(err) == 1 and err[0].startswith("medtransfer: error: MLflow run ")
@@ -111,17 +101,17 @@ def test_tampered_cache_and_checkpoints_are_refused_never_run(tracking_uri, tmp_
     assert not marker.exists()
 
 
-def test_cache_refuses_a_pickled_record_by_file_name(tmp_path):
-    cache, marker = AdversarialSetCache(tmp_path / "sets"), tmp_path / "code-ran"
-    record = pickled_code(marker)
+def test_cache_refuses_a_pickled_record_by_file_name(tmp_path, code_payload):
+    cache, marker = AdversarialSetCache(tmp_path / "sets"), code_payload.marker
+    record = pickled_code(code_payload)
     cache.path("k").write_bytes(len(record).to_bytes(8, "little") + record)
     with pytest.raises(ValueError, match=r"sets/k\.pt: not an adversarial set of tensors .*delete the file"):
         cache.load("k")
     assert not marker.exists()
 
 
-def test_tampered_synthetic_cache_entry_is_regenerated_not_run(tmp_path):
-    marker = tmp_path / "code-ran"
+def test_tampered_synthetic_cache_entry_is_regenerated_not_run(tmp_path, code_payload):
+    marker = code_payload.marker
 
     def generate(n):
         return torch.full((n, 1, 4, 4), 7, dtype=torch.uint8), torch.arange(n) % 2, torch.arange(n)
@@ -129,7 +119,7 @@ def test_tampered_synthetic_cache_entry_is_regenerated_not_run(tmp_path):
     params = {"domain": "pathology", "n": 6}
     reference = cached_generate(generate, params, tmp_path)
     entry, = tmp_path.glob("pathology-*.pt")
-    entry.write_bytes(pickled_code(marker))
+    entry.write_bytes(pickled_code(code_payload))
     again = cached_generate(generate, params, tmp_path)
     assert not marker.exists()
     for got, expected in zip(again, reference):
