@@ -75,7 +75,7 @@ class DevSetDataModule(pl.LightningDataModule):
 
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         # The split follows the data seed; the training order follows torch's global seed (the
-        # model's training seed), so a second instance differs from the first only in that seed.
+        # model's training seed, derived from the model's whole identity).
         return DataLoader(self.dataset(stage), batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=self.pin_memory)

@@ -22,8 +22,13 @@ from .tracking import code_version, config_hash, default_tracking_uri, setup_exp
 
 
 def model_seed(study_seed: int, model_cfg: DictConfig) -> int:
-    """A second instance of a model differs from the first only in this training seed."""
-    return int(study_seed) + 1000 * int(model_cfg.instance)
+    """The training seed (initial weights of every randomly initialised layer, data order) of a zoo
+    model: a hash of its whole identity (architecture, init, development set, instance) and the study
+    seed. Two models differing in any of these start from independent random weights; what they
+    share is only what their `init` loads (ImageNet weights or a `checkpoint:` file)."""
+    identity = {"arch": model_cfg.arch, "init": model_cfg.init, "dev_set": model_cfg.dev_set,
+                "instance": int(model_cfg.instance), "study_seed": int(study_seed)}
+    return int(config_hash(identity), 16) % 2**31
 
 
 def datamodule_for(cfg: DictConfig, dev_set: str):
@@ -56,6 +61,18 @@ def flat_params(settings: dict) -> dict:
     return flat
 
 
+def classifier(cfg: DictConfig, model_cfg: DictConfig, data, init: str) -> ClassifierModule:
+    return ClassifierModule(model_cfg.arch, init, data.task, data.num_outputs, data.channels,
+                            lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+
+def initial_module(cfg: DictConfig, model_cfg: DictConfig, data) -> ClassifierModule:
+    """The zoo model before training, with global RNGs seeded by its `model_seed` (which also fixes
+    the training data order that follows)."""
+    pl.seed_everything(model_seed(cfg.seed, model_cfg), workers=True, verbose=False)
+    return classifier(cfg, model_cfg, data, model_cfg.init)
+
+
 def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModule, float]:
     """The zoo model `model_cfg` on its development set, in eval mode, and its best validation AUC.
 
@@ -72,10 +89,6 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModul
     key = model_key(cfg, model_cfg)
     data = datamodule_for(cfg, model_cfg.dev_set)
 
-    def make(init: str) -> ClassifierModule:
-        return ClassifierModule(model_cfg.arch, init, data.task, data.num_outputs, data.channels,
-                                lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-
     lock_dir = Path(cfg.output_dir) / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_dir / f"model-{key}.lock")):
@@ -84,7 +97,7 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModul
             with tempfile.TemporaryDirectory() as tmp:
                 local = download_checkpoint(client, found.info.run_id, tmp)
                 try:
-                    module = make(f"checkpoint:{local}")
+                    module = classifier(cfg, model_cfg, data, f"checkpoint:{local}")
                 except ValueError as err:  # named by its run, not by the temporary download
                     raise ValueError(f"MLflow run {found.info.run_id} (model {model_cfg.name}): "
                                      + str(err).replace(str(local), CHECKPOINT_ARTIFACT)) from None
@@ -94,8 +107,7 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModul
             client.delete_run(stale.info.run_id)
         run_id = start_training_run(client, experiment_id, key, model_cfg.name, flat_params(settings))
         try:
-            pl.seed_everything(settings["seed"], workers=True, verbose=False)
-            module = make(model_cfg.init)
+            module = initial_module(cfg, model_cfg, data)
             best_val_auc = fit(module, data, cfg, EpochMetrics(uri, run_id))
             finish_training_run(client, run_id, module.model, best_val_auc)
         except KeyboardInterrupt:

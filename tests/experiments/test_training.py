@@ -3,11 +3,12 @@ import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
 from experiments.config import load_config
 from experiments.tracking import setup_experiment
-from experiments.training import datamodule_for, train_model
+from experiments.training import datamodule_for, initial_module, model_seed, train_model
 
 
 def tiny_config(uri: str, *extra: str):
@@ -38,6 +39,7 @@ def test_training_is_logged_once_and_reused(tracking_uri):
         [run] = model_runs(tracking_uri)
         assert not module.training
         assert run.info.status == "FINISHED"
+        assert run.data.params["seed"] == str(model_seed(cfg.seed, cfg.models[0]))
         assert (run.data.params["arch"], run.data.params["init"], run.data.params["data.image_size"]) == \
             ("tiny_cnn", "random", "16")
         history = MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "val_auc")
@@ -54,3 +56,26 @@ def test_training_is_logged_once_and_reused(tracking_uri):
     changed = tiny_config(tracking_uri, "train.lr=0.002", "train.max_epochs=1")
     train_model(changed, changed.models[0])
     assert len(model_runs(tracking_uri)) == 2
+
+
+def initial_weights(cfg, model_cfg) -> dict:
+    """The randomly initialised weight matrices and kernels of a zoo model before training."""
+    module = initial_module(cfg, model_cfg, datamodule_for(cfg, "d1"))
+    return {k: v.detach().clone() for k, v in module.named_parameters() if v.dim() > 1}
+
+
+def test_models_start_from_independent_weights_unless_identical(tracking_uri):
+    cfg = tiny_config(tracking_uri, "models=[{name: a, arch: tiny_cnn, dev_set: d1}, {name: b, arch: tiny_cnn, "
+                                    "dev_set: d2}, {name: c, arch: tiny_cnn, dev_set: d1, instance: 1}]")
+    a, b, c = cfg.models
+    first = initial_weights(cfg, a)
+    torch.manual_seed(12345)  # whatever the global RNG state, the same model starts the same
+    again = initial_weights(cfg, a)
+    for name, value in first.items():
+        torch.testing.assert_close(again[name], value, rtol=0, atol=0)
+    for other in (b, c):  # another development set, another instance: other initial weights
+        weights = initial_weights(cfg, other)
+        assert all(not torch.equal(weights[k], first[k]) for k in first)
+    other_seed = initial_weights(OmegaConf.merge(cfg, {"seed": 1}), a)
+    assert all(not torch.equal(other_seed[k], first[k]) for k in first)
+    assert len({model_seed(0, m) for m in cfg.models}) == 3  # the seed MLflow logs as param `seed`
