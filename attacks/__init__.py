@@ -1,6 +1,6 @@
 """Adversarial crafting over torchattacks for every task layout, noise baselines, ensembles, the
 crafting callback, the adversarial-set cache and perturbation metrics."""
-from .cache import AdversarialSetCache, set_key
+from .cache import AdversarialSetCache
 from .callback import CraftingCallback, IndexedDataset
 from .craft import craft, quantize_8bit
 from .ensemble import Ensemble, ensemble
@@ -10,4 +10,4 @@ from .registry import ATTACKS, attack_params
 
 __all__ = ["ATTACKS", "AdversarialSetCache", "CraftingCallback", "Ensemble", "IndexedDataset",
            "attack_params", "control_noise", "craft", "ensemble", "perturbation_metrics", "quantize_8bit",
-           "random_sign_noise", "set_key"]
+           "random_sign_noise"]

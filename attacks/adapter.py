@@ -14,15 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightning_modules.tasks import check_task
+
 from .ensemble import Ensemble
-
-TASKS = ("binary", "multiclass", "multilabel")
-
-
-def check_task(task: str) -> str:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
-    return task
 
 
 def loss_members(model: nn.Module) -> int:

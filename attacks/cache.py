@@ -1,9 +1,7 @@
-"""On-disk cache of adversarial sets: each (surrogate, attack config, split) is crafted once."""
+"""On-disk cache of adversarial sets, one file per key (the caller's identity of the set), written once."""
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -12,22 +10,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from filelock import FileLock
 
-from .registry import attack_params
-
 AdversarialSet = tuple[torch.Tensor, torch.Tensor]
-
-
-def set_key(surrogate_hash: str, attack_cfg, split: str, seed: int, precision: str = "fp32") -> str:
-    """Hex digest naming one adversarial set: the surrogate's hash, the complete validated attack
-    parameters (defaults filled in), the data split, the seed of the random parts and the crafting
-    precision (named only when it is not fp32, so fp32 keys stay as they were)."""
-    name, params = attack_params(attack_cfg)
-    identity = {"surrogate": surrogate_hash, "attack": {"name": name, **params}, "split": split, "seed": seed}
-    if precision != "fp32":
-        identity["precision"] = precision
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
-
-
 LENGTH_BYTES = 8  # each chunk record: its byte length (little-endian), then a torch.save payload
 
 

@@ -62,7 +62,7 @@ def main() -> None:
                                      "num_patients": args.patients, "images_per_patient": 2,
                                      "cache_dir": "none",
                                      "batch_size": args.batch, "num_workers": args.workers,
-                                     "pin_memory": args.pin_memory, "split": "d1"})
+                                     "pin_memory": args.pin_memory, "dev_set": "d1"})
             loader = data.train_dataloader()
             rate = loader_rate(loader, passes=2)
             images, labels = next(iter(loader))

@@ -22,8 +22,10 @@ from omegaconf import OmegaConf
 from experiments.config import load_config
 from experiments.crafting import craft_set, predict
 from experiments.metrics import auc
-from experiments.study import attack_settings, load_test_set, run_study
-from experiments.training import train_model
+from experiments.evaluation import load_test_set
+from experiments.scheduler import attack_grid
+from experiments.study import run_study
+from experiments.training import domain_data, train_model
 from experiments.zoo import expand_zoo
 
 
@@ -40,9 +42,9 @@ def study_config(args, root: Path, name: str):
 
 def naive(cfg) -> pd.DataFrame:
     """Craft on the surrogate for every pair, then evaluate the target on that set."""
-    test = load_test_set(cfg)
-    models = {m["name"]: train_model(cfg, OmegaConf.create(m))[0] for m in expand_zoo(cfg)}
-    setting, rows = attack_settings(cfg)[0], []
+    test = load_test_set(domain_data(cfg).datamodule("d1"))
+    models = {m["name"]: train_model(cfg, OmegaConf.create(m)).module for m in expand_zoo(cfg)}
+    setting, rows = attack_grid(cfg)[0], []
     for surrogate, surrogate_model in models.items():
         for target, target_model in models.items():
             chunks = list(craft_set(surrogate_model, test.loader, test.task, setting, cfg.seed, cfg.crafting))
@@ -84,7 +86,7 @@ def main() -> None:
     assert len(merged) == args.models ** 2 == len(table), "the pair grids differ"
     identical = all((merged[c] == merged[f"{c}_naive"]).all() for c in columns)
     print(f"{args.models} surrogates x {args.models} targets, ifgsm {args.steps} steps, "
-          f"{len(load_test_set(cfg).labels)} test images of {args.size}px, {torch.get_num_threads()} threads")
+          f"{len(load_test_set(domain_data(cfg).datamodule("d1")).labels)} test images of {args.size}px, {torch.get_num_threads()} threads")
     print(f"framework (run_study: a craft per surrogate, MLflow and report included): {framework:.1f} s")
     print(f"naive protocol (a craft per pair):                                        {protocol:.1f} s")
     print(f"speed-up naive / framework: {protocol / framework:.2f}x (goal >= 3x)")

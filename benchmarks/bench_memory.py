@@ -25,7 +25,9 @@ MODELS = "[{name: a, instance: 0}, {name: b, instance: 1}, {name: c, dev_set: d2
 
 def child(patients: int, size: int, root: str, prepare: bool) -> None:
     from experiments.config import load_config
-    from experiments.study import load_test_set, run_study
+    from experiments.evaluation import load_test_set
+    from experiments.study import run_study
+    from experiments.training import domain_data
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = load_config(None, [
@@ -36,10 +38,10 @@ def child(patients: int, size: int, root: str, prepare: bool) -> None:
         "bootstrap_resamples=100", "train.max_epochs=1",
         "attacks=[{name: fgsm, eps: [0.01]}, {name: ifgsm, eps: [0.01], params: {alpha: 0.005, steps: 5}}]"])
     if prepare:
-        load_test_set(cfg)
+        load_test_set(domain_data(cfg).datamodule("d1"))
         return
     run_study(cfg)
-    test_images = len(load_test_set(cfg).labels)
+    test_images = len(load_test_set(domain_data(cfg).datamodule("d1")).labels)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(json.dumps({"test_images": test_images, "peak_rss_mib": peak_mib}))
 

@@ -44,7 +44,7 @@ def train(domain: str, arch: str, init: str, dev_set: str, args) -> float:
     pl.seed_everything(args.seed, workers=True, verbose=False)
     data = build_datamodule(dict(domain=domain, source="synthetic", image_size=args.size,
                                  num_patients=args.patients, images_per_patient=4, seed=args.seed,
-                                 split=dev_set, batch_size=64, cache_dir="none", signal=args.signal))
+                                 dev_set=dev_set, batch_size=64, cache_dir="none", signal=args.signal))
     module = ClassifierModule(arch, init, data.task, data.num_outputs, data.channels, lr=args.lr)
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=False, deterministic=True)

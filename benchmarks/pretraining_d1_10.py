@@ -19,7 +19,7 @@ from experiments.training import fit
 from lightning_modules import ClassifierModule
 
 DATA = {"domain": "pathology", "source": "synthetic", "image_size": 32, "num_patients": 700,
-        "images_per_patient": 4, "seed": 0, "split": "d1/10", "batch_size": 32, "num_workers": 0}
+        "images_per_patient": 4, "seed": 0, "dev_set": "d1/10", "batch_size": 32, "num_workers": 0}
 
 
 def test_auc(module: ClassifierModule, data) -> float:

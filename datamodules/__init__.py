@@ -1,6 +1,6 @@
 """Data: one LightningDataModule per domain and source, split into the paper's development sets."""
 from .base import DevSetDataModule
-from .build import DOMAINS, SOURCES, build_datamodule
+from .build import DOMAINS, SOURCES, DomainData, build_datamodule
 from .splits import DEV_SETS
 
-__all__ = ["DEV_SETS", "DevSetDataModule", "DOMAINS", "SOURCES", "build_datamodule"]
+__all__ = ["DEV_SETS", "DevSetDataModule", "DOMAINS", "DomainData", "SOURCES", "build_datamodule"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -41,25 +40,39 @@ class ReaderDataset(Dataset):
 
 
 class DevSetDataModule(pl.LightningDataModule):
-    """Train/val loaders of one development set and the shared test loader.
+    """Train/val loaders of one development set and the shared test loader, over a `DomainData`.
 
-    Images come from `images` (uint8 NCHW tensor, in memory) or `reader` (index -> uint8 CHW).
-    Exposes `task`, `num_outputs`, `label_names`, `channels` and the split `manifest`
-    (sample_id, patient_id, partition, stage, in_d2_half, in_d1_tenth; `save_manifest(path)`).
-    Every split this development set needs is checked to be non-empty at construction.
+    `prepare_data` reads and checks the domain's data (once per `DomainData`, whichever module asks
+    first; it writes caches, so Lightning runs it on one process); `setup` picks this development
+    set's samples from the split manifest. After either, the module exposes `task`, `num_outputs`,
+    `label_names`, `channels`, `labels`, `images` or `reader`, `manifest` (sample_id, patient_id,
+    partition, stage, in_d2_half, in_d1_tenth; `save_manifest(path)`) and, after `setup`, `indices`.
     """
 
-    def __init__(self, labels: torch.Tensor, manifest: pd.DataFrame, *, task: str, label_names: list[str],
-                 channels: int, dev_set: str, images: torch.Tensor | None = None, reader=None,
-                 batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False):
+    def __init__(self, domain, dev_set: str, batch_size: int = 64, num_workers: int = 0,
+                 pin_memory: bool = False):
         super().__init__()
-        if (images is None) == (reader is None):
-            raise ValueError("give exactly one of images or reader")
-        self.images, self.reader, self.labels, self.manifest = images, reader, labels, manifest
-        self.task, self.label_names, self.dev_set, self.channels = task, list(label_names), dev_set, channels
-        self.num_outputs = len(self.label_names) if task != "binary" else 1
+        self.domain, self.dev_set = domain, dev_set
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.indices = {stage: dev_set_indices(manifest, dev_set, stage) for stage in ("train", "val", "test")}
+        self.indices: dict[str, np.ndarray] = {}
+
+    def prepare_data(self) -> None:
+        self.domain.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        """This development set's train, val and test samples, each checked to be non-empty."""
+        if not self.indices:
+            manifest = self.domain.prepare().manifest
+            self.indices = {part: dev_set_indices(manifest, self.dev_set, part) for part in ("train", "val", "test")}
+
+    def __getattr__(self, name: str):
+        if name in ("task", "label_names", "channels", "labels", "images", "reader", "manifest"):
+            return getattr(self.domain.prepare(), name)
+        raise AttributeError(name)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.label_names) if self.task != "binary" else 1
 
     def save_manifest(self, path: str | Path) -> Path:
         """Write the split manifest as CSV (one row per sample) and return its path."""
@@ -68,15 +81,16 @@ class DevSetDataModule(pl.LightningDataModule):
         self.manifest.to_csv(path, index=False)
         return path
 
-    def dataset(self, stage: str) -> Dataset:
+    def dataset(self, part: str) -> Dataset:
+        self.setup()
         if self.images is not None:
-            return ImageArrayDataset(self.images, self.labels, self.indices[stage])
-        return ReaderDataset(self.reader, self.labels, self.indices[stage])
+            return ImageArrayDataset(self.images, self.labels, self.indices[part])
+        return ReaderDataset(self.reader, self.labels, self.indices[part])
 
-    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
         # The split follows the data seed; the training order follows torch's global seed (the
         # model's training seed, derived from the model's whole identity).
-        return DataLoader(self.dataset(stage), batch_size=self.batch_size, shuffle=shuffle,
+        return DataLoader(self.dataset(part), batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=self.pin_memory)
 

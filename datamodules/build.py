@@ -1,4 +1,4 @@
-"""`build_datamodule(cfg)`: domain x source x development set -> LightningDataModule."""
+"""A domain's data read once (`DomainData`) and its development sets as LightningDataModules."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -22,31 +22,62 @@ SOURCES = ("synthetic", "pcam", "chestxray14", "kaggle_dr", "medmnist", "csv")
 SOURCE_DOMAIN = {"pcam": "pathology", "chestxray14": "radiology", "kaggle_dr": "ophthalmology"}
 
 
+class DomainData:
+    """One domain's data set as `cfg` names it (keys as in experiments.config.DataConfig): domain,
+    source, image_size, seed, batch_size, num_workers, pin_memory, test_fraction, val_fraction;
+    synthetic: num_patients, images_per_patient, signal, cache_dir ('' = default, 'none' = off);
+    real: root; medmnist: flag, npz_size; csv: csv_file, path_column, label_column, patient_column,
+    labels, task, channels.
+
+    The names are checked when it is made; `prepare()` reads, indexes and validates the data and
+    draws the split manifest, once: every `datamodule(dev_set)` shares them, so a study reads each
+    domain once however many models it trains.
+    """
+
+    def __init__(self, cfg):
+        self.get = cfg.get if hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
+        domain, source = self.get("domain"), self.get("source")
+        if domain not in DOMAINS:
+            raise ValueError(f"data.domain: unknown domain {domain!r}; valid: {', '.join(DOMAINS)}")
+        if source not in SOURCES:
+            raise ValueError(f"data.source: unknown source {source!r}; valid: {', '.join(SOURCES)}")
+        if SOURCE_DOMAIN.get(source, domain) != domain:
+            raise ValueError(f"data.source: {source} holds {SOURCE_DOMAIN[source]} data, not {domain}")
+        self.domain, self.source = domain, source
+        self._data: Source | None = None
+        self.manifest = None
+
+    def prepare(self) -> "DomainData":
+        """Read and check the data and split it (the first call only); returns self."""
+        if self._data is None:
+            get, size, seed = self.get, int(self.get("image_size")), int(self.get("seed", 0))
+            data = (_synthetic(self.domain, get, size, seed) if self.source == "synthetic"
+                    else _real(self.domain, self.source, get, size))
+            self.manifest = split_manifest(data.patients, seed, float(get("test_fraction", TEST_FRACTION)),
+                                           float(get("val_fraction", VAL_FRACTION)), sample_ids=data.sample_ids,
+                                           test_mask=data.test_mask)
+            self._data = data
+        return self
+
+    def __getattr__(self, name: str):
+        if name in ("task", "label_names", "channels", "labels", "images", "reader"):
+            return getattr(self.prepare()._data, name)
+        raise AttributeError(name)
+
+    def datamodule(self, dev_set: str) -> DevSetDataModule:
+        """The LightningDataModule of one development set (d1, d2, d2/2, d1/10) over this data."""
+        get = self.get
+        return DevSetDataModule(self, dev_set, batch_size=int(get("batch_size", 64)),
+                                num_workers=int(get("num_workers", 0)), pin_memory=bool(get("pin_memory", False)))
+
+
 def build_datamodule(cfg) -> DevSetDataModule:
-    """`cfg` (mapping or attribute object), keys as in experiments.config.DataConfig:
-    domain, source, split (d1, d2, d2/2, d1/10), image_size, seed, batch_size, num_workers,
-    pin_memory, test_fraction, val_fraction; synthetic: num_patients, images_per_patient, signal, cache_dir
-    ('' = default, 'none' = off); real: root; medmnist: flag, npz_size; csv: csv_file, path_column,
-    label_column, patient_column, labels, task, channels.
-    All input is validated here, before any training starts."""
+    """The set-up datamodule of development set `cfg["dev_set"]` (default d1) of the data `cfg`
+    names (see `DomainData`); all input is read and validated here."""
     get = cfg.get if hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
-    domain, source = get("domain"), get("source")
-    if domain not in DOMAINS:
-        raise ValueError(f"data.domain: unknown domain {domain!r}; valid: {', '.join(DOMAINS)}")
-    if source not in SOURCES:
-        raise ValueError(f"data.source: unknown source {source!r}; valid: {', '.join(SOURCES)}")
-    if SOURCE_DOMAIN.get(source, domain) != domain:
-        raise ValueError(f"data.source: {source} holds {SOURCE_DOMAIN[source]} data, not {domain}")
-    seed, size = int(get("seed", 0)), int(get("image_size"))
-    data = _synthetic(domain, get, size, seed) if source == "synthetic" else _real(domain, source, get, size)
-    manifest = split_manifest(data.patients, seed, float(get("test_fraction", TEST_FRACTION)),
-                              float(get("val_fraction", VAL_FRACTION)), sample_ids=data.sample_ids,
-                              test_mask=data.test_mask)
-    return DevSetDataModule(data.labels, manifest, task=data.task, label_names=data.label_names,
-                            channels=data.channels, dev_set=get("split", "d1"), images=data.images,
-                            reader=data.reader, batch_size=int(get("batch_size", 64)),
-                            num_workers=int(get("num_workers", 0)),
-                            pin_memory=bool(get("pin_memory", False)))
+    data = DomainData(cfg).datamodule(get("dev_set", "d1"))
+    data.setup()
+    return data
 
 
 def _synthetic(domain: str, get, size: int, seed: int) -> Source:

@@ -9,11 +9,13 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from attacks.craft import PRECISIONS
+from datamodules import DOMAINS, SOURCES
 from datamodules.splits import DEV_SETS, TEST_FRACTION, VAL_FRACTION
-from lightning_modules import ARCHITECTURES
+from lightning_modules import ARCHITECTURES, TASKS
 from lightning_modules.model import INITS
 from lightning_modules.pretrained import load_state_dict_file
 
+from .crafting import CraftingBatch
 from .zoo import PAIR_MODES, expand_zoo
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -138,6 +140,17 @@ class ConfigError(ValueError):
     """A configuration problem, reported as one line naming the file, key or value."""
 
 
+# The config's vocabularies: key -> its valid values, checked in one place (`validate`). Each list
+# is defined by the package that uses it.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.domain": DOMAINS,
+    "data.source": SOURCES,
+    "data.task": TASKS,
+    "pairs": PAIR_MODES,
+    "crafting.precision": PRECISIONS,
+}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
     """Merge the schema, a YAML file (after the file its `base:` key names, relative to it) and
     `key=value` overrides; unknown keys and bad types fail with one line naming the file and key."""
@@ -203,14 +216,14 @@ def validate(cfg: DictConfig) -> None:
         for name in listed:
             if name not in names:
                 raise ConfigError(f"{key}: unknown model {name!r}; valid: {', '.join(names)}")
-    if cfg.crafting.precision not in PRECISIONS:
-        raise ConfigError(f"crafting.precision: unknown {cfg.crafting.precision!r}; "
-                          f"valid: {', '.join(PRECISIONS)}")
-    if cfg.crafting.batch_size < 0:
-        raise ConfigError(f"crafting.batch_size: {cfg.crafting.batch_size} must be >= 0 "
-                          "(0 = data.batch_size)")
-    if cfg.pairs not in PAIR_MODES:
-        raise ConfigError(f"pairs: unknown mode {cfg.pairs!r}; valid: {', '.join(PAIR_MODES)}")
+    for key, valid in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in valid:
+            raise ConfigError(f"{key}: unknown {value!r}; valid: {', '.join(valid)}")
+    try:
+        CraftingBatch(int(cfg.crafting.batch_size))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _validate_model(model: dict) -> None:

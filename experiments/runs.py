@@ -1,23 +1,29 @@
-"""MLflow bookkeeping that makes a study resumable: one parent per study, pair runs found by hash."""
+"""The study's MLflow store: one parent run per study, one child run per pair evaluation, found again
+by identity (docs/architecture.md, "MLflow contract")."""
 from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from filelock import FileLock
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
+
+from .tracking import log_frame
 
 STUDY_TAG = "study_hash"
 
 
 class StudyRuns:
-    """Finds or resumes the parent run of a study and the finished pair runs under it.
+    """Finds or resumes the parent run of a study; finds, logs and reads back pair runs.
 
-    A rerun of the same resolved config resumes the same parent; a pair run that was not
-    FINISHED (the process died while logging it) is deleted and redone, so the store never
-    holds two runs or a half-logged run for one piece of work.
+    A rerun of a study with the same identity resumes the same parent. A pair run is found by its
+    identity (tag `config_hash`) anywhere in the experiment, so a pair that another study already
+    evaluated is read back, not redone. A pair run of this study that was not FINISHED (the process
+    died while logging it) is deleted and redone, so the store never holds two runs or a half-logged
+    run for one piece of work.
     """
 
     def __init__(self, uri: str, experiment_id: str, study_hash: str, lock_dir: str | Path):
@@ -51,13 +57,23 @@ class StudyRuns:
             raise
         mlflow.end_run()
 
-    def finished_pair(self, pair_hash: str) -> Run | None:
-        """The FINISHED pair run with this hash under this study; unfinished ones are deleted."""
+    def finished_pair(self, pair_key: str) -> Run | None:
+        """The FINISHED pair run with this identity in the experiment; this study's unfinished runs
+        of it are deleted."""
         finished = None
-        query = f"tags.config_hash = '{pair_hash}' and tags.mlflow.parentRunId = '{self.parent_id}'"
-        for run in self._search(query):
+        for run in self._search(f"tags.kind = 'pair' and tags.config_hash = '{pair_key}'"):
             if run.info.status == "FINISHED" and finished is None:
                 finished = run
-            else:
+            elif run.info.status != "FINISHED" and run.data.tags.get("mlflow.parentRunId") == self.parent_id:
                 self.client.delete_run(run.info.run_id)
         return finished
+
+    def log_pair(self, run_name: str, pair_key: str, params: dict, tags: dict, metrics: dict,
+                 predictions: pd.DataFrame) -> str:
+        """Log one pair evaluation as a child of the study run; returns its run id."""
+        tags = {**tags, "kind": "pair", "config_hash": pair_key, "mlflow.parentRunId": self.parent_id}
+        with mlflow.start_run(experiment_id=self.experiment_id, nested=True, tags=tags, run_name=run_name) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics(metrics)
+            log_frame(predictions, "predictions.csv")
+        return run.info.run_id

@@ -1,8 +1,6 @@
 """MLflow helpers: the default SQLite store under mlruns/, tracking-URI checks, experiments, code version."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import tempfile
@@ -81,11 +79,6 @@ def code_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("+dirty" if dirty else "")
-
-
-def config_hash(payload: dict) -> str:
-    """Stable short hash of a JSON-able description of a piece of work."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def log_text_files(files: dict[str, str]) -> None:

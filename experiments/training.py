@@ -1,9 +1,10 @@
-"""Training the model zoo with a Lightning Trainer, once per config hash (MLflow training runs)."""
+"""Training the model zoo with a Lightning Trainer, once per model identity (MLflow training runs)."""
 from __future__ import annotations
 
 import signal
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import pytorch_lightning as pl
 from filelock import FileLock
@@ -12,42 +13,26 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-from datamodules import build_datamodule
+from datamodules import DomainData
 from lightning_modules import ClassifierModule
 from lightning_modules.pretrained import load_state_dict_file
 
+from .identity import model_identity, model_key, model_seed
 from .model_store import (CHECKPOINT_ARTIFACT, EpochMetrics, download_checkpoint, find_trained,
                           find_unfinished, finish_training_run, start_training_run)
-from .tracking import code_version, config_hash, default_tracking_uri, setup_experiment
+from .tracking import default_tracking_uri, setup_experiment
 
 
-def model_seed(study_seed: int, model_cfg: DictConfig) -> int:
-    """The training seed (initial weights of every randomly initialised layer, data order) of a zoo
-    model: a hash of its whole identity (architecture, init, development set, instance) and the study
-    seed. Two models differing in any of these start from independent random weights; what they
-    share is only what their `init` loads (ImageNet weights or a `checkpoint:` file)."""
-    identity = {"arch": model_cfg.arch, "init": model_cfg.init, "dev_set": model_cfg.dev_set,
-                "instance": int(model_cfg.instance), "study_seed": int(study_seed)}
-    return int(config_hash(identity), 16) % 2**31
+class TrainedModel(NamedTuple):
+    """A zoo model in eval mode, its best validation AUC and its MLflow run id."""
+    module: ClassifierModule
+    val_auc: float
+    run_id: str
 
 
-def datamodule_for(cfg: DictConfig, dev_set: str):
-    return build_datamodule({**OmegaConf.to_container(cfg.data, resolve=True), "split": dev_set})
-
-
-def training_settings(cfg: DictConfig, model_cfg: DictConfig) -> dict:
-    """Everything that decides what a trained model is (not its name, loader options or cache folder)."""
-    data = {key: value for key, value in OmegaConf.to_container(cfg.data, resolve=True).items()
-            if key not in ("num_workers", "pin_memory", "cache_dir")}
-    return {"arch": model_cfg.arch, "init": model_cfg.init, "dev_set": model_cfg.dev_set,
-            "instance": int(model_cfg.instance), "seed": model_seed(cfg.seed, model_cfg), "data": data,
-            "train": OmegaConf.to_container(cfg.train, resolve=True),
-            "trainer": OmegaConf.to_container(cfg.trainer, resolve=True)}
-
-
-def model_key(cfg: DictConfig, model_cfg: DictConfig) -> str:
-    """The config hash of a trained model: code version and `training_settings`."""
-    return config_hash({"code": code_version(), **training_settings(cfg, model_cfg)})
+def domain_data(cfg: DictConfig) -> DomainData:
+    """The study's data (`cfg.data`), read when first used."""
+    return DomainData(OmegaConf.to_container(cfg.data, resolve=True))
 
 
 def flat_params(settings: dict) -> dict:
@@ -61,54 +46,69 @@ def flat_params(settings: dict) -> dict:
     return flat
 
 
-def classifier(cfg: DictConfig, model_cfg: DictConfig, data, init: str) -> ClassifierModule:
-    return ClassifierModule(model_cfg.arch, init, data.task, data.num_outputs, data.channels,
+def classifier(cfg: DictConfig, model_cfg: DictConfig, layout: dict, init: str) -> ClassifierModule:
+    """The zoo model's module for a task layout {task, num_outputs, channels}."""
+    return ClassifierModule(model_cfg.arch, init, layout["task"], int(layout["num_outputs"]), int(layout["channels"]),
                             lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
 
-def initial_module(cfg: DictConfig, model_cfg: DictConfig, data) -> ClassifierModule:
+def data_layout(data: DomainData) -> dict:
+    """What a classifier needs to know about the data: task, number of outputs, channels."""
+    return {"task": data.task, "num_outputs": 1 if data.task == "binary" else len(data.label_names),
+            "channels": data.channels}
+
+
+def initial_module(cfg: DictConfig, model_cfg: DictConfig, data: DomainData) -> ClassifierModule:
     """The zoo model before training, with global RNGs seeded by its `model_seed` (which also fixes
     the training data order that follows)."""
     pl.seed_everything(model_seed(cfg.seed, model_cfg), workers=True, verbose=False)
-    return classifier(cfg, model_cfg, data, model_cfg.init)
+    return classifier(cfg, model_cfg, data_layout(data), model_cfg.init)
 
 
-def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModule, float]:
-    """The zoo model `model_cfg` on its development set, in eval mode, and its best validation AUC.
+def load_trained(cfg: DictConfig, model_cfg: DictConfig, client: MlflowClient, run) -> TrainedModel:
+    """A stored model from its MLflow run alone (checkpoint and logged layout; no image is read)."""
+    layout = {key: run.data.params[f"layout.{key}"] for key in ("task", "num_outputs", "channels")}
+    with tempfile.TemporaryDirectory() as tmp:
+        local = download_checkpoint(client, run.info.run_id, tmp)
+        try:
+            module = classifier(cfg, model_cfg, layout, f"checkpoint:{local}")
+        except ValueError as err:  # named by its run, not by the temporary download
+            raise ValueError(f"MLflow run {run.info.run_id} (model {model_cfg.name}): "
+                             + str(err).replace(str(local), CHECKPOINT_ARTIFACT)) from None
+    return TrainedModel(module.eval(), float(run.data.metrics["best_val_auc"]), run.info.run_id)
 
-    A FINISHED MLflow run of the study's experiment with the same config hash (code version, data,
-    model, train and trainer settings) is reused; otherwise the model is trained and logged as a new run.
-    A lock per config hash under `output_dir/locks` makes concurrent processes wait for the one that
-    trains; inside it, an unfinished run of the hash is stale (a killed process) and is deleted.
+
+def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData | None = None) -> TrainedModel:
+    """The zoo model `model_cfg` trained on its development set of `data` (default: read from
+    `cfg.data`), in eval mode, with its best validation AUC.
+
+    A FINISHED MLflow run of the study's experiment with the same identity (`identity.model_key`) is
+    read back without touching `data`; otherwise the model is trained and logged as a new run.
+    A lock per identity under `output_dir/locks` makes concurrent processes wait for the one that
+    trains; inside it, an unfinished run of the identity is stale (a killed process) and is deleted.
     A Ctrl-C ends the training run KILLED, any other error FAILED.
     """
     uri = cfg.tracking.uri or default_tracking_uri()
     experiment_id = setup_experiment(uri, cfg.tracking.experiment or cfg.name)
     client = MlflowClient(uri)
-    settings = training_settings(cfg, model_cfg)
     key = model_key(cfg, model_cfg)
-    data = datamodule_for(cfg, model_cfg.dev_set)
 
     lock_dir = Path(cfg.output_dir) / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_dir / f"model-{key}.lock")):
         found = find_trained(client, experiment_id, key)
         if found is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                local = download_checkpoint(client, found.info.run_id, tmp)
-                try:
-                    module = classifier(cfg, model_cfg, data, f"checkpoint:{local}")
-                except ValueError as err:  # named by its run, not by the temporary download
-                    raise ValueError(f"MLflow run {found.info.run_id} (model {model_cfg.name}): "
-                                     + str(err).replace(str(local), CHECKPOINT_ARTIFACT)) from None
-            return module.eval(), float(found.data.metrics["best_val_auc"])
+            return load_trained(cfg, model_cfg, client, found)
 
+        data = data or domain_data(cfg)
+        layout = data_layout(data)
         for stale in find_unfinished(client, experiment_id, key):
             client.delete_run(stale.info.run_id)
-        run_id = start_training_run(client, experiment_id, key, model_cfg.name, flat_params(settings))
+        params = {**flat_params(model_identity(cfg, model_cfg)), **flat_params({"layout": layout})}
+        run_id = start_training_run(client, experiment_id, key, model_cfg.name, params)
         try:
             module = initial_module(cfg, model_cfg, data)
-            best_val_auc = fit(module, data, cfg, EpochMetrics(uri, run_id))
+            best_val_auc = fit(module, data.datamodule(model_cfg.dev_set), cfg, EpochMetrics(uri, run_id))
             finish_training_run(client, run_id, module.model, best_val_auc)
         except KeyboardInterrupt:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
@@ -116,7 +116,7 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModul
         except BaseException:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
             raise
-    return module.eval(), best_val_auc
+    return TrainedModel(module.eval(), best_val_auc, run_id)
 
 
 def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback,

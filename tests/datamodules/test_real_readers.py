@@ -14,7 +14,7 @@ SIZE = 16
 
 
 def _cfg(source, domain, root, **extra):
-    return dict(domain=domain, source=source, root=str(root), image_size=SIZE, seed=0, split="d1",
+    return dict(domain=domain, source=source, root=str(root), image_size=SIZE, seed=0, dev_set="d1",
                 batch_size=4, test_fraction=0.2, val_fraction=0.2, **extra)
 
 
@@ -230,7 +230,7 @@ def test_csv_folder_errors(tmp_path):
     # too few patients for the development set: empty split, named
     pd.DataFrame({"path": ["a.png"] * 3, "label": [0, 1, 0]}).to_csv(csv, index=False)
     with pytest.raises(ValueError, match=r"development set d1/10 has an empty train split"):
-        build_datamodule({**cfg, "split": "d1/10"})
+        build_datamodule({**cfg, "dev_set": "d1/10"})
     with pytest.raises(FileNotFoundError, match=r"nope\.csv: label file not found"):
         build_datamodule({**cfg, "csv_file": "nope.csv"})
 

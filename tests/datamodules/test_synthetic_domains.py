@@ -74,7 +74,7 @@ def test_fundus_referable_eyes_carry_lesions_and_outside_fov_is_black():
 
 def test_synthetic_sets_are_cached_by_parameters(tmp_path):
     cfg = dict(domain="pathology", source="synthetic", image_size=16, num_patients=30, images_per_patient=2,
-               seed=5, split="d1", cache_dir=str(tmp_path))
+               seed=5, dev_set="d1", cache_dir=str(tmp_path))
     first = build_datamodule(cfg)
     files = sorted(tmp_path.iterdir())
     assert len(files) == 1 and files[0].suffix == ".pt"
@@ -92,7 +92,7 @@ def test_synthetic_sets_are_cached_by_parameters(tmp_path):
 
 def test_datamodule_interface_and_float_images(tmp_path):
     data = build_datamodule(dict(domain="radiology", source="synthetic", image_size=16, num_patients=40,
-                                 images_per_patient=3, seed=0, split="d2", batch_size=8, cache_dir="none"))
+                                 images_per_patient=3, seed=0, dev_set="d2", batch_size=8, cache_dir="none"))
     assert (data.task, data.num_outputs, data.channels) == ("multilabel", 6, 1)
     assert data.label_names == CHEST_LABELS
     x, y = next(iter(data.train_dataloader()))
@@ -107,7 +107,7 @@ def test_datamodule_interface_and_float_images(tmp_path):
 
 def test_split_follows_data_seed_and_order_follows_training_seed():
     cfg = dict(domain="pathology", source="synthetic", image_size=16, num_patients=40, images_per_patient=2,
-               seed=1, split="d1", batch_size=64, cache_dir="none")
+               seed=1, dev_set="d1", batch_size=64, cache_dir="none")
     a, b = build_datamodule(cfg), build_datamodule(cfg)
     assert a.manifest.equals(b.manifest)
 

@@ -2,14 +2,14 @@
 import pytest
 
 from experiments.config import CONFIG_DIR, ConfigError, domain_config, load_config, preset_path
-from experiments.study import plan_study
+from experiments.scheduler import Scheduler
 
 PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
 def pairs_of(cfg):
-    plan = plan_study(domain_config(cfg, next(iter(cfg.domains))) if cfg.domains else cfg)
-    return plan.zoo, {(u.surrogate, t) for u in plan.units for t in u.targets}
+    scheduler = Scheduler(domain_config(cfg, next(iter(cfg.domains))) if cfg.domains else cfg)
+    return scheduler.zoo, {(p.set.surrogate.name, p.target.name) for p in scheduler.pair_jobs()}
 
 
 @pytest.mark.parametrize("name", PRESETS)

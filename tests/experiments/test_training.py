@@ -8,7 +8,8 @@ from sklearn.metrics import roc_auc_score
 
 from experiments.config import load_config
 from experiments.tracking import setup_experiment
-from experiments.training import datamodule_for, initial_module, model_seed, train_model
+from experiments.identity import model_seed
+from experiments.training import domain_data, initial_module, train_model
 
 
 def tiny_config(uri: str, *extra: str):
@@ -25,7 +26,7 @@ def model_runs(uri: str) -> list:
 
 
 def val_auc_by_sklearn(cfg, module) -> float:
-    images, labels = zip(*datamodule_for(cfg, "d1").val_dataloader())
+    images, labels = zip(*domain_data(cfg).datamodule("d1").val_dataloader())
     with torch.no_grad():
         probs = torch.sigmoid(module.model(torch.cat(images))[:, 0])
     return roc_auc_score(torch.cat(labels).numpy(), probs.numpy())
@@ -35,7 +36,7 @@ def test_training_is_logged_once_and_reused(tracking_uri):
     cfg = tiny_config(tracking_uri)
     experiment_id = setup_experiment(tracking_uri, "training-test")
     with mlflow.start_run(experiment_id=experiment_id, run_name="study parent"):  # as run_study calls it
-        module, val_auc = train_model(cfg, cfg.models[0])
+        module, val_auc, run_id = train_model(cfg, cfg.models[0])
         [run] = model_runs(tracking_uri)
         assert not module.training
         assert run.info.status == "FINISHED"
@@ -47,9 +48,9 @@ def test_training_is_logged_once_and_reused(tracking_uri):
         assert val_auc == pytest.approx(max(m.value for m in history), abs=1e-6)  # the best epoch is kept
         assert val_auc == pytest.approx(val_auc_by_sklearn(cfg, module), abs=1e-5)
 
-        again, again_auc = train_model(cfg, cfg.models[0])
+        again, again_auc, again_id = train_model(cfg, cfg.models[0])
         assert len(model_runs(tracking_uri)) == 1  # nothing trained
-        assert again_auc == val_auc and not again.training
+        assert (again_auc, again_id) == (val_auc, run.info.run_id) and not again.training
         for key, value in module.model.state_dict().items():
             torch.testing.assert_close(again.model.state_dict()[key], value, rtol=0, atol=0)
 
@@ -60,7 +61,7 @@ def test_training_is_logged_once_and_reused(tracking_uri):
 
 def initial_weights(cfg, model_cfg) -> dict:
     """The randomly initialised weight matrices and kernels of a zoo model before training."""
-    module = initial_module(cfg, model_cfg, datamodule_for(cfg, "d1"))
+    module = initial_module(cfg, model_cfg, domain_data(cfg))
     return {k: v.detach().clone() for k, v in module.named_parameters() if v.dim() > 1}
 
 

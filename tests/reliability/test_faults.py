@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from attacks import AdversarialSetCache
 from experiments import load_config, run_study
 from experiments.config import preset_path
-from experiments.study import METRICS
+from experiments.evaluation import PAIR_METRICS
 from experiments.tracking import setup_experiment
 
 CONFIG = preset_path("smoke")
@@ -83,7 +83,7 @@ def wait_for(process: subprocess.Popen, stage: str, uri: str, output_dir: Path):
 
 
 def assert_same_results(table, reference):
-    columns = [c for c in METRICS if c not in TIMINGS]
+    columns = [c for c in PAIR_METRICS if c not in TIMINGS]
     keys = ["seed", "surrogate", "target", "attack", "eps"]
     assert list(table[keys].itertuples(index=False)) == list(reference[keys].itertuples(index=False))
     np.testing.assert_allclose(table[columns].to_numpy(float), reference[columns].to_numpy(float), atol=1e-6)

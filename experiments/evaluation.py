@@ -1,0 +1,87 @@
+"""Scoring one target on one adversarial set: pure functions of tensors, no tracking, no caching."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from .bootstrap import PairedBootstrap
+from .crafting import PerturbationTotals, predict
+from .metrics import attack_success_rate, auc
+from .reports import CI_COLUMNS
+
+# The metrics of one pair evaluation (a pair run's MLflow metrics and a result row's numbers).
+PAIR_METRICS = ("auc_clean", "auc_adv", "auc_control", "auc_pct_clean", "asr", "linf", "l2", "ssim", "psnr",
+                *CI_COLUMNS, "craft_seconds", "eval_seconds")
+Chunks = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class TestSet:
+    """The test split: labels and sample ids in memory, images streamed batch by batch from `loader`."""
+
+    loader: DataLoader
+    labels: torch.Tensor
+    task: str
+    label_names: list[str]
+    sample_ids: list
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        return (images for images, _ in self.loader)
+
+
+@dataclass
+class PairScores:
+    """A pair's metrics and the target's per-sample scores on adversarial and control images."""
+    metrics: dict[str, float]
+    adversarial: torch.Tensor
+    control: torch.Tensor
+
+
+def load_test_set(data) -> TestSet:
+    """The shared test split of a development-set datamodule."""
+    data.setup()
+    indices = data.indices["test"]
+    return TestSet(data.test_dataloader(), data.labels[torch.as_tensor(indices)], data.task, data.label_names,
+                   [int(i) for i in indices])
+
+
+def set_distortion(test: TestSet, chunks: Chunks) -> dict[str, float]:
+    """Perturbation size of an adversarial set against the clean test images (linf, l2, ssim, psnr)."""
+    totals = PerturbationTotals()
+    for clean, (adv, _) in zip(test.batches(), chunks, strict=True):
+        totals.add(clean, adv)
+    return totals.result()
+
+
+def evaluate_pair(test: TestSet, target: torch.nn.Module, clean: torch.Tensor, chunks: Chunks,
+                  device: str = "cpu", bootstrap: PairedBootstrap | None = None) -> PairScores:
+    """AUCs of `target` on clean (`clean`: its scores), adversarial and control images, attack
+    success rate, AUC as % of clean and, with `bootstrap`, the paired-bootstrap intervals."""
+    scored = [(predict(target, [adv], test.task, device), predict(target, [ctrl], test.task, device))
+              for adv, ctrl in chunks]
+    adv_probs, ctrl_probs = (torch.cat(probs) for probs in zip(*scored))
+    metrics = {
+        "auc_clean": auc(test.task, test.labels, clean),
+        "auc_adv": auc(test.task, test.labels, adv_probs),
+        "auc_control": auc(test.task, test.labels, ctrl_probs),
+        "asr": attack_success_rate(test.task, test.labels, clean, adv_probs),
+    }
+    metrics["auc_pct_clean"] = 100.0 * metrics["auc_adv"] / metrics["auc_clean"]
+    intervals = bootstrap.interval(adv_probs.numpy()) if bootstrap else {c: float("nan") for c in CI_COLUMNS}
+    return PairScores({**metrics, **intervals}, adv_probs, ctrl_probs)
+
+
+def prediction_table(test: TestSet, clean: torch.Tensor, adv: torch.Tensor, control: torch.Tensor) -> pd.DataFrame:
+    """Per-sample labels and target scores on clean, adversarial and control images (one column per
+    output for multi-output tasks)."""
+    columns = {"sample": test.sample_ids}
+    names = test.label_names if test.task != "binary" else [""]
+    for kind, values in (("label", test.labels), ("clean", clean), ("adv", adv), ("control", control)):
+        values = values.reshape(len(values), -1).float()
+        for j, name in enumerate(names):
+            columns[f"{kind}_{name}".rstrip("_")] = values[:, j].numpy()
+    return pd.DataFrame(columns)

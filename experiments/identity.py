@@ -1,0 +1,110 @@
+"""What makes two pieces of work the same: one identity per kind of work, one hash function.
+
+Each kind of work (a trained model, an adversarial set, a pair evaluation, a study) is named by a
+digest of the config keys that change its result and of the code version. Speed options (where and
+how fast the work runs) and locations (where results go) are never part of an identity, so
+changing them reuses every finished run and set. docs/architecture.md lists the keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .tracking import code_version
+
+# Config keys that change how fast or where work runs, never what it computes.
+SPEED_OPTIONS = {
+    "data": ("num_workers", "pin_memory", "cache_dir"),
+    "crafting": ("batch_size", "auto_batch", "channels_last", "device"),
+    "trainer": ("accelerator",),
+}
+# Where results go: never part of any identity.
+LOCATIONS = ("tracking", "output_dir")
+# The study keys a trained model depends on (with its zoo entry, its seed and the data identity).
+MODEL_SECTIONS = ("train", "trainer")
+# The study keys a pair evaluation depends on besides its set and its target.
+PAIR_KEYS = ("bootstrap_resamples",)
+
+
+def digest(payload) -> str:
+    """The one hash of medtransfer: a stable short hex digest of a JSON-able description."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@cache
+def code() -> str:
+    """The code version every identity holds (`tracking.code_version`, read once per process)."""
+    return code_version()
+
+
+def _section(cfg: DictConfig, name: str) -> dict:
+    """A config section as a plain dict, its speed options left out."""
+    values = OmegaConf.to_container(cfg[name], resolve=True)
+    return {k: v for k, v in values.items() if k not in SPEED_OPTIONS.get(name, ())}
+
+
+def data_identity(cfg: DictConfig) -> dict:
+    """The `data` keys that decide the images, labels and splits (loader and cache options left out)."""
+    return _section(cfg, "data")
+
+
+def model_seed(study_seed: int, model_cfg) -> int:
+    """The training seed (initial weights of every randomly initialised layer, data order) of a zoo
+    model: a hash of its whole identity (architecture, init, development set, instance) and the study
+    seed. Two models differing in any of these start from independent random weights; what they
+    share is only what their `init` loads (ImageNet weights or a `checkpoint:` file)."""
+    identity = {"arch": model_cfg["arch"], "init": model_cfg["init"], "dev_set": model_cfg["dev_set"],
+                "instance": int(model_cfg["instance"]), "study_seed": int(study_seed)}
+    return int(digest(identity), 16) % 2**31
+
+
+def _init_file(init: str) -> str | None:
+    """A `checkpoint:` init's file content digest (the weights it loads, wherever the file lies)."""
+    if not init.startswith("checkpoint:"):
+        return None
+    path = Path(init.removeprefix("checkpoint:")).expanduser()
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+
+
+def model_identity(cfg: DictConfig, model_cfg) -> dict:
+    """Everything that decides what a trained model is (logged as the model run's params)."""
+    identity = {"arch": model_cfg["arch"], "init": model_cfg["init"], "dev_set": model_cfg["dev_set"],
+                "instance": int(model_cfg["instance"]), "seed": model_seed(cfg.seed, model_cfg),
+                "data": data_identity(cfg), **{name: _section(cfg, name) for name in MODEL_SECTIONS}}
+    weights = _init_file(str(model_cfg["init"]))
+    if weights is not None:
+        identity["init_sha256"] = weights
+    return identity
+
+
+def model_key(cfg: DictConfig, model_cfg) -> str:
+    """Identity of a trained model: `model_identity` and the code version."""
+    return digest({"code": code(), **model_identity(cfg, model_cfg)})
+
+
+def set_key(cfg: DictConfig, surrogate_cfg, setting: dict, seed: int) -> str:
+    """Identity of an adversarial test set: its surrogate (whose identity holds the data), the
+    complete attack setting (see `study_plan.attack_grid`), the seed of its random parts and the
+    crafting precision."""
+    surrogate = model_key(OmegaConf.merge(cfg, {"seed": seed}), surrogate_cfg)
+    return digest({"surrogate": surrogate, "attack": setting, "seed": int(seed),
+                   "precision": cfg.crafting.precision})
+
+
+def pair_key(cfg: DictConfig, surrogate_cfg, target_cfg, setting: dict, seed: int) -> str:
+    """Identity of a pair evaluation: the adversarial set, the target model and the evaluation keys."""
+    target = model_key(OmegaConf.merge(cfg, {"seed": seed}), target_cfg)
+    return digest({"set": set_key(cfg, surrogate_cfg, setting, seed), "target": target,
+                   **{key: cfg[key] for key in PAIR_KEYS}})
+
+
+def study_key(cfg: DictConfig) -> str:
+    """Identity of a study (its parent run): the resolved config without speed options and
+    locations, and the code version."""
+    resolved = {name: _section(cfg, name) if name in SPEED_OPTIONS else value
+                for name, value in OmegaConf.to_container(cfg, resolve=True).items() if name not in LOCATIONS}
+    return digest({"config": resolved, "code": code()})

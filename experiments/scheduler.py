@@ -1,0 +1,109 @@
+"""A study's work graph: the models to train, the adversarial sets to craft after their surrogate and
+the pair evaluations to run after their target and set, each named by its identity.
+
+The scheduler only says what work there is and what it depends on; an executor does it (the local
+one in `experiments.executor`). Shard `i/n` keeps every n-th adversarial set with its pairs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+
+from attacks import attack_params
+
+from .identity import model_key, pair_key, set_key
+from .zoo import expand_zoo, select_pairs
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """Train (or read back) one zoo model at one study seed."""
+    name: str
+    seed: int
+    key: str
+
+
+@dataclass(eq=False)
+class SetJob:
+    """Craft one adversarial test set on a surrogate (after its `ModelJob`)."""
+    surrogate: ModelJob
+    setting: dict  # the complete, validated attack parameters with `name`
+    key: str
+
+    @property
+    def seed(self) -> int:
+        return self.surrogate.seed
+
+
+@dataclass(eq=False)
+class PairJob:
+    """Evaluate one target on one adversarial set (after the target's `ModelJob` and the `SetJob`)."""
+    set: SetJob
+    target: ModelJob
+    key: str
+
+
+@dataclass(eq=False)
+class SetGroup:
+    """An adversarial set and the pair evaluations that read it, in target order."""
+    set: SetJob
+    pairs: list[PairJob] = field(default_factory=list)
+
+
+def attack_grid(cfg: DictConfig) -> list[dict]:
+    """Each (attack, eps) of the config as a complete, validated parameter dict with `name`."""
+    settings = []
+    for attack in cfg.attacks:
+        for eps in attack.eps:
+            name, params = attack_params({"name": attack.name, **attack.params, "eps": float(eps)})
+            settings.append({"name": name, **params})
+    return settings
+
+
+class Scheduler:
+    """The work of one study (or shard of it), in an order every executor may follow: sets grouped by
+    seed, surrogate and attack setting, each with its pairs."""
+
+    def __init__(self, cfg: DictConfig, shard: tuple[int, int] = (0, 1)):
+        self.cfg = cfg
+        self.zoo = {m["name"]: OmegaConf.create(m) for m in expand_zoo(cfg)}
+        pairs = select_pairs(list(self.zoo), list(cfg.surrogates), list(cfg.targets), cfg.pairs,
+                             list(cfg.designs))
+        self.settings = attack_grid(cfg)
+        self.seeds = [int(s) for s in cfg.seeds] or [int(cfg.seed)]
+        surrogates = [s for s in self.zoo if any(p[0] == s for p in pairs)]
+        models: dict[tuple[str, int], ModelJob] = {}
+
+        def model(name: str, seed: int) -> ModelJob:
+            if (name, seed) not in models:
+                models[name, seed] = ModelJob(name, seed, model_key(self.seeded(seed), self.zoo[name]))
+            return models[name, seed]
+
+        groups = []
+        for seed in self.seeds:
+            for surrogate in surrogates:
+                for setting in self.settings:
+                    job = SetJob(model(surrogate, seed), setting,
+                                 set_key(cfg, self.zoo[surrogate], setting, seed))
+                    targets = [t for s, t in pairs if s == surrogate]
+                    groups.append(SetGroup(job, [
+                        PairJob(job, model(t, seed), pair_key(cfg, self.zoo[surrogate], self.zoo[t], setting, seed))
+                        for t in targets]))
+        index, count = shard
+        self.groups: list[SetGroup] = groups[index::count]
+
+    def seeded(self, seed: int) -> DictConfig:
+        """The study config at one of its seeds."""
+        return OmegaConf.merge(self.cfg, {"seed": seed})
+
+    def model_jobs(self) -> list[ModelJob]:
+        """Every model some set or pair of this shard needs, each once."""
+        jobs = [job for group in self.groups for job in (group.set.surrogate, *(p.target for p in group.pairs))]
+        return list(dict.fromkeys(jobs))
+
+    def set_jobs(self) -> list[SetJob]:
+        return [group.set for group in self.groups]
+
+    def pair_jobs(self) -> list[PairJob]:
+        return [pair for group in self.groups for pair in group.pairs]
