@@ -23,7 +23,7 @@ from experiments.config import load_config
 from experiments.crafting import craft_set, predict
 from experiments.metrics import auc
 from experiments.evaluation import load_test_set
-from experiments.scheduler import attack_grid
+from experiments.identity import attack_grid
 from experiments.study import run_study
 from experiments.training import domain_data, train_model
 from experiments.zoo import expand_zoo

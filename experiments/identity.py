@@ -14,6 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from attacks import attack_params
+
 from .tracking import code_version
 
 # Config keys that change how fast or where work runs, never what it computes.
@@ -52,6 +54,17 @@ def data_identity(cfg: DictConfig) -> dict:
     return _section(cfg, "data")
 
 
+def attack_grid(cfg: DictConfig) -> list[dict]:
+    """Each (attack, eps) of the config as a complete, validated parameter dict with `name` (defaults
+    filled in, so a setting is named the same however it is spelled)."""
+    settings = []
+    for attack in cfg.attacks:
+        for eps in attack.eps:
+            name, params = attack_params({"name": attack.name, **attack.params, "eps": float(eps)})
+            settings.append({"name": name, **params})
+    return settings
+
+
 def model_seed(study_seed: int, model_cfg) -> int:
     """The training seed (initial weights of every randomly initialised layer, data order) of a zoo
     model: a hash of its whole identity (architecture, init, development set, instance) and the study
@@ -88,7 +101,7 @@ def model_key(cfg: DictConfig, model_cfg) -> str:
 
 def set_key(cfg: DictConfig, surrogate_cfg, setting: dict, seed: int) -> str:
     """Identity of an adversarial test set: its surrogate (whose identity holds the data), the
-    complete attack setting (see `study_plan.attack_grid`), the seed of its random parts and the
+    complete attack setting (`attack_grid`), the seed of its random parts and the
     crafting precision."""
     surrogate = model_key(OmegaConf.merge(cfg, {"seed": seed}), surrogate_cfg)
     return digest({"surrogate": surrogate, "attack": setting, "seed": int(seed),
@@ -104,7 +117,8 @@ def pair_key(cfg: DictConfig, surrogate_cfg, target_cfg, setting: dict, seed: in
 
 def study_key(cfg: DictConfig) -> str:
     """Identity of a study (its parent run): the resolved config without speed options and
-    locations, and the code version."""
+    locations, its attacks as `attack_grid` names them, and the code version."""
     resolved = {name: _section(cfg, name) if name in SPEED_OPTIONS else value
                 for name, value in OmegaConf.to_container(cfg, resolve=True).items() if name not in LOCATIONS}
+    resolved["attacks"] = attack_grid(cfg)
     return digest({"config": resolved, "code": code()})

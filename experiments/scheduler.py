@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from attacks import attack_params
-
-from .identity import model_key, pair_key, set_key
+from .identity import attack_grid, model_key, pair_key, set_key
 from .zoo import expand_zoo, select_pairs
 
 
@@ -49,16 +47,6 @@ class SetGroup:
     """An adversarial set and the pair evaluations that read it, in target order."""
     set: SetJob
     pairs: list[PairJob] = field(default_factory=list)
-
-
-def attack_grid(cfg: DictConfig) -> list[dict]:
-    """Each (attack, eps) of the config as a complete, validated parameter dict with `name`."""
-    settings = []
-    for attack in cfg.attacks:
-        for eps in attack.eps:
-            name, params = attack_params({"name": attack.name, **attack.params, "eps": float(eps)})
-            settings.append({"name": name, **params})
-    return settings
 
 
 class Scheduler:

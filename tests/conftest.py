@@ -27,6 +27,18 @@ def synthetic_cache(tmp_path_factory):
         os.environ["MEDTRANSFER_CACHE"] = previous
 
 
+@pytest.fixture(scope="session")
+def smoke_config():
+    """`smoke_config(root, *overrides)`: the smoke preset with its MLflow store (`root/mlflow.db`) and
+    outputs under `root`, then `overrides` (the one config fixture of the study tests)."""
+    from experiments.config import load_config, preset_path
+
+    def make(root: Path, *overrides: str):
+        return load_config(preset_path("smoke"), [f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+                                                  f"output_dir={root}", *overrides])
+    return make
+
+
 @pytest.fixture
 def tracking_uri(tmp_path):
     """A fresh SQLite MLflow store inside the test's tmp dir."""

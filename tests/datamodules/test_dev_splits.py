@@ -1,4 +1,4 @@
-"""Development splits: patient-disjoint, nested as PAPER.md says, deterministic, sized by fraction."""
+"""Development splits: patient-disjoint, nested as docs/protocol.md says, deterministic, sized by fraction."""
 import numpy as np
 import pytest
 
@@ -41,12 +41,17 @@ def test_splits_are_deterministic_by_seed():
     assert a.equals(b) and not a["partition"].equals(c["partition"])
 
 
-def test_default_fractions_follow_the_paper_counts():
+def test_paper_patient_counts_come_out_of_the_default_split():
+    """ChestX-ray14's 30,805 patients, one sample each, split as the paper reports its patient counts
+    (docs/protocol.md): test 2,797; d1 and d2 12,604 train + 1,400 val; d1/10 1,260 + 140; d2/2 6,302
+    train with d2's validation set."""
     m = split_manifest(np.arange(30805), seed=0)
-    counts = m["partition"].value_counts()
-    assert counts["test"] == 2797
-    d1 = m[m["partition"] == "d1"]
-    assert abs((d1["stage"] == "val").sum() - 1400) <= 1
+    counts = {(dev_set, stage): len(dev_set_indices(m, dev_set, stage))
+              for dev_set in ("d1", "d2", "d1/10", "d2/2") for stage in ("train", "val")}
+    assert len(dev_set_indices(m, "d1", "test")) == 2797
+    assert counts == {("d1", "train"): 12604, ("d1", "val"): 1400, ("d2", "train"): 12604, ("d2", "val"): 1400,
+                      ("d1/10", "train"): 1260, ("d1/10", "val"): 140, ("d2/2", "train"): 6302,
+                      ("d2/2", "val"): 1400}
 
 
 def test_fixed_test_set_and_empty_split_errors():

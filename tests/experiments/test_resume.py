@@ -8,15 +8,14 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import load_config, run_study
+from experiments import run_study
 from experiments.config import preset_path
 from experiments.evaluation import PAIR_METRICS
 
 TIMINGS = {"craft_seconds", "eval_seconds"}
 
 
-def overrides(tmp, name):
-    return [f"tracking.uri=sqlite:///{tmp / name / 'mlflow.db'}", f"output_dir={tmp / name}", "train.max_epochs=2"]
+FAST = "train.max_epochs=2"
 
 
 def finished_pairs(uri):
@@ -28,9 +27,9 @@ def finished_pairs(uri):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, smoke_config):
     """The uninterrupted, unsharded smoke study."""
-    return run_study(load_config(preset_path("smoke"), overrides(tmp_path_factory.mktemp("reference"), "ref")))
+    return run_study(smoke_config(tmp_path_factory.mktemp("reference"), FAST))
 
 
 def assert_same_results(table, reference):
@@ -41,12 +40,12 @@ def assert_same_results(table, reference):
 
 
 @pytest.mark.slow
-def test_killed_study_resumes_to_the_same_table(tmp_path, reference):
-
-    args = overrides(tmp_path, "killed")
-    uri = args[0].removeprefix("tracking.uri=")
+def test_killed_study_resumes_to_the_same_table(tmp_path, reference, smoke_config):
+    cfg = smoke_config(tmp_path, FAST)
+    uri = cfg.tracking.uri
     process = subprocess.Popen([sys.executable, "-m", "experiments", "run", "--config", str(preset_path("smoke")),
-                                *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                f"tracking.uri={uri}", f"output_dir={tmp_path}", FAST],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while len(finished_pairs(uri)) < 2:
         assert process.poll() is None, "the study ended before it could be killed"
@@ -57,7 +56,7 @@ def test_killed_study_resumes_to_the_same_table(tmp_path, reference):
     done_before = len(finished_pairs(uri))
     assert done_before < len(reference)
 
-    resumed = run_study(load_config(preset_path("smoke"), args))
+    resumed = run_study(cfg)
     assert_same_results(resumed, reference)
 
     client = MlflowClient(uri)
@@ -73,10 +72,9 @@ def test_killed_study_resumes_to_the_same_table(tmp_path, reference):
 
 
 @pytest.mark.slow
-def test_union_of_shards_is_the_study(tmp_path, reference):
-    args = overrides(tmp_path, "sharded")
-    uri = args[0].removeprefix("tracking.uri=")
-    cfg = load_config(preset_path("smoke"), args)
+def test_union_of_shards_is_the_study(tmp_path, reference, smoke_config):
+    cfg = smoke_config(tmp_path, FAST)
+    uri = cfg.tracking.uri
     shards = [run_study(cfg, shard=(i, 3)) for i in range(3)]
     assert sum(len(s) for s in shards) == len(reference)
     assert len(finished_pairs(uri)) == len(reference)

@@ -5,16 +5,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from experiments import load_config, run_study
-from experiments.config import preset_path
+from experiments import run_study
 
 
 @pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    cfg = load_config(preset_path("smoke"), [f"tracking.uri={uri}", "train.max_epochs=3", f"output_dir={root}"])
-    return cfg, run_study(cfg), uri
+def smoke_study(tmp_path_factory, smoke_config):
+    cfg = smoke_config(tmp_path_factory.mktemp("study"), "train.max_epochs=3")
+    return cfg, run_study(cfg), cfg.tracking.uri
 
 
 def test_table_has_one_row_per_pair_and_setting(smoke_study):
@@ -98,11 +95,10 @@ def test_bootstrap_interval_brackets_the_adversarial_auc(smoke_study):
     assert (table.auc_drop_lo <= drop + 1e-9).all() and (drop <= table.auc_drop_hi + 1e-9).all()
 
 
-def test_domains_and_seeds_multilabel_auc_matches_sklearn(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config(preset_path("smoke"), [
-        f"tracking.uri={uri}", f"output_dir={tmp_path}", "train.max_epochs=1", "pairs=whitebox",
-        "seeds=[0, 1]", "domains={pathology: {}, radiology: {}}", "attacks=[{name: fgsm, eps: [0.02]}]"])
+def test_domains_and_seeds_multilabel_auc_matches_sklearn(tmp_path, smoke_config):
+    cfg = smoke_config(tmp_path, "train.max_epochs=1", "pairs=whitebox", "seeds=[0, 1]",
+                       "domains={pathology: {}, radiology: {}}", "attacks=[{name: fgsm, eps: [0.02]}]")
+    uri = cfg.tracking.uri
     table = run_study(cfg)
     assert sorted(set(zip(table.domain, table.seed))) == [(d, s) for d in ("pathology", "radiology") for s in (0, 1)]
     assert len(table) == 2 * 2 * 2  # domains x seeds x white-box pairs

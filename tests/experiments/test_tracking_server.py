@@ -2,13 +2,12 @@
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from experiments import load_config, run_study
-from experiments.config import preset_path
+from experiments import run_study
 
 
-def test_smoke_study_over_http(mlflow_server, tmp_path):
-    cfg = load_config(preset_path("smoke"), [f"tracking.uri={mlflow_server}", "train.max_epochs=1",
-                                             f"output_dir={tmp_path}", "tracking.experiment=over_http"])
+def test_smoke_study_over_http(mlflow_server, tmp_path, smoke_config):
+    cfg = smoke_config(tmp_path, f"tracking.uri={mlflow_server}", "train.max_epochs=1",
+                       "tracking.experiment=over_http")
     table = run_study(cfg)
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("over_http")

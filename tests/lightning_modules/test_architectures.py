@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules import ARCHITECTURES, build_classifier
-from lightning_modules.architectures import architecture_listing
 
 LAYOUTS = {"binary": (1, 1), "multiclass": (4, 4), "multilabel": (3, 3)}  # task: (num_outputs, logits)
 
@@ -88,8 +87,3 @@ def test_unknown_names_list_the_valid_ones():
         build_classifier("tiny_cnn", "imagenet21k", "binary", 1, 3)
     with pytest.raises(ValueError, match="unknown task 'regression'"):
         build_classifier("tiny_cnn", "random", "regression", 1, 3)
-
-
-def test_listing_names_every_architecture_once():
-    lines = architecture_listing().splitlines()
-    assert [line.split()[0] for line in lines] == list(ARCHITECTURES)

@@ -41,14 +41,22 @@ def sqlite_uri(directory: Path) -> str:
     return f"sqlite:///{directory / 'mlflow.db'}"
 
 
+def default_sigint() -> None:
+    """Run in the child before it starts: the default SIGINT disposition, which a suite started from a
+    background shell (SIGINT ignored, and inherited) would otherwise pass on, so Python installs its
+    KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args: list[str], log: Path, shard: str = "0/1") -> subprocess.Popen:
-    """The CLI on a study, stderr to `log`. The store is created first, so the test's polling never
-    races the subprocess's schema migration."""
+    """The CLI on a study, stderr to `log`, with the default SIGINT handler. The store is created
+    first, so the test's polling never races the subprocess's schema migration."""
     overrides = dict(arg.split("=", 1) for arg in args)
     setup_experiment(overrides["tracking.uri"], overrides.get("tracking.experiment", "smoke"))
     with open(log, "w") as stderr:
         return subprocess.Popen([sys.executable, "-m", "experiments", "run", "--config", str(CONFIG),
-                                 "--shard", shard, *args], stdout=subprocess.DEVNULL, stderr=stderr, env=ENV)
+                                 "--shard", shard, *args], stdout=subprocess.DEVNULL, stderr=stderr, env=ENV,
+                                preexec_fn=default_sigint)
 
 
 def runs(uri: str, kind: str, experiment: str = "smoke") -> list:
