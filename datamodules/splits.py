@@ -1,11 +1,11 @@
-"""Patient-disjoint development splits of PAPER.md: d1, d2, d2/2, d1/10 and one shared test set."""
+"""Patient-disjoint development splits (docs/protocol.md): d1, d2, d2/2, d1/10 and one shared test set."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 DEV_SETS = ("d1", "d2", "d2/2", "d1/10")
-# Defaults proportional to the paper's ChestX-ray14 patient counts (PAPER.md): 2,797 of 30,805
+# Defaults proportional to the paper's ChestX-ray14 patient counts (docs/protocol.md): 2,797 of 30,805
 # patients in the test set, the rest halved into d1 and d2, 1,400 of 14,004 of each for validation.
 TEST_FRACTION = 2797 / 30805
 VAL_FRACTION = 1400 / 14004

@@ -1,4 +1,5 @@
-"""Task layouts (DESIGN.md): how logits, labels, losses and scores relate for each task."""
+"""Task layouts (docs/architecture.md): how logits, labels, losses and scores relate for each task;
+the one list of tasks."""
 from __future__ import annotations
 
 import torch

@@ -10,7 +10,7 @@ from .images import ImageFileReader, check_image, index_images, inside_root, req
 from .source import Source
 from .tables import read_table, row_ref
 
-# The 15 outputs of PAPER.md: 14 findings + "No Finding".
+# The 15 outputs (docs/protocol.md): 14 findings + "No Finding".
 LABEL_NAMES = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
                "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
                "Hernia", "No Finding"]

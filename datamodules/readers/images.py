@@ -50,7 +50,7 @@ def check_image(path: Path, where: str) -> None:
 
 
 def crop_field_of_view(img: Image.Image, threshold: int = 10) -> Image.Image:
-    """Fundus preprocessing (PAPER.md): crop to the bounding box of the thresholded field of view
+    """Fundus preprocessing (docs/protocol.md): crop to the bounding box of the thresholded field of view
     and zero-pad to a square."""
     grey = np.asarray(img.convert("L"))
     ys, xs = np.nonzero(grey > threshold)
