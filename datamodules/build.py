@@ -4,6 +4,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from lightning_modules.tasks import TASKS
+
 from .base import DevSetDataModule
 from .readers.chestxray14 import read_chestxray14
 from .readers.csv_folder import read_csv_folder
@@ -35,7 +37,7 @@ class DomainData:
     """
 
     def __init__(self, cfg):
-        self.get = cfg.get if hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
+        self.cfg = dict(cfg.items()) if hasattr(cfg, "items") else dict(vars(cfg))  # picklable (DDP spawn)
         domain, source = self.get("domain"), self.get("source")
         if domain not in DOMAINS:
             raise ValueError(f"data.domain: unknown domain {domain!r}; valid: {', '.join(DOMAINS)}")
@@ -46,6 +48,9 @@ class DomainData:
         self.domain, self.source = domain, source
         self._data: Source | None = None
         self.manifest = None
+
+    def get(self, key: str, default=None):
+        return self.cfg.get(key, default)
 
     def prepare(self) -> "DomainData":
         """Read and check the data and split it (the first call only); returns self."""
@@ -120,8 +125,8 @@ def _real(domain: str, source: str, get, size: int) -> Source:
     if channels not in (1, 3):
         raise ValueError(f"data.channels: {channels}; image files are read as 1 (grey) or 3 (RGB) channels")
     task = str(get("task", "") or "binary")
-    if task not in ("binary", "multiclass", "multilabel"):
-        raise ValueError(f"data.task: unknown task {task!r}; valid: binary, multiclass, multilabel")
+    if task not in TASKS:
+        raise ValueError(f"data.task: unknown task {task!r}; valid: {', '.join(TASKS)}")
     return read_csv_folder(root, size, str(get("csv_file", "") or "labels.csv"), channels, task,
                            list(get("labels", None) or []), str(get("path_column", "") or "path"),
                            str(get("label_column", "") or "label"), str(get("patient_column", "") or ""))

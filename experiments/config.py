@@ -160,7 +160,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         layers.append(OmegaConf.from_dotlist(list(overrides or [])))
         cfg = OmegaConf.merge(*layers)
-    except OmegaConfBaseException as err:
+    except (OmegaConfBaseException, TypeError) as err:  # TypeError: a list key given as a mapping
         where = f"{path}: " if path else ""
         raise ConfigError(where + str(err).splitlines()[0]) from None
     validate(cfg)

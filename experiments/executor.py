@@ -33,6 +33,7 @@ class LocalExecutor:
         self.device = self.cfg.crafting.device
         self.trained: dict[ModelJob, TrainedModel] = {}
         self.clean: dict[ModelJob, torch.Tensor] = {}
+        self.bootstraps: dict[ModelJob, PairedBootstrap] = {}
 
     def model(self, job: ModelJob) -> TrainedModel:
         """A zoo model at a seed, trained or read back once."""
@@ -76,10 +77,14 @@ class LocalExecutor:
                  "attack": setting["name"], "eps": setting["eps"], **rows[pair.key]} for pair in group.pairs]
 
     def bootstrap(self, job: ModelJob) -> PairedBootstrap | None:
+        """A target's paired bootstrap (its clean AUC per resample computed once), None when off."""
         if self.cfg.bootstrap_resamples < 1:
             return None
-        return PairedBootstrap(self.test.task, self.test.labels.numpy(), self.clean_scores(job).numpy(),
-                               n_resamples=self.cfg.bootstrap_resamples, seed=job.seed)
+        if job not in self.bootstraps:
+            self.bootstraps[job] = PairedBootstrap(self.test.task, self.test.labels.numpy(),
+                                                   self.clean_scores(job).numpy(),
+                                                   n_resamples=self.cfg.bootstrap_resamples, seed=job.seed)
+        return self.bootstraps[job]
 
     def evaluate(self, pair: PairJob, shared: dict) -> dict:
         """Score the target on the pair's set and log the pair run; the result row's numbers and run id."""

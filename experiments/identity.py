@@ -80,7 +80,20 @@ def _init_file(init: str) -> str | None:
     if not init.startswith("checkpoint:"):
         return None
     path = Path(init.removeprefix("checkpoint:")).expanduser()
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return _file_digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@cache
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    """Content digest of a file, read once per version of it (path, modification time, size)."""
+    digest_ = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest_.update(block)
+    return digest_.hexdigest()[:16]
 
 
 def model_identity(cfg: DictConfig, model_cfg) -> dict:

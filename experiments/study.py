@@ -40,14 +40,21 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> 
         cfg = load_config(cfg)
     studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
     check_tracking_uri(cfg.tracking.uri or default_tracking_uri())
-    # every domain's data is read and validated once, before any tracking store is touched
-    data = [domain_data(study).prepare() for study in studies]
+    data = [read_data(study) for study in studies]  # all of it, before any store or folder is made
     tables = [_run_domain(study, domain, shard) for study, domain in zip(studies, data)]
     if len(tables) == 1:
         return tables[0]
     table = pd.concat(tables, ignore_index=True)
     table.attrs["summary"] = "\n".join(t.attrs.get("summary", "") for t in tables)
     return table
+
+
+def read_data(cfg: DictConfig) -> DomainData:
+    """A domain's data, read and checked once, with its test split and d1 checked to be non-empty
+    (d1 runs out of patients first: d2 is at least as large, d1/10 and d2/2 keep at least one)."""
+    data = domain_data(cfg).prepare()
+    data.datamodule("d1").setup()
+    return data
 
 
 def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int]) -> pd.DataFrame:

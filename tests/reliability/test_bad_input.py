@@ -25,6 +25,7 @@ CASES = [
     pytest.param(["models=[{name: a, arch: tiny_cnn, init: random, dev_set: d3, instance: 0}]"],
                  "models.a.dev_set: unknown development set 'd3'", id="unknown development set"),
     pytest.param(["data.num_patients=4"], "development set d1 has an empty train split", id="empty split"),
+    pytest.param(["models.1.instance=1"], "smoke.yaml: Cannot merge", id="list item as a mapping"),
 ]
 
 
