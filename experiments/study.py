@@ -11,19 +11,20 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from attacks import AdversarialSetCache, attack_params, set_key
 
 from .bootstrap import PairedBootstrap
 from .config import domain_config, load_config
+from .console import stage_bar
 from .crafting import PerturbationTotals, craft_set, predict
+from .datasets import split_dataset
 from .metrics import attack_success_rate, auc
 from .outputs import example_images, with_factors, write_outputs
 from .reports import CI_COLUMNS, markdown_table
 from .runs import StudyRuns
 from .tracking import (check_tracking_uri, code_version, config_hash, default_tracking_uri, log_frame,
-                       setup_experiment)
+                       setup_experiment, ui_hint)
 from .training import datamodule_for, model_key, train_model
 from .zoo import expand_zoo, select_pairs
 
@@ -151,6 +152,7 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> 
         return tables[0]
     table = pd.concat(tables, ignore_index=True)
     table.attrs["summary"] = "\n".join(t.attrs.get("summary", "") for t in tables)
+    table.attrs["ui"] = "\n".join(dict.fromkeys(line for t in tables for line in t.attrs["ui"].splitlines()))
     return table
 
 
@@ -172,9 +174,12 @@ def _run_domain(cfg: DictConfig, data, shard: tuple[int, int]) -> pd.DataFrame:
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         study = _Evaluation(cfg, plan, runs, experiment_id, version, AdversarialSetCache(output_dir / "adversarial_sets"),
                             load_test_set(data))
-        with tqdm(plan.units, desc="crafting + evaluating", unit="set") as units:  # closed (own line) on errors
+        study.test_input = split_dataset(cfg.data, data, "test")
+        mlflow.log_input(study.test_input, context="evaluation")
+        with stage_bar(plan.units, "evaluating", unit="set") as units:  # closed (own line) on errors
             rows = [row for unit in units for row in study.run(unit)]
         table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), plan.zoo, cfg.data.domain)
+        table.attrs["ui"] = ui_hint(uri, bool(cfg.tracking.uri), experiment_id, runs.parent_id, cfg.data.domain)
         if shard == (0, 1):
             table.attrs["summary"] = write_outputs(table, output_dir / cfg.name / "report", study.examples,
                                                    data.manifest)
@@ -228,8 +233,9 @@ class _Evaluation:
             start = time.perf_counter()
             model = self.model(unit.surrogate, unit.seed)[0]
             training = time.perf_counter() - start
-            return craft_set(model, self.test.loader, self.test.task, unit.setting, unit.seed,
-                             self.cfg.crafting)
+            return stage_bar(craft_set(model, self.test.loader, self.test.task, unit.setting, unit.seed,
+                                       self.cfg.crafting), f"crafting {unit.surrogate} {unit.setting['name']} "
+                             f"eps={unit.setting['eps']:g}", len(self.test.loader), "batch")
 
         start = time.perf_counter()
         self.cache.ensure(key, make)
@@ -293,6 +299,7 @@ class _Evaluation:
         with mlflow.start_run(experiment_id=self.experiment_id, nested=True, tags=tags,
                               run_name=f"{unit.surrogate}->{target} {unit.setting['name']} eps={unit.setting['eps']}"):
             mlflow.log_params(params)
+            mlflow.log_input(self.test_input, context="evaluation")
             mlflow.log_metrics({**metrics, "surrogate_val_auc": self.model(unit.surrogate, unit.seed)[1],
                                 "target_val_auc": target_val_auc})
             log_frame(prediction_table(test, clean, adv_probs, ctrl_probs), "predictions.csv")

@@ -16,6 +16,9 @@ from datamodules import build_datamodule
 from lightning_modules import ClassifierModule
 from lightning_modules.pretrained import load_state_dict_file
 
+from .console import TrainingBar
+from .datasets import log_dataset, split_dataset
+from .logged_models import log_trained_model
 from .model_store import (CHECKPOINT_ARTIFACT, EpochMetrics, download_checkpoint, find_trained,
                           find_unfinished, finish_training_run, start_training_run)
 from .tracking import code_version, config_hash, default_tracking_uri, setup_experiment
@@ -107,8 +110,12 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig) -> tuple[ClassifierModul
             client.delete_run(stale.info.run_id)
         run_id = start_training_run(client, experiment_id, key, model_cfg.name, flat_params(settings))
         try:
+            log_dataset(client, run_id, split_dataset(cfg.data, data, model_cfg.dev_set), "training")
             module = initial_module(cfg, model_cfg, data)
-            best_val_auc = fit(module, data, cfg, EpochMetrics(uri, run_id))
+            best_val_auc = fit(module, data, cfg, EpochMetrics(uri, run_id),
+                               TrainingBar(model_cfg.name, cfg.train.max_epochs), progress=False)
+            if cfg.tracking.register_models:
+                log_trained_model(client, experiment_id, run_id, model_cfg.name, module.model, settings, data)
             finish_training_run(client, run_id, module.model, best_val_auc)
         except KeyboardInterrupt:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
