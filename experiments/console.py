@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from typing import Iterable, Iterator
 
@@ -11,15 +12,18 @@ from tqdm.auto import tqdm
 # Info-level loggers that print advertisements ("Tip: try litlogger/litmodels"), device banners and
 # per-run "View run at" lines; their warnings and errors still show.
 CHATTY_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric", "mlflow")
-# Deprecations inside Lightning's own code, which users can neither act on nor avoid.
-INTERNAL_DEPRECATIONS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+# Warnings about third-party internals that users can neither act on nor avoid: a deprecation inside
+# Lightning, MLflow's hint to add type hints (the logged model takes image arrays, unvalidated).
+INTERNAL_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r".*Add type hints to the `predict` method")
 
 
 def quiet_third_party() -> None:
-    """Silence info-level output of Lightning and MLflow; keep their warnings (and ours)."""
+    """Silence info-level output of Lightning and MLflow and MLflow's artifact-download bars (a
+    reused model's checkpoint); keep their warnings (and ours)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    for message in INTERNAL_DEPRECATIONS:
+    for message in INTERNAL_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
 
 

@@ -3,8 +3,6 @@ to build the model, which then reads its weights-only state dict; nothing pickle
 
 `predict` takes float images in [0, 1], shape (N, C, H, W), and returns the model's probabilities:
 (N,) for binary tasks, (N, outputs) otherwise."""
-from typing import Any
-
 import mlflow
 import numpy as np
 import torch
@@ -23,7 +21,7 @@ class TrainedClassifier(PythonModel):
         self.model.load_state_dict(load_state_dict_file(context.artifacts["state_dict"]))
         self.model.eval()
 
-    def predict(self, context, model_input: Any, params=None) -> np.ndarray:
+    def predict(self, context, model_input, params=None):
         from lightning_modules.tasks import scores
 
         with torch.inference_mode():

@@ -1,7 +1,6 @@
 """`medtransfer ui`: the MLflow UI on the project's tracking store, opened on the newest study's runs."""
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -96,7 +95,7 @@ def serve(uri: str, port: int | None = None) -> int:
     with tempfile.TemporaryFile() as log:
         # its own session: a terminal's Ctrl-C reaches only this process, which stops the server
         server = subprocess.Popen(server_command(uri, port), stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ})
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             wait_until_serving(server, address, log)
             print(f"MLflow UI on {uri}\n  {landing_link(uri, address)}\n(Ctrl-C stops it)", flush=True)
