@@ -233,9 +233,9 @@ class _Evaluation:
             start = time.perf_counter()
             model = self.model(unit.surrogate, unit.seed)[0]
             training = time.perf_counter() - start
-            return stage_bar(craft_set(model, self.test.loader, self.test.task, unit.setting, unit.seed,
-                                       self.cfg.crafting), f"crafting {unit.surrogate} {unit.setting['name']} "
-                             f"eps={unit.setting['eps']:g}", len(self.test.loader), "batch")
+            chunks = craft_set(model, self.test.loader, self.test.task, unit.setting, unit.seed, self.cfg.crafting)
+            return stage_bar(chunks, f"crafting {unit.surrogate} {unit.setting['name']} eps={unit.setting['eps']:g}",
+                             len(self.test.loader), "batch")
 
         start = time.perf_counter()
         self.cache.ensure(key, make)

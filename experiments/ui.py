@@ -1,6 +1,7 @@
 """`medtransfer ui`: the MLflow UI on the project's tracking store, opened on the newest study's runs."""
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -81,6 +82,20 @@ def last_line(log) -> str:
     return lines[-1] if lines else "no output"
 
 
+def stop(server: subprocess.Popen) -> None:
+    """End the server and its workers (its whole process group)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(timeout=20)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def serve(uri: str, port: int | None = None) -> int:
     """Serve the MLflow UI for store `uri` until Ctrl-C (or SIGTERM); print the link to open.
     An http(s) URI is a running server already: its link is printed and nothing is started."""
@@ -105,11 +120,5 @@ def serve(uri: str, port: int | None = None) -> int:
             print("medtransfer ui: stopped", flush=True)
             return 0
         finally:
-            if server.poll() is None:
-                server.terminate()
-                try:
-                    server.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
+            stop(server)
             signal.signal(signal.SIGTERM, previous)

@@ -1,12 +1,11 @@
 """`medtransfer ui` as a user runs it: a real MLflow server on the store, the link, Ctrl-C."""
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 
 from mlflow.tracking import MlflowClient
@@ -29,16 +28,27 @@ def medtransfer_ui(*args, cwd) -> subprocess.Popen:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def read_until(stream, marker: str, seconds: float = 180) -> str:
-    """Lines of `stream` up to and including the first containing `marker`."""
-    text, deadline = "", time.monotonic() + seconds
-    while marker not in text:
-        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
-        line = stream.readline() if ready else ""
-        if not line:
-            raise AssertionError(f"no {marker!r} in the output: {text!r}")
-        text += line
-    return text
+class Output:
+    """A process's stdout, read in the background, so a test can wait for a line and still collect
+    the rest."""
+
+    def __init__(self, stream):
+        self.text, self.seen = "", threading.Condition()
+        self.reader = threading.Thread(target=self.read, args=(stream,), daemon=True)
+        self.reader.start()
+
+    def read(self, stream) -> None:
+        for line in stream:
+            with self.seen:
+                self.text += line
+                self.seen.notify_all()
+
+    def wait_for(self, marker: str, seconds: float = 180) -> str:
+        with self.seen:
+            if not self.seen.wait_for(lambda: marker in self.text or not self.reader.is_alive(), seconds):
+                raise AssertionError(f"no {marker!r} within {seconds} s: {self.text!r}")
+            assert marker in self.text, self.text
+            return self.text
 
 
 def port_answers(port: int) -> bool:
@@ -53,8 +63,9 @@ def test_ui_serves_the_store_prints_the_link_and_stops_on_ctrl_c(tmp_path, unuse
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     ui = medtransfer_ui(f"tracking.uri={uri}", "--port", str(unused_port), cwd=elsewhere)
+    output = Output(ui.stdout)
     try:
-        shown = read_until(ui.stdout, "workflowType")
+        shown = output.wait_for("workflowType")
         link = f"http://127.0.0.1:{unused_port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
         assert link in shown.split()
         # the server behind the link is the one on this store: it knows the study run
@@ -62,12 +73,14 @@ def test_ui_serves_the_store_prints_the_link_and_stops_on_ctrl_c(tmp_path, unuse
         with urllib.request.urlopen(api, timeout=30) as reply:
             assert json.load(reply)["run"]["info"]["experiment_id"] == experiment_id
         ui.send_signal(signal.SIGINT)
-        out, err = ui.communicate(timeout=60)
+        ui.wait(timeout=60)
     finally:
         if ui.poll() is None:
             ui.kill()
+    output.reader.join(timeout=10)
+    err = ui.stderr.read()
     assert ui.returncode == 0, err
-    assert out.strip().splitlines()[-1] == "medtransfer ui: stopped"
+    assert output.text.strip().splitlines()[-1] == "medtransfer ui: stopped"
     assert "Traceback" not in err
     assert not port_answers(unused_port)  # the MLflow server went with it
 
