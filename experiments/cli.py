@@ -11,7 +11,8 @@ EPILOG = """\
 overrides are OmegaConf dotlist entries, for example:
   medtransfer run --config experiments/configs/demo.yaml train.max_epochs=2 data.num_patients=200
   medtransfer run --config experiments/configs/demo.yaml 'attacks=[{name: fgsm, eps: [0.004, 0.008]}]'
-results go to the MLflow store given by tracking.uri, else $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db
+results go to the MLflow store given by tracking.uri, else $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db;
+`medtransfer ui` shows them in the MLflow UI
 """
 
 

@@ -57,7 +57,12 @@ def test_run_prints_table_and_ui_links(tmp_path):
     assert f"medtransfer ui tracking.uri={uri}" in result.stdout
     assert (f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/{study.info.run_id}"
             "?workflowType=machine_learning") in result.stdout
-    assert "litlogger" not in result.stdout + result.stderr and "Tip:" not in result.stdout + result.stderr
+    console = result.stdout + result.stderr
+    assert "litlogger" not in console and "Tip:" not in console and "GPU available" not in console
+    # one bar per stage: per model, per crafted set, evaluation; not Lightning's per-epoch bars
+    for bar in ("training a", "training b", "crafting a fgsm eps=0.02", "crafting b fgsm eps=0.02", "evaluating"):
+        assert bar in result.stderr
+    assert "Epoch 0" not in console and "Sanity Checking" not in console
     kinds = sorted(r.data.tags["kind"] for r in client.search_runs([experiment.experiment_id]))
     assert kinds == ["model", "model", "pair", "pair", "study"]  # 2 trained models, 2 white-box pairs
 
