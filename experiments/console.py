@@ -12,9 +12,8 @@ from tqdm.auto import tqdm
 # Info-level loggers that print advertisements ("Tip: try litlogger/litmodels"), device banners and
 # per-run "View run at" lines; their warnings and errors still show.
 CHATTY_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric", "mlflow")
-# Warnings about third-party internals that users can neither act on nor avoid: a deprecation inside
-# Lightning, MLflow's hint to add type hints (the logged model takes image arrays, unvalidated).
-INTERNAL_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r".*Add type hints to the `predict` method")
+# Deprecations inside Lightning's own code, which users can neither act on nor avoid.
+INTERNAL_DEPRECATIONS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
 
 
 def quiet_third_party() -> None:
@@ -23,7 +22,7 @@ def quiet_third_party() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    for message in INTERNAL_WARNINGS:
+    for message in INTERNAL_DEPRECATIONS:
         warnings.filterwarnings("ignore", message=message)
 
 

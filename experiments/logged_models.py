@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import torch
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 from mlflow.tracking import MlflowClient
 
 CODE_FILE = Path(__file__).with_name("pyfunc_classifier.py")
@@ -24,6 +28,13 @@ def registered_name(experiment: str, model: str) -> str:
 
 def pip_requirements() -> list[str]:
     return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}", "medtransfer"]
+
+
+def signature(config: dict) -> ModelSignature:
+    """float32 images (N, C, H, W) of any size in, probabilities out: (N,) binary, (N, outputs) otherwise."""
+    outputs = (-1,) if config["task"] == "binary" else (-1, config["num_outputs"])
+    return ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, config["channels"], -1, -1))]),
+                          Schema([TensorSpec(np.dtype(np.float32), outputs)]))
 
 
 def log_trained_model(client: MlflowClient, experiment_id: str, run_id: str, name: str, model: torch.nn.Module,
@@ -39,8 +50,11 @@ def log_trained_model(client: MlflowClient, experiment_id: str, run_id: str, nam
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "state_dict.pt"
         torch.save(model.state_dict(), weights)
-        mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=str(CODE_FILE), model_config=config,
-                                 artifacts={"state_dict": str(weights)}, pip_requirements=pip_requirements())
+        with warnings.catch_warnings():  # the signature says it all; an example would be a tensor dump
+            warnings.filterwarnings("ignore", ".*input example was not provided", UserWarning)
+            mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=str(CODE_FILE), model_config=config,
+                                     artifacts={"state_dict": str(weights)}, signature=signature(config),
+                                     pip_requirements=pip_requirements())
         client.log_model_artifacts(logged.model_id, str(Path(tmp) / "model"))
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])

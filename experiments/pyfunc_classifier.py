@@ -21,7 +21,7 @@ class TrainedClassifier(PythonModel):
         self.model.load_state_dict(load_state_dict_file(context.artifacts["state_dict"]))
         self.model.eval()
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         from lightning_modules.tasks import scores
 
         with torch.inference_mode():
