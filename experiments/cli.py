@@ -11,7 +11,8 @@ EPILOG = """\
 overrides are OmegaConf dotlist entries, for example:
   medtransfer run --config experiments/configs/demo.yaml train.max_epochs=2 data.num_patients=200
   medtransfer run --config experiments/configs/demo.yaml 'attacks=[{name: fgsm, eps: [0.004, 0.008]}]'
-results go to the MLflow store given by tracking.uri, else $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db
+results go to the MLflow store given by tracking.uri, else $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db;
+`medtransfer ui` shows them in the MLflow UI
 """
 
 
@@ -47,7 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
                           "against one tracking store; a final run without --shard assembles the tables")
     run.add_argument("overrides", nargs="*", metavar="key=value",
                      help="OmegaConf dotlist overrides applied on top of the config file")
+    ui = commands.add_parser(
+        "ui", help="start the MLflow UI on the tracking store and print the link to the runs",
+        description="Serve the MLflow UI for the project's store (./mlruns/mlflow.db), or the one "
+                    "tracking.uri=... or $MLFLOW_TRACKING_URI names, on 127.0.0.1, and print a link that "
+                    "opens on the newest study's runs. Ctrl-C stops it. For an http(s) tracking server "
+                    "only the link is printed.")
+    ui.add_argument("--port", type=int, default=None,
+                    help="local port (default: 5000 if free, else any free port)")
+    ui.add_argument("store", nargs="?", metavar="tracking.uri=URI", type=parse_store,
+                    help="the tracking store to show (default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db)")
     return parser
+
+
+def parse_store(text: str) -> str:
+    key, sep, uri = text.partition("=")
+    if key != "tracking.uri" or not sep or not uri:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected tracking.uri=URI")
+    return uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,9 +74,24 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_modules import architecture_listing
         print(architecture_listing())
         return 0
+    from .console import quiet_third_party
+    from .tracking import check_tracking_uri, default_tracking_uri
+
+    quiet_third_party()
+    if args.command == "ui":
+        from .ui import serve
+        uri = args.store or default_tracking_uri()
+        try:
+            check_tracking_uri(uri)
+            return serve(uri, args.port)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"medtransfer ui: error: {err}", file=sys.stderr)
+            return 2
+        except RuntimeError as err:
+            print(f"medtransfer ui: error: {err}", file=sys.stderr)
+            return 1
     from .config import load_config
     from .study import format_table, run_study
-    from .tracking import default_tracking_uri, ui_command
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -74,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table.attrs.get("summary") or format_table(table))
     if "summary" in table.attrs:
         print(f"Report (tables, plots, examples): {Path(cfg.output_dir) / cfg.name / 'report'}")
-    print("See the runs in the MLflow UI:")
-    print(f"  {ui_command(cfg.tracking.uri or default_tracking_uri())}")
+    print(table.attrs["ui"])
     return 0
 
 

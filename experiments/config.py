@@ -111,6 +111,7 @@ class TrainerConfig:
 class TrackingConfig:
     uri: Optional[str] = None
     experiment: Optional[str] = None
+    register_models: bool = False  # also log each trained model as an MLflow logged model + registry version
 
 
 @dataclass

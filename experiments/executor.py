@@ -14,7 +14,9 @@ from attacks import AdversarialSetCache
 from datamodules import DomainData
 
 from .bootstrap import PairedBootstrap
+from .console import stage_bar
 from .crafting import craft_set, predict
+from .datasets import SplitDataset
 from .evaluation import PAIR_METRICS, TestSet, evaluate_pair, prediction_table, set_distortion
 from .identity import code, data_identity
 from .outputs import example_images
@@ -27,9 +29,9 @@ class LocalExecutor:
     """Runs a `Scheduler`'s work here and now, set group by set group (`run_group`: its result rows)."""
 
     def __init__(self, scheduler: Scheduler, store: StudyRuns, cache: AdversarialSetCache, data: DomainData,
-                 test: TestSet):
+                 test: TestSet, test_input: SplitDataset):
         self.scheduler, self.cfg, self.store, self.cache = scheduler, scheduler.cfg, store, cache
-        self.data, self.test = data, test
+        self.data, self.test, self.test_input = data, test, test_input
         self.device = self.cfg.crafting.device
         self.trained: dict[ModelJob, TrainedModel] = {}
         self.clean: dict[ModelJob, torch.Tensor] = {}
@@ -53,8 +55,11 @@ class LocalExecutor:
             return 0.0
         surrogate = self.model(job.surrogate).module
         start = time.perf_counter()
-        self.cache.ensure(job.key, lambda: craft_set(surrogate, self.test.loader, self.test.task, job.setting,
-                                                     job.seed, self.cfg.crafting))
+        setting = job.setting
+        self.cache.ensure(job.key, lambda: stage_bar(
+            craft_set(surrogate, self.test.loader, self.test.task, setting, job.seed, self.cfg.crafting),
+            f"crafting {job.surrogate.name} {setting['name']} eps={setting['eps']:g}", len(self.test.loader),
+            "batch"))
         return time.perf_counter() - start
 
     def run_group(self, group: SetGroup) -> list[dict]:
@@ -99,7 +104,7 @@ class LocalExecutor:
             f"{pair.set.surrogate.name}->{pair.target.name} {setting['name']} eps={setting['eps']}", pair.key,
             self.pair_params(pair), {**self.pair_tags(pair), "set_key": pair.set.key},
             {**metrics, "surrogate_val_auc": surrogate.val_auc, "target_val_auc": target.val_auc},
-            prediction_table(self.test, clean, scores.adversarial, scores.control))
+            prediction_table(self.test, clean, scores.adversarial, scores.control), self.test_input)
         return {**metrics, "run_id": run_id}
 
     def pair_params(self, pair: PairJob) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from filelock import FileLock
+from mlflow.data.dataset import Dataset
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
@@ -69,11 +70,13 @@ class StudyRuns:
         return finished
 
     def log_pair(self, run_name: str, pair_key: str, params: dict, tags: dict, metrics: dict,
-                 predictions: pd.DataFrame) -> str:
-        """Log one pair evaluation as a child of the study run; returns its run id."""
+                 predictions: pd.DataFrame, test_input: Dataset) -> str:
+        """Log one pair evaluation as a child of the study run, with its test set as a dataset input
+        (context `evaluation`); returns its run id."""
         tags = {**tags, "kind": "pair", "config_hash": pair_key, "mlflow.parentRunId": self.parent_id}
         with mlflow.start_run(experiment_id=self.experiment_id, nested=True, tags=tags, run_name=run_name) as run:
             mlflow.log_params(params)
+            mlflow.log_input(test_input, context="evaluation")
             mlflow.log_metrics(metrics)
             log_frame(predictions, "predictions.csv")
         return run.info.run_id

@@ -7,12 +7,13 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from attacks import AdversarialSetCache
 from datamodules import DomainData
 
 from .config import domain_config, load_config
+from .console import stage_bar
+from .datasets import split_dataset
 from .evaluation import PAIR_METRICS, load_test_set
 from .executor import LocalExecutor, examples_of
 from .identity import code, study_key
@@ -20,7 +21,7 @@ from .outputs import with_factors, write_outputs
 from .reports import markdown_table
 from .runs import StudyRuns
 from .scheduler import Scheduler
-from .tracking import check_tracking_uri, default_tracking_uri, setup_experiment
+from .tracking import check_tracking_uri, default_tracking_uri, setup_experiment, ui_hint
 from .training import domain_data
 
 RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "auc_clean", "auc_adv", "auc_control",
@@ -46,6 +47,7 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> 
         return tables[0]
     table = pd.concat(tables, ignore_index=True)
     table.attrs["summary"] = "\n".join(t.attrs.get("summary", "") for t in tables)
+    table.attrs["ui"] = "\n".join(dict.fromkeys(line for t in tables for line in t.attrs["ui"].splitlines()))
     return table
 
 
@@ -74,11 +76,15 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int]) -> pd
                            "pairs": cfg.pairs, "data.domain": cfg.data.domain})
         mlflow.set_tags({"git_sha": code(), "domain": cfg.data.domain})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+        test_split = data.datamodule("d1")
+        test_input = split_dataset(cfg.data, test_split, "test")
+        mlflow.log_input(test_input, context="evaluation")
         executor = LocalExecutor(scheduler, store, AdversarialSetCache(output_dir / "adversarial_sets"), data,
-                                 load_test_set(data.datamodule("d1")))
-        with tqdm(scheduler.groups, desc="crafting + evaluating", unit="set") as groups:  # own line on errors
+                                 load_test_set(test_split), test_input)
+        with stage_bar(scheduler.groups, "evaluating", unit="set") as groups:  # own line on errors
             rows = [row for group in groups for row in executor.run_group(group)]
         table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), scheduler.zoo, cfg.data.domain)
+        table.attrs["ui"] = ui_hint(uri, bool(cfg.tracking.uri), experiment_id, store.parent_id, cfg.data.domain)
         if shard == (0, 1):
             examples = examples_of(executor, scheduler.groups[0], cfg.data.domain) if scheduler.groups else None
             table.attrs["summary"] = write_outputs(table, output_dir / cfg.name / "report", examples, data.manifest)

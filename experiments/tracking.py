@@ -14,6 +14,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 STORE_DIR = Path("mlruns")
+# MLflow's experiment kind for classical model development (vs. GenAI)
+KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
 
 
 def default_tracking_uri() -> str:
@@ -36,8 +38,10 @@ def setup_experiment(uri: str, name: str) -> str:
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if KIND_TAG not in found.tags:  # created before experiments were tagged
+            client.set_experiment_tag(found.experiment_id, KIND_TAG, MODEL_DEVELOPMENT)
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root(uri))
+    return client.create_experiment(name, artifact_location=artifact_root(uri), tags={KIND_TAG: MODEL_DEVELOPMENT})
 
 
 def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
@@ -61,11 +65,36 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
         raise ValueError(f"tracking.uri: tracking server {uri} unreachable ({reason})") from None
 
 
-def ui_command(uri: str) -> str:
-    """The `mlflow ui` command that shows the runs of `uri`."""
-    if uri.startswith("sqlite:///"):
-        return f"mlflow ui --backend-store-uri {uri} --default-artifact-root {artifact_root(uri)}"
-    return f"open {uri} in a browser (tracking server)"
+UI_HOST, UI_PORT = "127.0.0.1", 5000
+
+
+def ui_address(uri: str, port: int = UI_PORT) -> str:
+    """The MLflow UI of tracking store `uri`: the server itself for http(s), else the local address
+    that `medtransfer ui` serves."""
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return f"http://{UI_HOST}:{port}"
+
+
+def ui_link(address: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """A UI link that opens on the runs (the model-training view, not MLflow 3's GenAI overview):
+    the experiment's runs table, or one run's page."""
+    if experiment_id is None:
+        return f"{address}/#/experiments?workflowType=machine_learning"
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{address}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+
+
+def ui_hint(uri: str, named: bool, experiment_id: str, run_id: str, label: str) -> str:
+    """Lines telling the user how to open a study's runs in the MLflow UI (`named`: the store came
+    from `tracking.uri`, so `medtransfer ui` needs it too)."""
+    lines = []
+    if not uri.startswith(("http://", "https://")):
+        lines.append("Open the runs in the MLflow UI: medtransfer ui" + (f" tracking.uri={uri}" if named else ""))
+    address = ui_address(uri)
+    lines.append(f"  runs of the study:      {ui_link(address, experiment_id)}")
+    lines.append(f"  study run ({label}): {ui_link(address, experiment_id, run_id)}")
+    return "\n".join(lines)
 
 
 def code_version() -> str:

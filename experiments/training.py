@@ -17,7 +17,10 @@ from datamodules import DomainData
 from lightning_modules import ClassifierModule
 from lightning_modules.pretrained import load_state_dict_file
 
+from .console import TrainingBar
+from .datasets import log_dataset, split_dataset
 from .identity import model_identity, model_key, model_seed
+from .logged_models import log_trained_model
 from .model_store import (CHECKPOINT_ARTIFACT, EpochMetrics, download_checkpoint, find_trained,
                           find_unfinished, finish_training_run, start_training_run)
 from .tracking import default_tracking_uri, setup_experiment
@@ -104,11 +107,18 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData | None 
         layout = data_layout(data)
         for stale in find_unfinished(client, experiment_id, key):
             client.delete_run(stale.info.run_id)
-        params = {**flat_params(model_identity(cfg, model_cfg)), **flat_params({"layout": layout})}
-        run_id = start_training_run(client, experiment_id, key, model_cfg.name, params)
+        identity = model_identity(cfg, model_cfg)
+        run_id = start_training_run(client, experiment_id, key, model_cfg.name,
+                                    {**flat_params(identity), **flat_params({"layout": layout})})
         try:
+            datamodule = data.datamodule(model_cfg.dev_set)
+            datamodule.setup()
+            log_dataset(client, run_id, split_dataset(cfg.data, datamodule, model_cfg.dev_set), "training")
             module = initial_module(cfg, model_cfg, data)
-            best_val_auc = fit(module, data.datamodule(model_cfg.dev_set), cfg, EpochMetrics(uri, run_id))
+            best_val_auc = fit(module, datamodule, cfg, EpochMetrics(uri, run_id),
+                               TrainingBar(model_cfg.name, cfg.train.max_epochs), progress=False)
+            if cfg.tracking.register_models:
+                log_trained_model(client, experiment_id, run_id, model_cfg.name, module.model, identity, layout)
             finish_training_run(client, run_id, module.model, best_val_auc)
         except KeyboardInterrupt:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))

@@ -45,7 +45,7 @@ def test_bad_epsilon_fails_before_any_work(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_run_prints_table_and_ui_command(tmp_path):
+def test_run_prints_table_and_ui_links(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     result = medtransfer("run", "--config", str(preset_path("smoke")), f"tracking.uri={uri}",
                          "train.max_epochs=1", "pairs=whitebox", "attacks=[{name: fgsm, eps: [0.02]}]",
@@ -53,9 +53,18 @@ def test_run_prints_table_and_ui_command(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pathology fgsm eps=0.02: AUC adv % of clean" in result.stdout
     assert (tmp_path / "out" / "smoke" / "report" / "results.csv").is_file()
-    assert f"mlflow ui --backend-store-uri {uri}" in result.stdout
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("smoke")
+    study = client.search_runs([experiment.experiment_id], "tags.kind = 'study'")[0]
+    assert f"medtransfer ui tracking.uri={uri}" in result.stdout
+    assert (f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/{study.info.run_id}"
+            "?workflowType=machine_learning") in result.stdout
+    console = result.stdout + result.stderr
+    assert "litlogger" not in console and "Tip:" not in console and "GPU available" not in console
+    # one bar per stage: per model, per crafted set, evaluation; not Lightning's per-epoch bars
+    for bar in ("training a", "training b", "crafting a fgsm eps=0.02", "crafting b fgsm eps=0.02", "evaluating"):
+        assert bar in result.stderr
+    assert "Epoch 0" not in console and "Sanity Checking" not in console
     kinds = sorted(r.data.tags["kind"] for r in client.search_runs([experiment.experiment_id]))
     assert kinds == ["model", "model", "pair", "pair", "study"]  # 2 trained models, 2 white-box pairs
 

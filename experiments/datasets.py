@@ -1,0 +1,95 @@
+"""The data a run used, as MLflow dataset inputs: a model run's development set (context `training`)
+and a pair run's test set (context `evaluation`), so the UI's Dataset column and filter show them."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from omegaconf import DictConfig, OmegaConf
+
+# the `data` settings that decide which images and splits a data set holds (not how they are loaded)
+COMMON_KEYS = ("source", "domain", "image_size", "seed", "test_fraction", "val_fraction")
+SOURCE_KEYS = {"synthetic": ("num_patients", "images_per_patient", "signal"), "csv": ("root", "csv_file"),
+               "medmnist": ("root", "flag", "npz_size")}
+
+
+class StudyDataSource(DatasetSource):
+    """Where a study's images come from: the `data` settings that decide them (source, root, seed, ...)."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "medtransfer"
+
+    def load(self):
+        raise NotImplementedError("load a medtransfer data set with datamodules.build_datamodule")
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> StudyDataSource:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.settings
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]) -> StudyDataSource:
+        return cls(dict(source_dict))
+
+
+class SplitDataset(MetaDataset):
+    """A development or test set: named `<domain>/<split>`, digest of its sample ids, with a profile
+    (sample and patient counts)."""
+
+    def __init__(self, source: StudyDataSource, name: str, digest: str, profile: dict):
+        self._profile = profile
+        super().__init__(source, name=name, digest=digest)
+
+    @property
+    def profile(self) -> dict:
+        return self._profile
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+
+def sample_digest(sample_ids) -> str:
+    """A short hash of a set of sample ids (order-independent)."""
+    text = "\n".join(sorted(str(sample) for sample in sample_ids))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def split_dataset(data_cfg: DictConfig, datamodule, split: str) -> SplitDataset:
+    """The samples of `split` ("test", or the development set the datamodule was built for, training
+    and validation parts together) as an MLflow dataset."""
+    stages = ("test",) if split == "test" else ("train", "val")
+    rows = datamodule.manifest.iloc[np.concatenate([np.asarray(datamodule.indices[s]) for s in stages])]
+    settings = OmegaConf.to_container(data_cfg, resolve=True)
+    keys = COMMON_KEYS + SOURCE_KEYS.get(settings["source"], ("root",))
+    described = {key: settings.get(key) for key in keys}
+    if described.get("root"):
+        described["root"] = str(Path(described["root"]).resolve())
+    source = StudyDataSource(described)
+    profile = {"samples": len(rows), "patients": int(rows["patient_id"].nunique()),
+               **{stage: int((rows["stage"] == stage).sum()) for stage in stages}}
+    return SplitDataset(source, f"{settings['domain']}/{split}", sample_digest(rows["sample_id"]), profile)
+
+
+def log_dataset(client: MlflowClient, run_id: str, dataset: SplitDataset, context: str) -> None:
+    """Record `dataset` as an input of run `run_id` with `context` (training, evaluation)."""
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                     [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
