@@ -77,6 +77,7 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int]) -> pd
         mlflow.set_tags({"git_sha": code(), "domain": cfg.data.domain})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         test_split = data.datamodule("d1")
+        test_split.setup()
         test_input = split_dataset(cfg.data, test_split, "test")
         mlflow.log_input(test_input, context="evaluation")
         executor = LocalExecutor(scheduler, store, AdversarialSetCache(output_dir / "adversarial_sets"), data,

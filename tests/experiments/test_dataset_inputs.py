@@ -23,7 +23,7 @@ def study(tmp_path_factory):
 
 def expected_digest(cfg, partition: str) -> str:
     """Digest of the sample ids the split manifest assigns to `partition`, computed here."""
-    manifest = build_datamodule({**cfg.data, "split": "d1"}).manifest
+    manifest = build_datamodule({**cfg.data, "dev_set": "d1"}).manifest
     ids = sorted(str(s) for s in manifest.sample_id[manifest.partition == partition])
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
