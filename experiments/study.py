@@ -18,6 +18,7 @@ from attacks import AdversarialSetCache, attack_params, set_key
 from .bootstrap import PairedBootstrap
 from .config import domain_config, load_config
 from .crafting import PerturbationTotals, craft_set, predict
+from .findings import findings_section
 from .metrics import attack_success_rate, auc
 from .outputs import example_images, with_factors, write_outputs
 from .reports import CI_COLUMNS, markdown_table
@@ -31,7 +32,7 @@ RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "auc_clean", "auc_adv"
                   "auc_pct_clean", "asr"]
 METRICS = ["auc_clean", "auc_adv", "auc_control", "auc_pct_clean", "asr", "linf", "l2", "ssim", "psnr",
            *CI_COLUMNS, "craft_seconds", "eval_seconds"]
-TABLE_COLUMNS = ["seed", "surrogate", "target", "attack", "eps", *METRICS]
+TABLE_COLUMNS = ["seed", "surrogate", "target", "attack", "eps", *METRICS, "run_id"]
 
 
 @dataclass
@@ -147,10 +148,11 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> 
     # every domain's data is read and validated before any tracking store is touched
     data = [datamodule_for(study, "d1") for study in studies]
     tables = [_run_domain(study, datamodule, shard) for study, datamodule in zip(studies, data)]
-    if len(tables) == 1:
-        return tables[0]
-    table = pd.concat(tables, ignore_index=True)
-    table.attrs["summary"] = "\n".join(t.attrs.get("summary", "") for t in tables)
+    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+    if shard == (0, 1):
+        findings = findings_section(table, cfg.tracking.uri or default_tracking_uri(),
+                                    Path(cfg.output_dir) / cfg.name / "report", cfg.bootstrap_resamples, cfg.seed)
+        table.attrs["summary"] = "\n".join([*(t.attrs.get("summary", "") for t in tables), findings])
     return table
 
 
@@ -254,7 +256,8 @@ class _Evaluation:
             if done is None:
                 pending[target] = (params, key)
             else:
-                results[target] = {m: done.data.metrics.get(m, float("nan")) for m in METRICS}
+                results[target] = {**{m: done.data.metrics.get(m, float("nan")) for m in METRICS},
+                                   "run_id": done.info.run_id}
         if pending or self.examples is None:
             set_id, craft_seconds = self.adversarial_set(unit)
             if self.examples is None:
@@ -291,12 +294,12 @@ class _Evaluation:
         tags = {**pair_tags(self.cfg, surrogate_cfg, target_cfg), "config_hash": key, "git_sha": self.version,
                 "mlflow.parentRunId": self.runs.parent_id}
         with mlflow.start_run(experiment_id=self.experiment_id, nested=True, tags=tags,
-                              run_name=f"{unit.surrogate}->{target} {unit.setting['name']} eps={unit.setting['eps']}"):
+                              run_name=f"{unit.surrogate}->{target} {unit.setting['name']} eps={unit.setting['eps']}") as run:
             mlflow.log_params(params)
             mlflow.log_metrics({**metrics, "surrogate_val_auc": self.model(unit.surrogate, unit.seed)[1],
                                 "target_val_auc": target_val_auc})
             log_frame(prediction_table(test, clean, adv_probs, ctrl_probs), "predictions.csv")
-        return metrics
+        return {**metrics, "run_id": run.info.run_id}
 
 
 def format_table(table: pd.DataFrame) -> str:
