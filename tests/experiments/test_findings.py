@@ -8,7 +8,7 @@ from experiments import load_config, run_study
 from experiments.config import preset_path
 from experiments.findings import Predictions, finding_effects, read_predictions, verdict
 
-N, SEEDS, RESAMPLES = 60, (0, 1, 2), 200
+N, SEEDS, RESAMPLES = 60, (0, 1, 2), 100
 
 
 def pct(labels, clean, other):
@@ -16,14 +16,15 @@ def pct(labels, clean, other):
 
 
 def pretraining_study(random_damage: float, imagenet_damage: float, rng):
-    """Finding (a)'s design, 2 random->random and 2 ImageNet->ImageNet transfer pairs per seed; an
+    """Finding (a)'s design, 2 random->random and 2 ImageNet->ImageNet transfer pairs per seed, and a
+    random->random pair of an architecture pair without ImageNet counterpart (not part of (a)); an
     attack of strength `damage` mixes that much label-independent noise into the target's scores."""
     rows, predictions = [], {}
     labels = (np.arange(N) % 2).astype(float)
     for seed in SEEDS:
         clean = labels + rng.normal(0, 0.8, N)
         for init, damage in (("random", random_damage), ("imagenet", imagenet_damage)):
-            for k in range(2):
+            for k in range(2 if init == "imagenet" else 3):
                 run_id = f"{init}-{seed}-{k}"
                 noise = rng.normal(0, 1, N)
                 adv, control = (1 - damage) * clean + damage * 3 * noise, clean + 0.01 * rng.normal(0, 1, N)
@@ -32,12 +33,19 @@ def pretraining_study(random_damage: float, imagenet_damage: float, rng):
                 rows.append({"domain": "pathology", "seed": seed, "run_id": run_id, "attack": "ifgsm",
                              "surrogate": f"s-{init}-{k}", "target": f"t-{init}", "whitebox": False,
                              "same_arch": k == 0, "target_init": init, "surrogate_init": init,
-                             "target_dev_set": "d1", "surrogate_dev_set": "d1"})
+                             "target_dev_set": "d1", "surrogate_dev_set": "d1",
+                             "surrogate_arch": "cnn" if k < 2 else "tiny", "target_arch": "cnn" if k == 0 else "net"})
     return pd.DataFrame(rows), predictions
 
 
+def pairwise_auc(labels, scores):
+    """AUC as the share of (positive, negative) pairs ranked right, ties one half (repeats count)."""
+    pos, neg = scores[labels], scores[~labels]
+    return ((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+
+
 def looped_interval(results, predictions, mask_a, mask_b, n_resamples, seed):
-    """The documented draws, one resample at a time, with sklearn AUCs."""
+    """The documented draws, one resample at a time, with pairwise-comparison AUCs."""
     seeds = sorted(results["seed"].unique())
     rng = np.random.default_rng(seed)
     seed_draws = rng.integers(0, len(seeds), (n_resamples, len(seeds)))
@@ -52,7 +60,8 @@ def looped_interval(results, predictions, mask_a, mask_b, n_resamples, seed):
                 values = []
                 for run_id in results[mask & at_seed]["run_id"]:
                     p = predictions[run_id]
-                    values.append(pct(p.labels[idx, 0], p.clean[idx, 0], p.adv[idx, 0]))
+                    y = p.labels[idx, 0]
+                    values.append(100 * pairwise_auc(y, p.adv[idx, 0]) / pairwise_auc(y, p.clean[idx, 0]))
                 means.append(np.mean(values))
             per_draw.append(means[0] - means[1])
         effects.append(np.mean(per_draw))
@@ -67,7 +76,8 @@ def test_pretraining_effect_interval_and_verdict_match_an_independent_computatio
     table = finding_effects(results, predictions, n_resamples=RESAMPLES, seed=7)
     assert list(table["finding"]) == ["a", "d"]  # control noise (d) concerns every pair
     row = table.iloc[0]
-    random, imagenet = results["target_init"] == "random", results["target_init"] == "imagenet"
+    random = (results["target_init"] == "random") & (results["surrogate_arch"] != "tiny")
+    imagenet = results["target_init"] == "imagenet"
 
     def group_mean(mask):
         return np.mean([np.mean([pct(p.labels[:, 0], p.clean[:, 0], p.adv[:, 0])
@@ -86,7 +96,7 @@ def test_pretraining_effect_interval_and_verdict_match_an_independent_computatio
 
 def test_identical_groups_are_inconclusive():
     results, predictions = pretraining_study(0.3, 0.3, np.random.default_rng(2))
-    for run_id in results[results.target_init == "imagenet"]["run_id"]:  # B := A, pair by pair
+    for run_id in results[results.target_init == "imagenet"]["run_id"]:  # B := matched A, pair by pair
         predictions[run_id] = predictions[run_id.replace("imagenet", "random")]
     row = finding_effects(results, predictions, n_resamples=RESAMPLES).set_index("finding").loc["a"]
     assert (row["effect"], row["lo"], row["hi"]) == (0.0, 0.0, 0.0)
