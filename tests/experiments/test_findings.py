@@ -5,8 +5,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from experiments import load_config, run_study
-from experiments.config import preset_path
-from experiments.findings import Predictions, finding_effects, read_predictions, verdict
+from experiments.config import domain_config, preset_path
+from experiments.findings import FINDINGS, Predictions, finding_effects, read_predictions, verdict
+from experiments.outputs import with_factors
+from experiments.study import plan_study
 
 N, SEEDS, RESAMPLES = 60, (0, 1, 2), 100
 
@@ -163,3 +165,15 @@ def test_read_back_study_gives_the_same_findings(tiny_findings_study):
     again = run_study(cfg)
     assert list(again["run_id"]) == list(table["run_id"])
     pd.testing.assert_frame_equal(pd.read_csv(root / "smoke" / "report" / "findings.csv"), first)
+
+
+@pytest.mark.parametrize("preset, expected", [("findings", {"a", "b d2", "b d2/2", "c", "d", "e"}),
+                                              ("demo", {"a", "b d2", "b d2/2", "c", "d"})])
+def test_presets_have_the_pairs_of_their_findings(preset, expected):
+    cfg = load_config(preset_path(preset))
+    for domain in cfg.domains or [cfg.data.domain]:
+        plan = plan_study(domain_config(cfg, domain) if cfg.domains else cfg)
+        rows = pd.DataFrame([{"surrogate": u.surrogate, "target": t, "attack": u.setting["name"], "eps": u.setting["eps"],
+                              "seed": u.seed} for u in plan.units for t in u.targets])
+        frame = with_factors(rows, plan.zoo, domain)
+        assert {f.key for f in FINDINGS if all(mask.any() for mask, _, _ in f.terms(frame))} == expected
