@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .bootstrap import _label_matrix, _resampled_macro_auc
+from .bootstrap import label_matrix, resampled_macro_auc
 from .reports import markdown_table
 
 BAND = 2.0  # finding (d): control noise keeps the AUC within this many points of clean
@@ -109,7 +109,7 @@ def read_predictions(frame: pd.DataFrame) -> Predictions:
         if not columns:
             raise ValueError(f"predictions.csv lacks the {kind} column(s)")
         parts[kind] = frame[columns].to_numpy(dtype=float)
-    labels, _ = _label_matrix("multilabel", parts["label"].astype(int), parts["clean"])
+    labels, _ = label_matrix("multilabel", parts["label"].astype(int), parts["clean"])
     return Predictions(labels, parts["clean"], parts["adv"], parts["control"])
 
 
@@ -172,22 +172,28 @@ class _Draws:
         self.seed_draws = rng.integers(0, len(self.seeds), (n_resamples, len(self.seeds)))
         self.image_draws = rng.integers(0, n, (n_resamples, len(self.seeds), n))
         self.cache: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
+        self.cached_counts: dict[int, np.ndarray] = {}
+
+    def counts(self, seed_index: int) -> np.ndarray:
+        """How often each test image occurs in each draw at this seed (draws in row-major order)."""
+        if seed_index not in self.cached_counts:
+            images = self.image_draws[self.seed_draws == seed_index]
+            counts = np.zeros((len(images), images.shape[1]), dtype=np.float32)
+            np.add.at(counts, (np.arange(len(images))[:, None], images), 1.0)
+            self.cached_counts[seed_index] = counts
+        return self.cached_counts[seed_index]
 
     def quantity(self, run_id: str, seed_index: int, quantity: str) -> tuple[float, np.ndarray]:
         """(value on all test images, value on each draw at this seed (NaN on other draws))."""
         if (run_id, quantity) not in self.cache:
-            p = self.predictions[run_id]
-            n = len(p.labels)
-            at_seed = self.seed_draws == seed_index
-            counts = np.zeros((int(at_seed.sum()), n), dtype=np.float32)
-            images = self.image_draws[at_seed]
-            np.add.at(counts, (np.arange(len(images))[:, None], images), 1.0)
+            p, counts = self.predictions[run_id], self.counts(seed_index)
+            n, at_seed = len(p.labels), self.seed_draws == seed_index
             scores = getattr(p, quantity)
             ones = np.ones((1, n), dtype=np.float32)
-            full = 100 * _resampled_macro_auc(ones, p.labels, scores) / _resampled_macro_auc(ones, p.labels, p.clean)
+            full = 100 * resampled_macro_auc(ones, p.labels, scores) / resampled_macro_auc(ones, p.labels, p.clean)
             drawn = np.full(self.seed_draws.shape, np.nan)
-            drawn[at_seed] = 100 * (_resampled_macro_auc(counts, p.labels, scores)
-                                    / _resampled_macro_auc(counts, p.labels, p.clean))
+            drawn[at_seed] = 100 * (resampled_macro_auc(counts, p.labels, scores)
+                                    / resampled_macro_auc(counts, p.labels, p.clean))
             self.cache[run_id, quantity] = float(full[0]), drawn
         return self.cache[run_id, quantity]
 
