@@ -13,16 +13,20 @@ effect is computed on each draw and averaged over the S draws. Draws: `rng = def
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
 from .bootstrap import label_matrix, resampled_macro_auc
 from .reports import markdown_table
 
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 BAND = 2.0  # finding (d): control noise keeps the AUC within this many points of clean
 Terms = list[tuple[pd.Series, str, float]]  # (row mask, quantity, weight)
 
@@ -114,14 +118,21 @@ def read_predictions(frame: pd.DataFrame) -> Predictions:
 
 
 def load_predictions(run_ids, tracking_uri: str) -> dict[str, Predictions]:
-    """`predictions.csv` of each pair run, read from the tracking store."""
-    import mlflow.artifacts
-
-    out = {}
-    for run_id in dict.fromkeys(run_ids):
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions.csv",
-                                                   tracking_uri=tracking_uri)
-        out[run_id] = read_predictions(pd.read_csv(path))
+    """`predictions.csv` of each pair run, read from the tracking store (without MLflow's per-file
+    progress bars)."""
+    client, out = MlflowClient(tracking_uri), {}
+    previous = os.environ.get(PROGRESS_BAR)
+    os.environ[PROGRESS_BAR] = "false"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for run_id in dict.fromkeys(run_ids):
+                path = client.download_artifacts(run_id, "predictions.csv", tempfile.mkdtemp(dir=tmp))
+                out[run_id] = read_predictions(pd.read_csv(path))
+    finally:
+        if previous is None:
+            os.environ.pop(PROGRESS_BAR)
+        else:
+            os.environ[PROGRESS_BAR] = previous
     return out
 
 
