@@ -26,7 +26,7 @@ class PairedBootstrap:
                  seed: int = 0):
         self.task = check_task(task)
         self.clean_shape = np.shape(clean_scores)
-        self.labels, self.clean = _label_matrix(self.task, labels, clean_scores)
+        self.labels, self.clean = label_matrix(self.task, labels, clean_scores)
         if n_resamples < 1:
             raise ValueError(f"paired_bootstrap: n_resamples must be >= 1, got {n_resamples}")
         if not 0.0 < confidence < 1.0:
@@ -63,7 +63,7 @@ class PairedBootstrap:
             rows = min(block, self.n_resamples - start)
             idx = np.stack([rng.integers(0, n, size=n) for _ in range(rows)])
             counts = np.bincount((idx + n * np.arange(rows)[:, None]).ravel(), minlength=rows * n)
-            aucs.append(_resampled_macro_auc(counts.reshape(rows, n).astype(np.float32), self.labels, scores))
+            aucs.append(resampled_macro_auc(counts.reshape(rows, n).astype(np.float32), self.labels, scores))
         return np.concatenate(aucs)
 
 
@@ -73,7 +73,7 @@ def paired_bootstrap(task: str, labels, clean_scores, adv_scores, n_resamples: i
     return PairedBootstrap(task, labels, clean_scores, n_resamples, confidence, seed).interval(adv_scores)
 
 
-def _label_matrix(task: str, labels, scores):
+def label_matrix(task: str, labels, scores):
     """Labels (bool) and scores as (N, L) arrays, one column per binary AUC that the macro mean averages."""
     y, scores = np.asarray(labels), np.asarray(scores, dtype=float)
     if task == "multiclass":
@@ -95,7 +95,7 @@ def _label_matrix(task: str, labels, scores):
     return y.astype(bool), scores
 
 
-def _resampled_macro_auc(counts: np.ndarray, y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def resampled_macro_auc(counts: np.ndarray, y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Macro AUC per resample; counts[b, i] is how often test image i occurs in resample b."""
     per_label = np.stack([_resampled_auc(counts, y[:, j], scores[:, j]) for j in range(y.shape[1])], axis=1)
     valid = ~np.isnan(per_label)

@@ -16,6 +16,7 @@ from .console import stage_bar
 from .datasets import split_dataset
 from .evaluation import PAIR_METRICS, load_test_set
 from .executor import LocalExecutor, examples_of
+from .findings import findings_section
 from .identity import code, study_key
 from .outputs import with_factors, write_outputs
 from .reports import markdown_table
@@ -43,11 +44,12 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> 
     check_tracking_uri(cfg.tracking.uri or default_tracking_uri())
     data = [read_data(study) for study in studies]  # all of it, before any store or folder is made
     tables = [_run_domain(study, domain, shard) for study, domain in zip(studies, data)]
-    if len(tables) == 1:
-        return tables[0]
-    table = pd.concat(tables, ignore_index=True)
-    table.attrs["summary"] = "\n".join(t.attrs.get("summary", "") for t in tables)
+    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     table.attrs["ui"] = "\n".join(dict.fromkeys(line for t in tables for line in t.attrs["ui"].splitlines()))
+    if shard == (0, 1):
+        findings = findings_section(table, cfg.tracking.uri or default_tracking_uri(),
+                                    Path(cfg.output_dir) / cfg.name / "report", cfg.bootstrap_resamples, cfg.seed)
+        table.attrs["summary"] = "\n".join([*(t.attrs.get("summary", "") for t in tables), findings])
     return table
 
 
