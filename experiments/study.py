@@ -22,7 +22,7 @@ from .metrics import attack_success_rate, auc
 from .outputs import example_images, with_factors, write_outputs
 from .reports import CI_COLUMNS, markdown_table
 from .runs import StudyRuns
-from .tracking import (check_tracking_uri, code_version, config_hash, default_tracking_uri, log_frame,
+from .tracking import (code_version, config_hash, default_tracking_uri, log_frame,
                        setup_experiment)
 from .training import datamodule_for, model_key, train_model
 from .zoo import expand_zoo, select_pairs
@@ -133,17 +133,23 @@ def study_hash(cfg: DictConfig, version: str) -> str:
     return config_hash({"config": resolved, "code": version})
 
 
-def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> pd.DataFrame:
+def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry_run: bool = False):
     """Run a study (or shard `i/n` of it); one row per (seed, surrogate, target, attack, eps).
 
     Work already logged by an earlier run of the same config and code is read back, not redone.
     The unsharded run also writes the report (tables, plots, examples) and puts its terminal
-    summary in `table.attrs["summary"]`.
+    summary in `table.attrs["summary"]`. Every problem found up front (weights, checkpoints, data
+    roots, tracking server, devices, disk space) is raised together before any work starts.
+    `dry_run=True` returns the study's plan (`experiments.plan.StudyPlan`) instead and writes nothing.
     """
     if not isinstance(cfg, DictConfig):
         cfg = load_config(cfg)
+    if dry_run:
+        from .plan import study_plan
+        return study_plan(cfg)
+    from .checks import require_ready
+    require_ready(cfg)
     studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
-    check_tracking_uri(cfg.tracking.uri or default_tracking_uri())
     # every domain's data is read and validated before any tracking store is touched
     data = [datamodule_for(study, "d1") for study in studies]
     tables = [_run_domain(study, datamodule, shard) for study, datamodule in zip(studies, data)]
