@@ -143,7 +143,8 @@ def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int,
                           f"the generated {domain.cfg.data.domain} set"))
         test = data.split_sizes.get("test", 0)
         sets = {(u.seed, u.surrogate, str(u.setting)) for u in domain.units}
-        needs.append((Path(domain.cfg.output_dir) / "adversarial_sets", len(sets) * 2 * test * data.image_bytes * 4,
+        set_bytes = 2 * test * data.image_bytes * 4
+        needs.append((Path(domain.cfg.output_dir) / "adversarial_sets", len(sets) * set_bytes,
                       f"{len(sets)} adversarial sets ({domain.cfg.data.domain})"))
         artifacts = artifact_root(cfg.tracking.uri or default_tracking_uri())
         if artifacts is not None:

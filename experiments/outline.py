@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from datamodules.build import SOURCE_DOMAIN
 from datamodules.splits import DEV_SETS, dev_set_indices, split_manifest
 from datamodules.synthetic.cache import cache_root, entry_path, generator_params
 
@@ -119,11 +118,6 @@ def attack_steps(setting: dict) -> int:
     return int(setting.get("steps", 1))
 
 
-def source_domain_problem(data: DictConfig) -> str | None:
-    holds = SOURCE_DOMAIN.get(data.source, data.domain)
-    return None if holds == data.domain else f"data.source: {data.source} holds {holds} data, not {data.domain}"
-
-
 def human_count(n: float) -> str:
     """1234567 -> '1.2M' (counts in the plan)."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -147,7 +141,3 @@ def human_seconds(s: float) -> str:
     if s >= 3600:
         return f"{s / 3600:.1f} h"
     return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
-
-
-def container(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)

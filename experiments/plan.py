@@ -261,4 +261,5 @@ def speed_note(d: DomainWork) -> str:
     archs = sorted({m.arch for _, m in d.models})
     measured = [f"{a} {1000 * speed(d, a)[0]:.0f}/{1000 * speed(d, a)[1]:.0f} ms" for a in archs]
     threads = f", {torch.get_num_threads()} threads" if device == "cpu" else ""
-    return f"measured on {device}{threads}, per image train step/forward at {d.data.size} px: {', '.join(measured)}"
+    return (f"measured on {device}{threads}, per image train step/forward at {d.data.size} px: "
+            f"{', '.join(measured)}")

@@ -117,7 +117,12 @@ def all_torchvision_files() -> list[WeightFile]:
 def weight_problems(cfg: DictConfig) -> list[str]:
     """One line per ImageNet file the config needs that is missing or corrupt (and per impossible init)."""
     files, problems = needed_files(cfg)
-    return problems + [f"{f.problem()} (models {', '.join(f.models)})" for f in files if f.problem()]
+    return problems + [f"{f.problem()}; needed by {plural(len(f.models), 'model')}"
+                       for f in files if f.problem()]
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' * (count != 1)}"
 
 
 def listing(files: list[WeightFile]) -> str:
@@ -126,7 +131,7 @@ def listing(files: list[WeightFile]) -> str:
         return "no ImageNet weight files needed"
     lines = []
     for f in files:
-        models = f" ({len(f.models)} model{'s' * (len(f.models) > 1)})" if f.models else ""
+        models = f" ({plural(len(f.models), 'model')})" if f.models else ""
         where = str(f.path) if f.path is not None else f"pip install {f.source}"
         lines.append(f"{f.status():8s} {f.arch:18s} {f.name}{models}\n         -> {where}")
         if f.status() != "ok" and f.copyable:

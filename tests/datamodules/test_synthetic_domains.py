@@ -150,3 +150,10 @@ def test_split_follows_data_seed_and_order_follows_training_seed():
     assert sorted(order) == sorted(train_labels)
     assert order == first_labels(b, 0)
     assert any(first_labels(b, s) != order for s in (1, 2, 3))
+
+
+def test_the_default_cache_folder_is_read_when_the_data_are_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path / "late"))  # set after every import
+    build_datamodule(dict(domain="pathology", source="synthetic", image_size=8, num_patients=20,
+                          images_per_patient=2, seed=11, split="d1", cache_dir=""))
+    assert len(list((tmp_path / "late").glob("pathology-*.images"))) == 1
