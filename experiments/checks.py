@@ -140,17 +140,17 @@ def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int,
         data = domain.data
         if data.cache_file is not None and not data.cache_file.is_file():
             needs.append((data.cache_file.parent, data.images * data.image_bytes,
-                          f"the generated {domain.cfg.data.domain} set"))
+                          f"generated {domain.cfg.data.domain} set"))
         test = data.split_sizes.get("test", 0)
         sets = {(u.seed, u.surrogate, str(u.setting)) for u in domain.units}
         set_bytes = 2 * test * data.image_bytes * 4
         needs.append((Path(domain.cfg.output_dir) / "adversarial_sets", len(sets) * set_bytes,
-                      f"{len(sets)} adversarial sets ({domain.cfg.data.domain})"))
+                      f"{len(sets)} {domain.cfg.data.domain} adversarial sets"))
         artifacts = artifact_root(cfg.tracking.uri or default_tracking_uri())
         if artifacts is not None:
             weights = sum(parameter_count(m.arch, data.channels) * 4 for _, m in domain.models)
             needs.append((Path(artifacts.removeprefix("file://")), weights,
-                          f"{len(domain.models)} model checkpoints ({domain.cfg.data.domain})"))
+                          f"{len(domain.models)} {domain.cfg.data.domain} model checkpoints"))
     return needs
 
 
@@ -159,13 +159,14 @@ def disk_problems(cfg: DictConfig, work: list[DomainWork]) -> list[str]:
     by_device: dict[int, list] = {}
     for folder, size, what in disk_needs(cfg, work):
         anchor = existing_ancestor(folder)
-        by_device.setdefault(os.stat(anchor).st_dev, []).append((anchor, size, what))
+        by_device.setdefault(os.stat(anchor).st_dev, []).append((anchor, folder, size, what))
     problems = []
     for needs in by_device.values():
-        total, free = sum(n[1] for n in needs), shutil.disk_usage(needs[0][0]).free
+        total, free = sum(n[2] for n in needs), shutil.disk_usage(needs[0][0]).free
         if total > free:
-            problems.append(f"disk: {needs[0][0]} has {human_bytes(free)} free, the study needs about "
-                            f"{human_bytes(total)} there ({'; '.join(n[2] for n in needs)})")
+            parts = "; ".join(f"{what} {human_bytes(size)} in {folder}" for _, folder, size, what in needs)
+            problems.append(f"disk: {human_bytes(free)} free on the file system of {needs[0][0]}, the study needs "
+                            f"about {human_bytes(total)} there: {parts}")
     return problems
 
 

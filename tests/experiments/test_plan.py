@@ -66,8 +66,9 @@ def test_devices_and_disk_space_are_checked_before_any_work(tmp_path, capsys):
     assert "trainer.accelerator: gpu, but this machine has no CUDA GPU" in err[0]
     assert "crafting.device: cuda:1, but this machine has no CUDA GPUs" in err[1]
     # 240 images of 3 x 200000^2 bytes: far more than any disk here
-    assert err[2].startswith(f"medtransfer: error: disk: {tmp_path} has ")
-    assert "the generated pathology set; 4 adversarial sets (pathology)" in err[2]
+    assert err[2].startswith("medtransfer: error: disk: ") and f"free on the file system of {tmp_path}," in err[2]
+    size = 240 * 3 * 200000**2 / 2**40
+    assert f": generated pathology set {size:.1f} TiB in {tmp_path / 'cache'}; 4 pathology adversarial sets " in err[2]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
