@@ -15,7 +15,8 @@ from .readers.pcam import read_pcam
 from .readers.source import Source
 from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
 from .synthetic import GENERATORS
-from .synthetic.cache import DEFAULT_CACHE_DIR, cached_generate
+from .synthetic.cache import cache_root, cached_generate, generator_params
+from .synthetic.store import StoredImages
 
 
 DOMAINS = ("ophthalmology", "radiology", "pathology")
@@ -86,16 +87,16 @@ def build_datamodule(cfg) -> DevSetDataModule:
 
 
 def _synthetic(domain: str, get, size: int, seed: int) -> Source:
-    cache_dir = str(get("cache_dir", "") or "")
-    cache_dir = None if cache_dir.lower() == "none" else (cache_dir or str(DEFAULT_CACHE_DIR))
-    params = dict(domain=domain, num_patients=int(get("num_patients")),
-                  images_per_patient=int(get("images_per_patient")), size=size, seed=seed,
-                  signal=float(get("signal", 1.0)))
-    images, labels, patients = _generated(tuple(sorted(params.items())), cache_dir)
+    cache_dir = cache_root(get("cache_dir", ""))
+    params = generator_params(domain, get("num_patients"), get("images_per_patient"), size, seed,
+                              get("signal", 1.0))
+    images, labels, patients = _generated(tuple(sorted(params.items())), cache_dir and str(cache_dir))
     _, label_names, task = GENERATORS[domain]
     patients = patients.numpy()
+    stored = isinstance(images, StoredImages)  # read per image from the cache, not held in memory
     return Source(labels=labels, patients=patients, sample_ids=None, task=task, label_names=label_names,
-                  channels=images.shape[1], images=images)
+                  channels=images.shape[1], images=None if stored else images,
+                  reader=images if stored else None)
 
 
 @lru_cache(maxsize=4)

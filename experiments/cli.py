@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medtransfer",
         description="Measure how adversarial attacks crafted on surrogate medical-image classifiers "
                     "transfer to target classifiers; every pair is logged to MLflow.")
+    presets = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    preset_dir = CONFIG_DIR.relative_to(CONFIG_DIR.parent.parent)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run", help="run a study from a YAML config", epilog=EPILOG,
@@ -40,14 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "and print the result table.")
     commands.add_parser("models", help="list the registered architectures",
                         description="List the architectures a zoo entry's `arch` can name.")
-    run.add_argument("--config", required=True, metavar="YAML",
-                     help=f"study config file (presets: {', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.yaml')))} "
-                          f"in {CONFIG_DIR.relative_to(CONFIG_DIR.parent.parent)}/)")
-    run.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
-                     help="run only shard I of N (0-based) of the study's craft units; shards may run at once "
-                          "against one tracking store; a final run without --shard assembles the tables")
-    run.add_argument("overrides", nargs="*", metavar="key=value",
-                     help="OmegaConf dotlist overrides applied on top of the config file")
+    plan = commands.add_parser(
+        "plan", help="show what a study would do, and every problem, without doing it",
+        description="Print the models to train, sets to craft and pairs to evaluate (and how many are "
+                    "already done), each domain's data, an estimate of compute and wall time measured "
+                    "on this machine, and every problem found. Writes nothing.")
+    weights = commands.add_parser(
+        "weights", help="list, check or install the ImageNet weight files a study needs",
+        description="List the ImageNet weight files the config's `imagenet` models need, where each "
+                    "goes and whether it is present and intact (sha256 against the hash in "
+                    "torchvision's file name). With --from DIR, copy the files found in DIR into "
+                    "place after checking them (without --config: every torchvision file found).")
+    weights.add_argument("--from", dest="source", metavar="DIR", help="folder holding downloaded files")
+    for command in (run, plan, weights):
+        command.add_argument("--config", required=command is not weights, metavar="YAML",
+                             help=f"study config file (presets: {presets} in {preset_dir}/)")
+        if command is run:
+            command.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
+                                 help="run only shard I of N (0-based) of the study's craft units; shards may run "
+                                      "at once against one tracking store; a final run without --shard assembles "
+                                      "the tables")
+        command.add_argument("overrides", nargs="*", metavar="key=value",
+                             help="OmegaConf dotlist overrides applied on top of the config file")
     ui = commands.add_parser(
         "ui", help="start the MLflow UI on the tracking store and print the link to the runs",
         description="Serve the MLflow UI for the project's store (./mlruns/mlflow.db), or the one "
@@ -94,10 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     from .study import format_table, run_study
 
     try:
+        if args.command == "weights":
+            return weights_command(args)
         cfg = load_config(args.config, args.overrides)
+        if args.command == "plan":
+            plan = run_study(cfg, dry_run=True)
+            print(plan.text)
+            return 2 if plan.problems else 0
         table = run_study(cfg, shard=args.shard)
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"medtransfer: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines():  # several problems found up front: one line each
+            print(f"medtransfer: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("medtransfer: interrupted; finished work is kept, run the same command again to resume",
@@ -109,6 +132,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Report (tables, plots, examples): {Path(cfg.output_dir) / cfg.name / 'report'}")
     print(table.attrs["ui"])
     return 0
+
+
+def weights_command(args) -> int:
+    """`medtransfer weights`: list (and with --from, install) the ImageNet files; 2 if any is unusable."""
+    from .config import load_config
+    from .weights import all_torchvision_files, install_from, listing, needed_files
+
+    if args.config is None and args.source is None:
+        raise ConfigError("weights: give --config YAML, --from DIR or both")
+    files, problems = needed_files(load_config(args.config, args.overrides)) if args.config else (
+        all_torchvision_files(), [])
+    if args.source is not None:
+        print("\n".join(install_from(Path(args.source), files)))
+        if args.config is None:
+            return 0
+    print(listing(files))
+    unusable = [f for f in files if f.problem()]
+    for line in problems:
+        print(f"medtransfer: error: {line}", file=sys.stderr)
+    if unusable:
+        print(f"medtransfer: error: {len(unusable)} of {len(files)} ImageNet weight files missing or corrupt: "
+              f"{', '.join(f.name for f in unusable)}", file=sys.stderr)
+    return 2 if problems or unusable else 0
 
 
 if __name__ == "__main__":

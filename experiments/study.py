@@ -22,7 +22,7 @@ from .outputs import with_factors, write_outputs
 from .reports import markdown_table
 from .runs import StudyRuns
 from .scheduler import Scheduler
-from .tracking import check_tracking_uri, default_tracking_uri, setup_experiment, ui_hint
+from .tracking import default_tracking_uri, setup_experiment, ui_hint
 from .training import domain_data
 
 RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "auc_clean", "auc_adv", "auc_control",
@@ -30,18 +30,24 @@ RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "auc_clean", "auc_adv"
 TABLE_COLUMNS = ["seed", "surrogate", "target", "attack", "eps", *PAIR_METRICS, "run_id"]
 
 
-def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1)) -> pd.DataFrame:
+def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry_run: bool = False):
     """Run a study (or shard `i/n` of it); one row per (seed, surrogate, target, attack, eps), with
     the pair's MLflow `run_id`.
 
     Work already logged with the same identity (docs/architecture.md) is read back, not redone.
     The unsharded run also writes the report (tables, plots, examples) and puts its terminal
-    summary in `table.attrs["summary"]`.
+    summary in `table.attrs["summary"]`. Every problem found up front (weights, checkpoints, data
+    roots, tracking server, devices, disk space) is raised together before any work starts.
+    `dry_run=True` returns the study's plan (`experiments.plan.StudyPlan`) instead and writes nothing.
     """
     if not isinstance(cfg, DictConfig):
         cfg = load_config(cfg)
+    if dry_run:
+        from .plan import study_plan
+        return study_plan(cfg)
+    from .checks import require_ready
+    require_ready(cfg)
     studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
-    check_tracking_uri(cfg.tracking.uri or default_tracking_uri())
     data = [read_data(study) for study in studies]  # all of it, before any store or folder is made
     tables = [_run_domain(study, domain, shard) for study, domain in zip(studies, data)]
     table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]

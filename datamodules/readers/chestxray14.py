@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import ImageFileReader, check_image, index_images, inside_root, require_dir
+from .images import ImageFileReader, check_image, index_images, inside_root, progress, require_dir
 from .source import Source
 from .tables import read_table, row_ref
 
@@ -24,7 +24,8 @@ def read_chestxray14(root: str | Path, size: int) -> Source:
     files = index_images(root)
     labels = np.zeros((len(table), len(LABEL_NAMES)), np.int64)
     paths = []
-    for i, (name, findings) in enumerate(zip(table["Image Index"], table["Finding Labels"])):
+    rows = enumerate(zip(table["Image Index"], table["Finding Labels"]))
+    for i, (name, findings) in progress(rows, len(table), f"checking {csv.name}"):
         for finding in findings.split("|"):
             if finding not in LABEL_NAMES:
                 raise ValueError(f"{row_ref(csv, i)}: unknown label {finding!r}")

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import ImageFileReader, check_image, inside_root, require_dir, require_file
+from .images import ImageFileReader, check_image, inside_root, progress, require_dir, require_file
 from .source import Source
 from .tables import read_table, row_ref
 
@@ -25,7 +25,8 @@ def read_csv_folder(root: str | Path, size: int, csv_file: str, channels: int, t
     elif not label_names:
         raise ValueError(f"data.labels: list the label names for task {task!r}")
     labels, paths = [], []
-    for i, (relative, value) in enumerate(zip(table[path_column], table[label_column])):
+    rows = enumerate(zip(table[path_column], table[label_column]))
+    for i, (relative, value) in progress(rows, len(table), f"checking {csv.name}"):
         labels.append(_parse_label(value.strip(), task, label_names, row_ref(csv, i)))
         path = inside_root(root, relative, row_ref(csv, i))
         check_image(path, row_ref(csv, i))

@@ -6,8 +6,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def progress(rows, total: int | None, what: str):
+    """`rows` with a progress bar counting them on a terminal (indexing and validating a data set)."""
+    return tqdm(rows, total=total, desc=what, unit="file", leave=False, disable=None)
 
 
 def require_file(path: Path, what: str = "file") -> Path:
@@ -92,7 +98,7 @@ def index_images(root: Path) -> dict[str, Path]:
     """File name -> path for every image file under `root` (any folder layout); symlinks that lead
     outside `root` are left out."""
     found, inside = {}, root.resolve()
-    for path in sorted(root.rglob("*")):
+    for path in sorted(progress(root.rglob("*"), None, f"indexing {root}")):
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and path.resolve().is_relative_to(inside):
             found.setdefault(path.name, path)
     return found

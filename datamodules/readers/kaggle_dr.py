@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import ImageFileReader, check_image, index_images, inside_root, require_dir
+from .images import ImageFileReader, check_image, index_images, inside_root, progress, require_dir
 from .source import Source
 from .tables import read_table, row_ref
 
@@ -20,7 +20,8 @@ def read_kaggle_dr(root: str | Path, size: int) -> Source:
     table = read_table(csv, ["image", "level"])
     files = {Path(name).stem: path for name, path in index_images(root).items()}
     labels, patients, paths = [], [], []
-    for i, (name, level) in enumerate(zip(table["image"], table["level"])):
+    rows = enumerate(zip(table["image"], table["level"]))
+    for i, (name, level) in progress(rows, len(table), f"checking {csv.name}"):
         if level.strip() not in LEVELS:
             raise ValueError(f"{row_ref(csv, i)}: unknown label level={level!r}; valid: {', '.join(LEVELS)}")
         patient, _, eye = name.rpartition("_")

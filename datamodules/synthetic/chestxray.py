@@ -12,7 +12,7 @@ CHUNK = 1024
 
 
 def generate_chestxray(num_patients: int, images_per_patient: int, size: int, seed: int,
-                       signal: float = 1.0):
+                       signal: float = 1.0, empty=torch.empty):
     """Return uint8 images (N, 1, size, size), labels (N, 6) in LABEL_NAMES order, patient ids (N,).
 
     Anatomy: soft-tissue body, dark lungs crossed by curved ribs and vessel markings, spine and
@@ -33,7 +33,7 @@ def generate_chestxray(num_patients: int, images_per_patient: int, size: int, se
     body = (0.9 + 0.15 * torch.rand(num_patients, generator=gen))[patient]
     heart = (0.95 + 0.1 * torch.rand(num_patients, generator=gen))[patient]
 
-    images = torch.empty(n, 1, size, size, dtype=torch.uint8)
+    images = empty(n, 1, size, size, dtype=torch.uint8)
     for s in range(0, n, CHUNK):
         g = torch.Generator().manual_seed(seed * 7919 + s)
         m = min(CHUNK, n - s)

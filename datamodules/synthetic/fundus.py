@@ -13,7 +13,7 @@ RETINA = (0.80, 0.38, 0.16)  # mean fundus colour (RGB reflectance)
 
 
 def generate_fundus(num_patients: int, images_per_patient: int, size: int, seed: int,
-                    signal: float = 1.0, num_cameras: int = 4):
+                    signal: float = 1.0, num_cameras: int = 4, empty=torch.empty):
     """Return uint8 images (N, 3, size, size), labels (N,), patient ids (N,).
 
     Each image: a circular field of view on black, orange retina with vignetting and uneven
@@ -35,7 +35,7 @@ def generate_fundus(num_patients: int, images_per_patient: int, size: int, seed:
     cam_colour = (torch.tensor(RETINA) * (0.8 + 0.4 * torch.rand(num_cameras, 3, generator=gen)))[camera]
     cam_gamma = (0.8 + 0.4 * torch.rand(num_cameras, generator=gen))[camera]
 
-    images = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    images = empty(n, 3, size, size, dtype=torch.uint8)
     for s in range(0, n, CHUNK):
         g = torch.Generator().manual_seed(seed * 7919 + s)
         m = min(CHUNK, n - s)

@@ -15,7 +15,7 @@ CHUNK = 1024
 
 
 def generate_pathology(num_patients: int, images_per_patient: int, size: int, seed: int,
-                       signal: float = 1.0, num_labs: int = 4):
+                       signal: float = 1.0, num_labs: int = 4, empty=torch.empty):
     """Return uint8 images (N, 3, size, size), labels (N,), patient ids (N,).
 
     The scene is defined in patch-relative units (counts fixed, sizes proportional to `size`), so
@@ -39,7 +39,7 @@ def generate_pathology(num_patients: int, images_per_patient: int, size: int, se
     e_vec = torch.nn.functional.normalize(lab_e, dim=1)[lab]
     od_scale = lab_od[lab] * (0.9 + 0.2 * torch.rand(n, generator=gen))
 
-    images = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    images = empty(n, 3, size, size, dtype=torch.uint8)
     for s in range(0, n, CHUNK):
         chunk_gen = torch.Generator().manual_seed(seed * 7919 + s)
         m = min(CHUNK, n - s)

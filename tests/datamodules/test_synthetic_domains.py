@@ -76,18 +76,48 @@ def test_synthetic_sets_are_cached_by_parameters(tmp_path):
     cfg = dict(domain="pathology", source="synthetic", image_size=16, num_patients=30, images_per_patient=2,
                seed=5, dev_set="d1", cache_dir=str(tmp_path))
     first = build_datamodule(cfg)
-    files = sorted(tmp_path.iterdir())
-    assert len(files) == 1 and files[0].suffix == ".pt"
-    saved = torch.load(files[0], weights_only=True)
-    assert torch.equal(saved["images"], first.images)
+    record, = tmp_path.glob("*.pt")
+    images_file = record.with_suffix(".images")
+    expected, _, _ = GENERATORS["pathology"][0](num_patients=30, images_per_patient=2, size=16, seed=5)
+    assert images_file.read_bytes() == expected.numpy().tobytes()  # raw uint8 NCHW, as generated
+    x, _ = first.dataset("train")[0]
+    torch.testing.assert_close(x, expected[first.indices["train"][0]].float() / 255)
     build_datamodule({**cfg, "seed": 6})
     build_datamodule({**cfg, "signal": 0.5})
-    assert len(list(tmp_path.glob("*.pt"))) == 3 and not list(tmp_path.glob("*.tmp"))
-    # a cached entry is read back, not regenerated: overwrite it and see the change
-    saved["images"][:] = 7
-    torch.save(saved, files[0])
+    assert len(list(tmp_path.glob("*.pt"))) == 3 and len(list(tmp_path.glob("*.images"))) == 3
+    assert not list(tmp_path.glob("*.tmp"))
+    # a cached entry is read back, not regenerated: overwrite its images and see the change
+    images_file.write_bytes(bytes([7]) * images_file.stat().st_size)
     _generated.cache_clear()  # the in-process memo, so the disk is read
-    assert int(build_datamodule(cfg).images.float().mean()) == 7
+    assert first.dataset("test")[0][0].mul(255).round().eq(7).all()
+    assert build_datamodule(cfg).dataset("val")[1][0].mul(255).round().eq(7).all()
+
+
+def test_a_truncated_cache_entry_is_regenerated(tmp_path):
+    cfg = dict(domain="radiology", source="synthetic", image_size=16, num_patients=20, images_per_patient=2,
+               seed=1, split="d1", cache_dir=str(tmp_path))
+    build_datamodule(cfg)
+    images_file, = tmp_path.glob("*.images")
+    whole = images_file.read_bytes()
+    images_file.write_bytes(whole[:100])  # a killed copy, say
+    _generated.cache_clear()
+    data = build_datamodule(cfg)
+    assert images_file.read_bytes() == whole
+    assert data.dataset("train")[0][0].shape == (1, 16, 16)
+
+
+def test_stored_images_read_slices_and_survive_pickling(tmp_path):
+    import pickle
+
+    from datamodules.synthetic.cache import cached_generate
+    params = dict(domain="ophthalmology", num_patients=5, images_per_patient=3, size=8, seed=2, signal=1.0)
+    stored, labels, _ = cached_generate(GENERATORS["ophthalmology"][0], params, tmp_path)
+    in_memory, labels_again, _ = cached_generate(GENERATORS["ophthalmology"][0], params, None)
+    assert isinstance(in_memory, torch.Tensor) and torch.equal(labels, labels_again)
+    assert stored.shape == tuple(in_memory.shape) == (15, 3, 8, 8)
+    assert torch.equal(stored.read(4, 11), in_memory[4:11])
+    copy = pickle.loads(pickle.dumps(stored))
+    assert all(torch.equal(copy(i), in_memory[i]) for i in range(15))
 
 
 def test_datamodule_interface_and_float_images(tmp_path):
@@ -120,3 +150,10 @@ def test_split_follows_data_seed_and_order_follows_training_seed():
     assert sorted(order) == sorted(train_labels)
     assert order == first_labels(b, 0)
     assert any(first_labels(b, s) != order for s in (1, 2, 3))
+
+
+def test_the_default_cache_folder_is_read_when_the_data_are_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path / "late"))  # set after every import
+    build_datamodule(dict(domain="pathology", source="synthetic", image_size=8, num_patients=20,
+                          images_per_patient=2, seed=11, split="d1", cache_dir=""))
+    assert len(list((tmp_path / "late").glob("pathology-*.images"))) == 1

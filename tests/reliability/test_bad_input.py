@@ -183,11 +183,12 @@ def test_bad_checkpoint_is_refused_before_any_work(content, culprit, tmp_path, c
     assert not code_payload.marker.exists()
 
 
-def test_unreachable_tracking_server_is_reported_before_the_data_is_read(tmp_path, capsys, unused_port):
+def test_unreachable_tracking_server_is_reported_with_the_missing_data_root(tmp_path, capsys, unused_port):
     uri = f"http://127.0.0.1:{unused_port}"
     code = main(["run", "--config", str(preset_path("smoke")), f"tracking.uri={uri}",
                  f"output_dir={tmp_path / 'out'}", "data.source=csv", f"data.root={tmp_path / 'absent'}"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1
-    assert f"tracking.uri: tracking server {uri} unreachable" in err[0]  # not the missing data root
+    assert code == 2 and len(err) == 2  # every problem up front, one line each
+    assert f"{tmp_path / 'absent'}: data root not found" in err[0]
+    assert f"tracking.uri: tracking server {uri} unreachable" in err[1]
     assert not (tmp_path / "out").exists()

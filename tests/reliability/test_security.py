@@ -113,8 +113,10 @@ def test_cache_refuses_a_pickled_record_by_file_name(tmp_path, code_payload):
 def test_tampered_synthetic_cache_entry_is_regenerated_not_run(tmp_path, code_payload):
     marker = code_payload.marker
 
-    def generate(n):
-        return torch.full((n, 1, 4, 4), 7, dtype=torch.uint8), torch.arange(n) % 2, torch.arange(n)
+    def generate(n, empty=torch.empty):
+        images = empty(n, 1, 4, 4, dtype=torch.uint8)
+        images[0:n] = torch.full((n, 1, 4, 4), 7, dtype=torch.uint8)
+        return images, torch.arange(n) % 2, torch.arange(n)
 
     params = {"domain": "pathology", "n": 6}
     reference = cached_generate(generate, params, tmp_path)
@@ -122,9 +124,10 @@ def test_tampered_synthetic_cache_entry_is_regenerated_not_run(tmp_path, code_pa
     entry.write_bytes(pickled_code(code_payload))
     again = cached_generate(generate, params, tmp_path)
     assert not marker.exists()
-    for got, expected in zip(again, reference):
+    assert again[0].read(0, 6).eq(7).all()
+    for got, expected in zip(again[1:], reference[1:]):
         torch.testing.assert_close(got, expected)
-    torch.testing.assert_close(torch.load(entry, weights_only=True)["images"], reference[0])  # rewritten
+    torch.testing.assert_close(torch.load(entry, weights_only=True)["labels"], reference[1])  # rewritten
 
 
 def escapes(root: Path, outside: Path) -> dict[str, str]:

@@ -1,0 +1,184 @@
+"""Every check a study can make before it starts, all problems at once, one line each.
+
+Run before any data is generated or read in bulk and before any store is touched: ImageNet weight
+files, `checkpoint:` files, data roots, the tracking server, devices and the free disk space the
+caches will need.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from datamodules.build import DOMAINS, SOURCE_DOMAIN, SOURCES
+from lightning_modules import ARCHITECTURES
+from lightning_modules.pretrained import load_state_dict_file
+
+from .outline import INDEX_FILES, DomainWork, human_bytes, outline
+from .tracking import artifact_root, check_tracking_uri, default_tracking_uri
+from .weights import weight_problems
+from .zoo import expand_zoo
+
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+
+
+class StudyProblems(ValueError):
+    """Problems found before a study starts; str() is one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def require_ready(cfg: DictConfig) -> list[DomainWork]:
+    """The study's outline, or StudyProblems naming everything that would stop it."""
+    work = outline(cfg)
+    problems = study_problems(cfg, work)
+    if problems:
+        raise StudyProblems(problems)
+    return work
+
+
+def study_problems(cfg: DictConfig, work: list[DomainWork]) -> list[str]:
+    problems = weight_problems(cfg) + checkpoint_problems(cfg)
+    for domain in work:
+        problems += data_problems(domain.cfg.data) + domain.problems
+    problems += tracking_problems(cfg) + device_problems(cfg) + disk_problems(cfg, work)
+    return list(dict.fromkeys(problems))
+
+
+def checkpoint_problems(cfg: DictConfig) -> list[str]:
+    """Each `checkpoint:` init readable as a state dict of plain tensors (pickled code is refused)."""
+    problems = []
+    for model in expand_zoo(cfg):
+        if model["init"].startswith("checkpoint:"):
+            try:
+                load_state_dict_file(model["init"].removeprefix("checkpoint:"))
+            except (ValueError, FileNotFoundError) as err:
+                problems.append(f"models.{model['name']}.init: {err}")
+    return problems
+
+
+def data_problems(data: DictConfig) -> list[str]:
+    """Domain and source known and matching; a real source's root and index file present."""
+    if data.domain not in DOMAINS:
+        return [f"data.domain: unknown domain {data.domain!r}; valid: {', '.join(DOMAINS)}"]
+    if data.source not in SOURCES:
+        return [f"data.source: unknown source {data.source!r}; valid: {', '.join(SOURCES)}"]
+    if SOURCE_DOMAIN.get(data.source, data.domain) != data.domain:
+        return [f"data.source: {data.source} holds {SOURCE_DOMAIN[data.source]} data, not {data.domain}"]
+    if data.source == "synthetic":
+        return []
+    if data.source == "csv" and data.channels not in (0, 1, 3):
+        return [f"data.channels: {data.channels}; image files are read as 1 (grey) or 3 (RGB) channels"]
+    if not data.root:
+        return [f"data.root ({data.domain}): required for source {data.source}"]
+    root = Path(str(data.root)).expanduser()
+    if not root.is_dir():
+        return [f"{root}: data root not found (data.root, {data.domain})"]
+    index = INDEX_FILES.get(data.source) or (data.csv_file if data.source == "csv" else None)
+    if index and not (root / index).is_file():
+        return [f"{root / index}: index file not found (data.root, {data.domain})"]
+    return []
+
+
+def tracking_problems(cfg: DictConfig) -> list[str]:
+    """Credentials not in the URI; an http(s) server answers; a local store's folder can be written."""
+    uri = cfg.tracking.uri or default_tracking_uri()
+    try:
+        check_tracking_uri(uri)
+    except ValueError as err:
+        return [str(err)]
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not os.access(existing_ancestor(folder), os.W_OK):
+            return [f"tracking.uri: {folder} cannot be written"]
+    return []
+
+
+def device_problems(cfg: DictConfig) -> list[str]:
+    """The trainer's accelerator and device count, and the crafting device, exist on this machine."""
+    problems, gpus = [], torch.cuda.device_count()
+    accelerator, devices = str(cfg.trainer.accelerator), cfg.trainer.devices
+    if accelerator not in ACCELERATORS:
+        problems.append(f"trainer.accelerator: unknown {accelerator!r}; valid: {', '.join(ACCELERATORS)}")
+    elif accelerator in ("gpu", "cuda"):
+        wanted = device_count(devices, gpus)
+        if gpus == 0:
+            problems.append(f"trainer.accelerator: {accelerator}, but this machine has no CUDA GPU")
+        elif wanted > gpus:
+            problems.append(f"trainer.devices: {devices} GPUs asked for, this machine has {gpus}")
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        problems.append("trainer.accelerator: mps, but MPS is not available on this machine")
+    device = str(cfg.crafting.device)
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if index >= gpus:
+            problems.append(f"crafting.device: {device}, but this machine has "
+                            f"{gpus or 'no'} CUDA GPU{'s' * (gpus != 1)}")
+    elif device not in ("cpu", "mps"):
+        problems.append(f"crafting.device: unknown {device!r}; valid: cpu, cuda, cuda:N, mps")
+    return problems
+
+
+def device_count(devices, available: int) -> int:
+    """How many devices a Lightning `devices` value asks for (an int, "auto", -1 or a list of ids)."""
+    text = str(devices)
+    if text in ("auto", "-1"):
+        return available
+    return int(text) if text.isdigit() else len(devices)
+
+
+def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int, str]]:
+    """(folder, bytes, what) the study will write: generated data sets not cached yet, adversarial
+    sets (float32 adversarial + control images of the test set) and model checkpoints in a local store."""
+    needs = []
+    for domain in work:
+        data = domain.data
+        if data.cache_file is not None and not data.cache_file.is_file():
+            needs.append((data.cache_file.parent, data.images * data.image_bytes,
+                          f"generated {domain.cfg.data.domain} set"))
+        test = data.split_sizes.get("test", 0)
+        sets = {(u.seed, u.surrogate, str(u.setting)) for u in domain.units}
+        set_bytes = 2 * test * data.image_bytes * 4
+        needs.append((Path(domain.cfg.output_dir) / "adversarial_sets", len(sets) * set_bytes,
+                      f"{len(sets)} {domain.cfg.data.domain} adversarial sets"))
+        artifacts = artifact_root(cfg.tracking.uri or default_tracking_uri())
+        if artifacts is not None:
+            weights = sum(parameter_count(m.arch, data.channels) * 4 for _, m in domain.models)
+            needs.append((Path(artifacts.removeprefix("file://")), weights,
+                          f"{len(domain.models)} {domain.cfg.data.domain} model checkpoints"))
+    return needs
+
+
+def disk_problems(cfg: DictConfig, work: list[DomainWork]) -> list[str]:
+    """One line per file system that lacks the space the study's caches and checkpoints need."""
+    by_device: dict[int, list] = {}
+    for folder, size, what in disk_needs(cfg, work):
+        anchor = existing_ancestor(folder)
+        by_device.setdefault(os.stat(anchor).st_dev, []).append((anchor, folder, size, what))
+    problems = []
+    for needs in by_device.values():
+        total, free = sum(n[2] for n in needs), shutil.disk_usage(needs[0][0]).free
+        if total > free:
+            parts = "; ".join(f"{what} {human_bytes(size)} in {folder}" for _, folder, size, what in needs)
+            problems.append(f"disk: {human_bytes(free)} free on the file system of {needs[0][0]}, the study needs "
+                            f"about {human_bytes(total)} there: {parts}")
+    return problems
+
+
+def parameter_count(arch: str, channels: int) -> int:
+    """Parameters of a registered architecture (built on the meta device: no memory, no weights)."""
+    with torch.device("meta"):
+        model = ARCHITECTURES[arch].build(1, False)
+    return sum(p.numel() for p in model.parameters()) + (3 * channels if channels != 3 else 0)
+
+
+def existing_ancestor(path: Path) -> Path:
+    path = Path(path).expanduser().absolute()
+    while not path.exists():
+        path = path.parent
+    return path

@@ -1,0 +1,154 @@
+"""What a study will do, worked out from its config alone: per domain the data, the models it
+needs, the adversarial sets and the pairs. Reads no data in bulk and touches no store."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from datamodules.splits import DEV_SETS, dev_set_indices, split_manifest
+from datamodules.synthetic.cache import cache_root, entry_path, generator_params
+
+from .config import domain_config
+from .scheduler import Scheduler
+
+# the index file a real source's reader starts from (csv: data.csv_file)
+INDEX_FILES = {"chestxray14": "Data_Entry_2017.csv", "kaggle_dr": "trainLabels.csv"}
+
+
+@dataclass
+class DomainData:
+    """A domain's data as far as the config tells: source, size, split sizes, synthetic cache."""
+
+    source: str
+    root: str
+    images: int | None  # None: unknown until the source is indexed
+    channels: int
+    size: int
+    split_sizes: dict[str, int] = field(default_factory=dict)  # test, <dev_set>/train, <dev_set>/val
+    estimated: bool = False  # split sizes from fractions of the image count (patients unknown)
+    cache_file: Path | None = None  # synthetic: where the generated set is (or will be) cached
+
+    @property
+    def image_bytes(self) -> int:
+        return self.channels * self.size * self.size
+
+
+@dataclass(eq=False)
+class Unit:
+    """One adversarial set of the study (a scheduler's set group), as the plan counts it."""
+
+    seed: int
+    surrogate: str
+    setting: dict
+    targets: list[str]
+
+
+@dataclass
+class DomainWork:
+    """One domain's sub-study: its config, data, the models it trains and the units it crafts."""
+
+    cfg: DictConfig
+    data: DomainData
+    models: list[tuple[int, DictConfig]]  # (seed, zoo entry) each model some pair needs
+    units: list[Unit]
+    problems: list[str]
+
+    @property
+    def pairs(self) -> list[tuple[Unit, str]]:
+        return [(unit, target) for unit in self.units for target in unit.targets]
+
+
+def domain_configs(cfg: DictConfig) -> list[DictConfig]:
+    return [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
+
+
+def outline(cfg: DictConfig) -> list[DomainWork]:
+    """The work of every domain of the study (split problems are listed, not raised)."""
+    work = []
+    for sub in domain_configs(cfg):
+        scheduler = Scheduler(sub)
+        units = [Unit(g.set.seed, g.set.surrogate.name, g.set.setting, [p.target.name for p in g.pairs])
+                 for g in scheduler.groups]
+        models = [(job.seed, scheduler.zoo[job.name]) for job in scheduler.model_jobs()]
+        data, problems = domain_data(sub.data, {m.dev_set for _, m in models})
+        work.append(DomainWork(sub, data, models, units, problems))
+    return work
+
+
+def domain_data(data: DictConfig, dev_sets: set[str]) -> tuple[DomainData, list[str]]:
+    """What the config says about a domain's data, and the empty splits among the test set and
+    those of `dev_sets`."""
+    source, domain, size = data.source, data.domain, int(data.image_size)
+    channels = 1 if domain == "radiology" else 3
+    if source == "csv" and data.channels:
+        channels = int(data.channels)
+    if source == "synthetic":
+        patients = np.arange(data.num_patients).repeat(data.images_per_patient)
+        cache = cache_root(data.cache_dir)
+        params = generator_params(domain, data.num_patients, data.images_per_patient, size, data.seed,
+                                  data.signal)
+        info = DomainData(source, "", len(patients), channels, size,
+                          cache_file=entry_path(params, cache) if cache is not None else None)
+    else:
+        count = real_image_count(data)
+        patients = None if count is None else np.arange(count)
+        info = DomainData(source, str(data.root), count, channels, size, estimated=True)
+    if patients is None or len(patients) == 0:
+        return info, []
+    manifest = split_manifest(patients, int(data.seed), float(data.test_fraction), float(data.val_fraction))
+    problems = []
+    for dev_set, stage in [(None, "test")] + [(d, s) for d in DEV_SETS for s in ("train", "val")]:
+        try:
+            info.split_sizes[f"{dev_set}/{stage}" if dev_set else stage] = len(
+                dev_set_indices(manifest, dev_set or "d1", stage))
+        except ValueError as err:
+            # real sources: sizes from the index file, patients unknown; their reader checks the splits
+            if source == "synthetic" and (dev_set is None or dev_set in dev_sets):
+                problems.append(f"data ({domain}): {err}")
+    return info, problems
+
+
+def real_image_count(data: DictConfig) -> int | None:
+    """Rows of a real source's index file (one image each), when it exists; None otherwise."""
+    index = INDEX_FILES.get(data.source) or (data.csv_file if data.source == "csv" else None)
+    if not index or not data.root:
+        return None
+    path = Path(str(data.root)).expanduser() / index
+    if not path.is_file():
+        return None
+    with open(path, "rb") as handle:
+        return max(0, sum(1 for _ in handle) - 1)
+
+
+def attack_steps(setting: dict) -> int:
+    """Forward+backward passes per image the attack setting spends (iterative: `steps`)."""
+    return int(setting.get("steps", 1))
+
+
+def human_count(n: float) -> str:
+    """1234567 -> '1.2M' (counts in the plan)."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{int(n)}"
+
+
+def human_bytes(n: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def human_seconds(s: float) -> str:
+    if math.isnan(s):
+        return "?"
+    if s >= 86400:
+        return f"{s / 86400:.1f} days"
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"

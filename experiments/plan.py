@@ -1,0 +1,255 @@
+"""`medtransfer plan`: what a study will do, what is already done, what it will cost, what stops it.
+
+Reads the tracking store and the caches (never writes them, never creates a folder) and times one
+training step and one forward pass per architecture and image size on this machine.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_modules import tasks
+from lightning_modules.model import build_classifier
+
+from .checks import study_problems
+from .outline import DomainWork, attack_steps, human_bytes, human_count, human_seconds, outline
+from .identity import model_key, pair_key, set_key
+from .tracking import default_tracking_uri
+
+TIMING_BATCH = 4
+
+
+@dataclass
+class Remaining:
+    """One domain's work: totals and what is left (None: the store could not be read)."""
+
+    models: int
+    sets: int
+    pairs: int
+    models_left: int | None = None
+    sets_left: int | None = None
+    pairs_left: int | None = None
+    passes: dict[str, float] = field(default_factory=dict)  # stage -> image passes still to run
+    seconds: float = 0.0
+
+
+@dataclass
+class StudyPlan:
+    """The plan `run_study(cfg, dry_run=True)` returns; `text` is what `medtransfer plan` prints."""
+
+    text: str
+    problems: list[str]
+    domains: dict[str, Remaining]
+    seconds: float
+
+
+def identity_keys(cfg: DictConfig) -> SimpleNamespace:
+    """The identities the study stores its work under (trained model, adversarial set, pair),
+    from `experiments.identity`, with model keys computed once per (seed, model)."""
+    models: dict = {}
+
+    def model(seed: int, m: DictConfig) -> str:
+        if (seed, m.name) not in models:
+            models[seed, m.name] = model_key(OmegaConf.merge(cfg, {"seed": seed}), m)
+        return models[seed, m.name]
+
+    def adversarial_set(seed: int, surrogate: DictConfig, setting: dict) -> str:
+        return set_key(cfg, surrogate, setting, seed)
+
+    def pair(seed: int, surrogate: DictConfig, target: DictConfig, setting: dict) -> str:
+        return pair_key(cfg, surrogate, target, setting, seed)
+
+    return SimpleNamespace(model=model, adversarial_set=adversarial_set, pair=pair)
+
+
+def read_only_client(uri: str) -> MlflowClient | None:
+    """A client for a store that exists (a missing SQLite file is not created: nothing is done yet)."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None
+    return MlflowClient(uri)
+
+
+def finished_hashes(client: MlflowClient, experiment_id: str, query: str) -> set[str]:
+    runs = client.search_runs([experiment_id], f"{query} and attributes.status = 'FINISHED'", max_results=50000)
+    return {run.data.tags.get("config_hash") for run in runs}
+
+
+def remaining(domain: DomainWork, client: MlflowClient | None) -> Remaining:
+    """Totals of a domain's work and, from the store and the set cache, how much is left."""
+    cfg, zoo = domain.cfg, {m.name: m for _, m in domain.models}
+    keys = identity_keys(cfg)
+    models_done: set[str] = set()
+    pairs_done: set[str] = set()
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment or cfg.name) if client else None
+    if experiment is not None:
+        models_done = finished_hashes(client, experiment.experiment_id, "tags.kind = 'model'")
+        pairs_done = finished_hashes(client, experiment.experiment_id, "tags.kind = 'pair'")
+    sets_dir = Path(cfg.output_dir) / "adversarial_sets"
+    models_left = [(s, m) for s, m in domain.models if keys.model(s, m) not in models_done]
+    pending_pairs = [(u, t) for u, t in domain.pairs
+                     if keys.pair(u.seed, zoo[u.surrogate], zoo[t], u.setting) not in pairs_done]
+    pending_units = {id(u): u for u, _ in pending_pairs}.values()
+    sets_left = [u for u in pending_units
+                 if not (sets_dir / f"{keys.adversarial_set(u.seed, zoo[u.surrogate], u.setting)}.pt").is_file()]
+    work = Remaining(len(domain.models), len(domain.units), len(domain.pairs), len(models_left), len(sets_left),
+                     len(pending_pairs))
+    work.passes, work.seconds = cost(domain, models_left, sets_left, pending_pairs)
+    return work
+
+
+def cost(domain: DomainWork, models, units, pairs) -> tuple[dict[str, float], float]:
+    """Image passes per stage (forward+backward for training and crafting, forward otherwise) and
+    the seconds they take at the speeds measured here; training counts every epoch (an upper bound)."""
+    cfg, splits, zoo = domain.cfg, domain.data.split_sizes, {m.name: m for _, m in domain.models}
+    test, epochs = splits.get("test", 0), int(cfg.train.max_epochs)
+    passes = {"train": 0.0, "validate": 0.0, "craft": 0.0, "evaluate": 0.0}
+    seconds = 0.0
+    for _, m in models:
+        train, val = epochs * splits.get(f"{m.dev_set}/train", 0), epochs * splits.get(f"{m.dev_set}/val", 0)
+        passes["train"] += train
+        passes["validate"] += val
+        step, forward = speed(domain, m.arch)
+        seconds += train * step + val * forward
+    for unit in units:
+        n = test * attack_steps(unit.setting)
+        passes["craft"] += n
+        seconds += n * speed(domain, zoo[unit.surrogate].arch)[0]
+    clean = {(u.seed, t) for u, t in pairs}
+    for n, arch in [(2 * test, zoo[t].arch) for _, t in pairs] + [(test, zoo[t].arch) for _, t in clean]:
+        passes["evaluate"] += n
+        seconds += n * speed(domain, arch)[1]
+    return passes, seconds
+
+
+_SPEEDS: dict[tuple, tuple[float, float]] = {}
+
+
+def speed(domain: DomainWork, arch: str) -> tuple[float, float]:
+    """Seconds per image of one training step (forward+backward) and of one forward pass of `arch`
+    at the domain's image size, measured once per process on the device the study trains on."""
+    data, device = domain.data, timing_device(domain.cfg)
+    key = (arch, data.size, data.channels, device)
+    if key not in _SPEEDS:
+        _SPEEDS[key] = measure(arch, data.size, data.channels, device)
+    return _SPEEDS[key]
+
+
+def timing_device(cfg: DictConfig) -> str:
+    gpu = str(cfg.trainer.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    return "cuda" if gpu else "cpu"
+
+
+def measure(arch: str, size: int, channels: int, device: str) -> tuple[float, float]:
+    """(training-step, forward) seconds per image: a warm-up batch, then the faster of two timed
+    batches of each (the task's head is a few outputs of a linear layer; its cost is left out)."""
+    torch.manual_seed(0)
+    model = build_classifier(arch, "random", "binary", 1, channels).to(device)
+    images = torch.rand(TIMING_BATCH, channels, size, size, device=device)
+    labels = torch.randint(0, 2, (TIMING_BATCH,), device=device)
+
+    def step() -> None:
+        model.zero_grad()
+        tasks.loss("binary", model(images), labels).backward()
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(images)
+
+    timings = []
+    for mode, run in ((True, step), (False, forward)):
+        model.train(mode)
+        run()  # warm-up
+        best = math.inf
+        for _ in range(2):
+            _sync(device)
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+        timings.append(best / TIMING_BATCH)
+    return timings[0], timings[1]
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def study_plan(cfg: DictConfig) -> StudyPlan:
+    """Work, progress, cost and problems of a study; writes nothing."""
+    work = outline(cfg)
+    problems = study_problems(cfg, work)
+    uri = cfg.tracking.uri or default_tracking_uri()
+    store_ok = not any(p.startswith("tracking.uri") for p in problems)
+    client = read_only_client(uri) if store_ok else None
+    domains = {d.cfg.data.domain: remaining(d, client) for d in work}
+    if not store_ok:
+        for left in domains.values():
+            left.models_left = left.sets_left = left.pairs_left = None
+    seconds = sum(r.seconds for r in domains.values())
+    return StudyPlan(render(cfg, work, domains, problems, seconds), problems, domains, seconds)
+
+
+def render(cfg: DictConfig, work: list[DomainWork], domains: dict[str, Remaining], problems: list[str],
+           seconds: float) -> str:
+    seeds = sorted({s for d in work for s, _ in d.models})
+    lines = [f"Study {cfg.name}: {len(work)} domain{'s' * (len(work) > 1)}, seed{'s' * (len(seeds) > 1)} "
+             f"{', '.join(map(str, seeds))}; tracking store {cfg.tracking.uri or default_tracking_uri()}"]
+    for d in work:
+        left = domains[d.cfg.data.domain]
+        lines.append(f"\n{d.cfg.data.domain}: {data_line(d)}")
+
+        def done(total: int, todo: int | None, word: str) -> str:
+            return f"{total:6d}  ({'?' if todo is None else total - todo} {word})"
+
+        lines.append(f"  models to train     {done(left.models, left.models_left, 'in the store')}")
+        lines.append(f"  sets to craft       {done(left.sets, left.sets_left, 'cached or not needed')}")
+        lines.append(f"  pairs to evaluate   {done(left.pairs, left.pairs_left, 'done')}")
+        p = left.passes
+        lines.append(f"  compute left        training <= {human_count(p['train'])} image forward+backward passes "
+                     f"({d.cfg.train.max_epochs} epochs) + {human_count(p['validate'])} forward; crafting "
+                     f"{human_count(p['craft'])} forward+backward; evaluation {human_count(p['evaluate'])} forward")
+        lines.append(f"  time left here      <= {human_seconds(left.seconds)} ({speed_note(d)})")
+    lines.append(f"\nTotal: {sum(r.models for r in domains.values())} models, "
+                 f"{sum(r.sets for r in domains.values())} adversarial sets, "
+                 f"{sum(r.pairs for r in domains.values())} pairs; time left on this machine <= "
+                 f"{human_seconds(seconds)} (training counted at max_epochs; early stopping shortens it)")
+    lines.append(f"\nProblems ({len(problems)}):" if problems else "\nProblems: none")
+    lines += [f"  {p}" for p in problems]
+    return "\n".join(lines)
+
+
+def data_line(d: DomainWork) -> str:
+    data, cfg = d.data, d.cfg.data
+    shape = f"{data.channels}x{data.size}x{data.size}"
+    if data.images is None:
+        return f"{data.source} at {data.root or '(no data.root)'}, size unknown until indexed, read at {shape}"
+    approx = "~" if data.estimated else ""
+    splits = ", ".join(f"{dev} {data.split_sizes.get(dev + '/train', 0)}+{data.split_sizes.get(dev + '/val', 0)}"
+                       for dev in ("d1", "d2", "d2/2", "d1/10"))
+    head = (f"synthetic, {data.images} images ({cfg.num_patients} patients x {cfg.images_per_patient})"
+            if data.source == "synthetic" else f"{data.source} at {data.root}, {approx}{data.images} images")
+    line = f"{head} at {shape}; test {approx}{data.split_sizes.get('test', 0)}, train+val {splits}"
+    if data.source == "synthetic":
+        if data.cache_file is None:
+            line += f"; generated in memory ({human_bytes(data.images * data.image_bytes)}, data.cache_dir=none)"
+        else:
+            state = "cached" if data.cache_file.is_file() else "to generate"
+            line += f"; {state}: {data.cache_file} ({human_bytes(data.images * data.image_bytes)})"
+    return line
+
+
+def speed_note(d: DomainWork) -> str:
+    device = timing_device(d.cfg)
+    archs = sorted({m.arch for _, m in d.models})
+    measured = [f"{a} {1000 * speed(d, a)[0]:.0f}/{1000 * speed(d, a)[1]:.0f} ms" for a in archs]
+    threads = f", {torch.get_num_threads()} threads" if device == "cpu" else ""
+    return (f"measured on {device}{threads}, per image train step/forward at {d.data.size} px: "
+            f"{', '.join(measured)}")
