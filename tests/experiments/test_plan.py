@@ -76,7 +76,7 @@ def test_outline_split_sizes_are_the_datamodules(tmp_path):
     cfg = load_config(preset_path("smoke"), [f"data.cache_dir={tmp_path}"])
     domain, = outline(cfg)
     for dev_set in ("d1", "d2", "d2/2", "d1/10"):
-        data = build_datamodule({**cfg.data, "split": dev_set})
+        data = build_datamodule({**cfg.data, "dev_set": dev_set})
         assert domain.data.split_sizes[f"{dev_set}/train"] == len(data.indices["train"])
         assert domain.data.split_sizes[f"{dev_set}/val"] == len(data.indices["val"])
     assert domain.data.split_sizes["test"] == len(data.indices["test"])
