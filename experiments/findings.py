@@ -36,6 +36,7 @@ class Finding:
     key: str
     claim: str
     terms: Callable[[pd.DataFrame], Terms]
+    groups: tuple[str, str] = ("A", "B")  # what the effect's first and second terms are
     constant: float = 0.0
     band: float | None = None  # effect judged against +-band instead of zero
 
@@ -83,16 +84,16 @@ def _attack(f) -> Terms:
 
 FINDINGS = (
     Finding("a", "ImageNet->ImageNet pairs transfer more than random->random (d1, same arch pairs)",
-            _pretraining),
+            _pretraining, ("random->random", "ImageNet->ImageNet")),
     Finding("b d2", "a surrogate on d2 transfers less than a second d1 instance (same arch, random)",
-            _dev_data("d2")),
+            _dev_data("d2"), ("d2 surrogate", "second d1 instance")),
     Finding("b d2/2", "a surrogate on d2/2 transfers less than a second d1 instance (same arch, random)",
-            _dev_data("d2/2")),
+            _dev_data("d2/2"), ("d2/2 surrogate", "second d1 instance")),
     Finding("c", "a different-architecture surrogate on d2 transfers less than a same-architecture one",
-            _architecture),
+            _architecture, ("other architecture", "same architecture")),
     Finding("d", f"control noise keeps the AUC within +-{BAND:g} points of clean (all pairs)", _control,
             constant=-100.0, band=BAND),
-    Finding("e", "iterative FGSM is stronger than FGSM white-box", _attack),
+    Finding("e", "iterative FGSM is stronger than FGSM white-box", _attack, ("FGSM", "iterative FGSM")),
 )
 
 
@@ -152,6 +153,7 @@ def finding_effects(results: pd.DataFrame, predictions: dict[str, Predictions], 
             lo, hi = np.nanpercentile(resampled, 100 * np.array([(1 - confidence) / 2, (1 + confidence) / 2]))
             groups = [draws.point_mean(mask, quantity) for mask, quantity, _ in terms]
             rows.append({"finding": finding.key, "domain": domain, "claim": finding.claim,
+                         "group_a_is": finding.groups[0], "group_b_is": finding.groups[1],
                          "group_a": groups[0], "group_b": groups[1] if len(groups) > 1 else np.nan,
                          "effect": point, "lo": float(lo), "hi": float(hi),
                          "verdict": verdict(float(lo), float(hi), finding.band),
@@ -268,7 +270,7 @@ def finding_lines(table: pd.DataFrame) -> list[str]:
         if row.finding == "d":
             shows = f"control noise leaves {row.group_a:.1f} % of clean AUC"
         else:
-            shows = f"{row.group_a:.1f} vs {row.group_b:.1f} % of clean AUC"
+            shows = f"{row.group_a_is} {row.group_a:.1f} vs {row.group_b_is} {row.group_b:.1f} % of clean AUC"
         lines.append(f"({row.finding}) {row.domain}: {row.claim}: {shows}, effect {row.effect:+.1f} points "
                      f"[{row.lo:+.1f}, {row.hi:+.1f}]: {row.verdict}")
     return lines
