@@ -60,17 +60,25 @@ def _pretraining(f) -> Terms:
     return [(random & both, "adv", 1.0), (imagenet & both, "adv", -1.0)]
 
 
+def _matched(first, second, f) -> Terms:
+    """`first` minus `second`, over the targets that have pairs in both (a comparison on one target
+    at a time, never across targets of different architectures)."""
+    both = f["target"].isin(set(f.loc[first, "target"]) & set(f.loc[second, "target"]))
+    return [(first & both, "adv", 1.0), (second & both, "adv", -1.0)]
+
+
 def _dev_data(dev_set: str) -> Callable[[pd.DataFrame], Terms]:
+    """A same-architecture surrogate on `dev_set` against a second d1 instance, per target on d1."""
     def terms(f) -> Terms:
         same = _transfer(f) & _random_d1_target(f) & f["same_arch"]
-        return [(same & (f["surrogate_dev_set"] == dev_set), "adv", 1.0),
-                (same & (f["surrogate_dev_set"] == "d1"), "adv", -1.0)]
+        return _matched(same & (f["surrogate_dev_set"] == dev_set), same & (f["surrogate_dev_set"] == "d1"), f)
     return terms
 
 
 def _architecture(f) -> Terms:
+    """A different-architecture surrogate on d2 against a same-architecture one, per target on d1."""
     d2 = _transfer(f) & _random_d1_target(f) & (f["surrogate_dev_set"] == "d2")
-    return [(d2 & ~f["same_arch"], "adv", 1.0), (d2 & f["same_arch"], "adv", -1.0)]
+    return _matched(d2 & ~f["same_arch"], d2 & f["same_arch"], f)
 
 
 def _control(f) -> Terms:
