@@ -142,13 +142,13 @@ def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int,
             needs.append((data.cache_file.parent, data.images * data.image_bytes,
                           f"generated {domain.cfg.data.domain} set"))
         test = data.split_sizes.get("test", 0)
-        sets = {(u.seed, u.surrogate, str(u.setting)) for u in domain.units}
-        set_bytes = 2 * test * data.image_bytes * 4
-        needs.append((Path(domain.cfg.output_dir) / "adversarial_sets", len(sets) * set_bytes,
-                      f"{len(sets)} {domain.cfg.data.domain} adversarial sets"))
+        sets, set_bytes = len(domain.sets), 2 * test * data.image_bytes * 4
+        needs.append((Path(domain.cfg.output_dir) / "adversarial_sets", sets * set_bytes,
+                      f"{sets} {domain.cfg.data.domain} adversarial sets"))
         artifacts = artifact_root(cfg.tracking.uri or default_tracking_uri())
         if artifacts is not None:
-            weights = sum(parameter_count(m.arch, data.channels) * 4 for _, m in domain.models)
+            weights = sum(parameter_count(domain.zoo_entry(job).arch, data.channels) * 4
+                          for job in domain.models)
             needs.append((Path(artifacts.removeprefix("file://")), weights,
                           f"{len(domain.models)} {domain.cfg.data.domain} model checkpoints"))
     return needs

@@ -13,7 +13,7 @@ from datamodules.splits import DEV_SETS, dev_set_indices, split_manifest
 from datamodules.synthetic.cache import cache_root, entry_path, generator_params
 
 from .config import domain_config
-from .scheduler import Scheduler
+from .scheduler import ModelJob, PairJob, Scheduler, SetJob
 
 # the index file a real source's reader starts from (csv: data.csv_file)
 INDEX_FILES = {"chestxray14": "Data_Entry_2017.csv", "kaggle_dr": "trainLabels.csv"}
@@ -37,29 +37,30 @@ class DomainData:
         return self.channels * self.size * self.size
 
 
-@dataclass(eq=False)
-class Unit:
-    """One adversarial set of the study (a scheduler's set group), as the plan counts it."""
-
-    seed: int
-    surrogate: str
-    setting: dict
-    targets: list[str]
-
-
 @dataclass
 class DomainWork:
-    """One domain's sub-study: its config, data, the models it trains and the units it crafts."""
+    """One domain's sub-study: its config, its data and its scheduler (the models it needs, the sets
+    it crafts and the pairs it evaluates, each job named by its identity)."""
 
     cfg: DictConfig
     data: DomainData
-    models: list[tuple[int, DictConfig]]  # (seed, zoo entry) each model some pair needs
-    units: list[Unit]
+    scheduler: Scheduler
     problems: list[str]
 
     @property
-    def pairs(self) -> list[tuple[Unit, str]]:
-        return [(unit, target) for unit in self.units for target in unit.targets]
+    def models(self) -> list[ModelJob]:
+        return self.scheduler.model_jobs()
+
+    @property
+    def sets(self) -> list[SetJob]:
+        return self.scheduler.set_jobs()
+
+    @property
+    def pairs(self) -> list[PairJob]:
+        return self.scheduler.pair_jobs()
+
+    def zoo_entry(self, job: ModelJob) -> DictConfig:
+        return self.scheduler.zoo[job.name]
 
 
 def domain_configs(cfg: DictConfig) -> list[DictConfig]:
@@ -71,11 +72,9 @@ def outline(cfg: DictConfig) -> list[DomainWork]:
     work = []
     for sub in domain_configs(cfg):
         scheduler = Scheduler(sub)
-        units = [Unit(g.set.seed, g.set.surrogate.name, g.set.setting, [p.target.name for p in g.pairs])
-                 for g in scheduler.groups]
-        models = [(job.seed, scheduler.zoo[job.name]) for job in scheduler.model_jobs()]
-        data, problems = domain_data(sub.data, {m.dev_set for _, m in models})
-        work.append(DomainWork(sub, data, models, units, problems))
+        dev_sets = {scheduler.zoo[job.name].dev_set for job in scheduler.model_jobs()}
+        data, problems = domain_data(sub.data, dev_sets)
+        work.append(DomainWork(sub, data, scheduler, problems))
     return work
 
 

@@ -9,18 +9,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lightning_modules import tasks
 from lightning_modules.model import build_classifier
 
 from .checks import study_problems
 from .outline import DomainWork, attack_steps, human_bytes, human_count, human_seconds, outline
-from .identity import model_key, pair_key, set_key
+from .scheduler import ModelJob, PairJob, SetJob
 from .tracking import default_tracking_uri
 
 TIMING_BATCH = 4
@@ -50,25 +49,6 @@ class StudyPlan:
     seconds: float
 
 
-def identity_keys(cfg: DictConfig) -> SimpleNamespace:
-    """The identities the study stores its work under (trained model, adversarial set, pair),
-    from `experiments.identity`, with model keys computed once per (seed, model)."""
-    models: dict = {}
-
-    def model(seed: int, m: DictConfig) -> str:
-        if (seed, m.name) not in models:
-            models[seed, m.name] = model_key(OmegaConf.merge(cfg, {"seed": seed}), m)
-        return models[seed, m.name]
-
-    def adversarial_set(seed: int, surrogate: DictConfig, setting: dict) -> str:
-        return set_key(cfg, surrogate, setting, seed)
-
-    def pair(seed: int, surrogate: DictConfig, target: DictConfig, setting: dict) -> str:
-        return pair_key(cfg, surrogate, target, setting, seed)
-
-    return SimpleNamespace(model=model, adversarial_set=adversarial_set, pair=pair)
-
-
 def read_only_client(uri: str) -> MlflowClient | None:
     """A client for a store that exists (a missing SQLite file is not created: nothing is done yet)."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
@@ -82,9 +62,9 @@ def finished_hashes(client: MlflowClient, experiment_id: str, query: str) -> set
 
 
 def remaining(domain: DomainWork, client: MlflowClient | None) -> Remaining:
-    """Totals of a domain's work and, from the store and the set cache, how much is left."""
-    cfg, zoo = domain.cfg, {m.name: m for _, m in domain.models}
-    keys = identity_keys(cfg)
+    """Totals of a domain's work and, from the store and the set cache, how much is left (work is
+    found by the identities the scheduler gave its jobs)."""
+    cfg = domain.cfg
     models_done: set[str] = set()
     pairs_done: set[str] = set()
     experiment = client.get_experiment_by_name(cfg.tracking.experiment or cfg.name) if client else None
@@ -92,39 +72,40 @@ def remaining(domain: DomainWork, client: MlflowClient | None) -> Remaining:
         models_done = finished_hashes(client, experiment.experiment_id, "tags.kind = 'model'")
         pairs_done = finished_hashes(client, experiment.experiment_id, "tags.kind = 'pair'")
     sets_dir = Path(cfg.output_dir) / "adversarial_sets"
-    models_left = [(s, m) for s, m in domain.models if keys.model(s, m) not in models_done]
-    pending_pairs = [(u, t) for u, t in domain.pairs
-                     if keys.pair(u.seed, zoo[u.surrogate], zoo[t], u.setting) not in pairs_done]
-    pending_units = {id(u): u for u, _ in pending_pairs}.values()
-    sets_left = [u for u in pending_units
-                 if not (sets_dir / f"{keys.adversarial_set(u.seed, zoo[u.surrogate], u.setting)}.pt").is_file()]
-    work = Remaining(len(domain.models), len(domain.units), len(domain.pairs), len(models_left), len(sets_left),
+    models_left = [job for job in domain.models if job.key not in models_done]
+    pending_pairs = [pair for pair in domain.pairs if pair.key not in pairs_done]
+    pending_sets = dict.fromkeys(pair.set for pair in pending_pairs)
+    sets_left = [job for job in pending_sets if not (sets_dir / f"{job.key}.pt").is_file()]
+    work = Remaining(len(domain.models), len(domain.sets), len(domain.pairs), len(models_left), len(sets_left),
                      len(pending_pairs))
     work.passes, work.seconds = cost(domain, models_left, sets_left, pending_pairs)
     return work
 
 
-def cost(domain: DomainWork, models, units, pairs) -> tuple[dict[str, float], float]:
+def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob],
+         pairs: list[PairJob]) -> tuple[dict[str, float], float]:
     """Image passes per stage (forward+backward for training and crafting, forward otherwise) and
     the seconds they take at the speeds measured here; training counts every epoch (an upper bound)."""
-    cfg, splits, zoo = domain.cfg, domain.data.split_sizes, {m.name: m for _, m in domain.models}
+    cfg, splits = domain.cfg, domain.data.split_sizes
     test, epochs = splits.get("test", 0), int(cfg.train.max_epochs)
     passes = {"train": 0.0, "validate": 0.0, "craft": 0.0, "evaluate": 0.0}
     seconds = 0.0
-    for _, m in models:
+    for job in models:
+        m = domain.zoo_entry(job)
         train, val = epochs * splits.get(f"{m.dev_set}/train", 0), epochs * splits.get(f"{m.dev_set}/val", 0)
         passes["train"] += train
         passes["validate"] += val
         step, forward = speed(domain, m.arch)
         seconds += train * step + val * forward
-    for unit in units:
-        n = test * attack_steps(unit.setting)
+    for job in sets:
+        n = test * attack_steps(job.setting)
         passes["craft"] += n
-        seconds += n * speed(domain, zoo[unit.surrogate].arch)[0]
-    clean = {(u.seed, t) for u, t in pairs}
-    for n, arch in [(2 * test, zoo[t].arch) for _, t in pairs] + [(test, zoo[t].arch) for _, t in clean]:
+        seconds += n * speed(domain, domain.zoo_entry(job.surrogate).arch)[0]
+    clean = dict.fromkeys(pair.target for pair in pairs)  # each target scores the clean test set once
+    evaluations = [(2 * test, pair.target) for pair in pairs] + [(test, target) for target in clean]
+    for n, target in evaluations:
         passes["evaluate"] += n
-        seconds += n * speed(domain, arch)[1]
+        seconds += n * speed(domain, domain.zoo_entry(target).arch)[1]
     return passes, seconds
 
 
@@ -199,7 +180,7 @@ def study_plan(cfg: DictConfig) -> StudyPlan:
 
 def render(cfg: DictConfig, work: list[DomainWork], domains: dict[str, Remaining], problems: list[str],
            seconds: float) -> str:
-    seeds = sorted({s for d in work for s, _ in d.models})
+    seeds = sorted({job.seed for d in work for job in d.models})
     lines = [f"Study {cfg.name}: {len(work)} domain{'s' * (len(work) > 1)}, seed{'s' * (len(seeds) > 1)} "
              f"{', '.join(map(str, seeds))}; tracking store {cfg.tracking.uri or default_tracking_uri()}"]
     for d in work:
@@ -248,7 +229,7 @@ def data_line(d: DomainWork) -> str:
 
 def speed_note(d: DomainWork) -> str:
     device = timing_device(d.cfg)
-    archs = sorted({m.arch for _, m in d.models})
+    archs = sorted({d.zoo_entry(job).arch for job in d.models})
     measured = [f"{a} {1000 * speed(d, a)[0]:.0f}/{1000 * speed(d, a)[1]:.0f} ms" for a in archs]
     threads = f", {torch.get_num_threads()} threads" if device == "cpu" else ""
     return (f"measured on {device}{threads}, per image train step/forward at {d.data.size} px: "

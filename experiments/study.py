@@ -85,11 +85,11 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int]) -> pd
         mlflow.set_tags({"git_sha": code(), "domain": cfg.data.domain})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         test_split = data.datamodule("d1")
-        test_split.setup()
+        test = load_test_set(test_split)
         test_input = split_dataset(cfg.data, test_split, "test")
         mlflow.log_input(test_input, context="evaluation")
         executor = LocalExecutor(scheduler, store, AdversarialSetCache(output_dir / "adversarial_sets"), data,
-                                 load_test_set(test_split), test_input)
+                                 test, test_input)
         with stage_bar(scheduler.groups, "evaluating", unit="set") as groups:  # own line on errors
             rows = [row for group in groups for row in executor.run_group(group)]
         table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), scheduler.zoo, cfg.data.domain)
