@@ -1,13 +1,14 @@
 """Adversarial crafting over torchattacks for every task layout, noise baselines, ensembles, the
 crafting callback, the adversarial-set cache and perturbation metrics."""
+from .batching import CraftingBatch
 from .cache import AdversarialSetCache
-from .callback import CraftingCallback, IndexedDataset
+from .callback import BatchGather, CraftingCallback, batch_seed
 from .craft import craft, quantize_8bit
 from .ensemble import Ensemble, ensemble
 from .noise import control_noise, random_sign_noise
 from .perturbation import perturbation_metrics
 from .registry import ATTACKS, attack_params
 
-__all__ = ["ATTACKS", "AdversarialSetCache", "CraftingCallback", "Ensemble", "IndexedDataset",
-           "attack_params", "control_noise", "craft", "ensemble", "perturbation_metrics", "quantize_8bit",
-           "random_sign_noise"]
+__all__ = ["ATTACKS", "AdversarialSetCache", "BatchGather", "CraftingBatch", "CraftingCallback", "Ensemble",
+           "attack_params", "batch_seed", "control_noise", "craft", "ensemble", "perturbation_metrics",
+           "quantize_8bit", "random_sign_noise"]

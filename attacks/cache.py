@@ -5,12 +5,13 @@ import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import torch
 from filelock import FileLock
 
 AdversarialSet = tuple[torch.Tensor, torch.Tensor]
+Fill = Callable[[Callable[[torch.Tensor, torch.Tensor], None]], None]  # fill(write): write(adv, control) per chunk
 LENGTH_BYTES = 8  # each chunk record: its byte length (little-endian), then a torch.save payload
 
 
@@ -37,54 +38,78 @@ class AdversarialSetCache:
     def __contains__(self, key: str) -> bool:
         return self.path(key).exists()
 
-    def chunks(self, key: str) -> Iterator[AdversarialSet]:
-        """The stored set's (adversarial, control) chunks in crafting order, read one at a time."""
+    def _stored(self, key: str) -> Path:
         path = self.path(key)
         if not path.exists():
             raise FileNotFoundError(f"adversarial-set cache: no set {path}")
+        return path
+
+    @staticmethod
+    def _read(file: BinaryIO, path: Path, length: int) -> AdversarialSet:
+        try:  # tensors only: a pickled object is refused, never run
+            stored = torch.load(io.BytesIO(file.read(length)), map_location="cpu", weights_only=True)
+            return stored["adversarial"], stored["control"]
+        except Exception as err:
+            raise ValueError(f"{path}: not an adversarial set of tensors ({type(err).__name__}); "
+                             "delete the file to craft it again") from None
+
+    def chunks(self, key: str) -> Iterator[AdversarialSet]:
+        """The stored set's (adversarial, control) chunks in crafting order, read one at a time."""
+        path = self._stored(key)
         with open(path, "rb") as file:
             while header := file.read(LENGTH_BYTES):
-                payload = file.read(int.from_bytes(header, "little"))
-                try:  # tensors only: a pickled object is refused, never run
-                    stored = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-                    chunk = stored["adversarial"], stored["control"]
-                except Exception as err:
-                    raise ValueError(f"{path}: not an adversarial set of tensors ({type(err).__name__}); "
-                                     "delete the file to craft it again") from None
-                yield chunk
+                yield self._read(file, path, int.from_bytes(header, "little"))
+
+    def offsets(self, key: str) -> list[int]:
+        """Where each chunk of the stored set starts in its file (for `chunk`), headers read only."""
+        path, offsets = self._stored(key), []
+        with open(path, "rb") as file:
+            while header := file.read(LENGTH_BYTES):
+                offsets.append(file.tell() - LENGTH_BYTES)
+                file.seek(int.from_bytes(header, "little"), os.SEEK_CUR)
+        return offsets
+
+    def chunk(self, key: str, offset: int) -> AdversarialSet:
+        """The chunk stored at `offset` (one of `offsets(key)`)."""
+        path = self._stored(key)
+        with open(path, "rb") as file:
+            file.seek(offset)
+            return self._read(file, path, int.from_bytes(file.read(LENGTH_BYTES), "little"))
 
     def load(self, key: str) -> AdversarialSet:
         """The whole stored set as two tensors."""
         adversarial, control = zip(*self.chunks(key))
         return torch.cat(adversarial), torch.cat(control)
 
-    def ensure(self, key: str, chunks_fn: Callable[[], Iterable[AdversarialSet]]) -> None:
-        """Store the set under `key` from `chunks_fn() -> iterable of (adversarial, control)` chunks,
-        written as they come, unless some process has stored it already."""
+    def ensure(self, key: str, fill: Fill) -> None:
+        """Store the set under `key` unless some process has stored it already: `fill(write)` calls
+        `write(adversarial, control)` once per chunk, in order, and each chunk is written as it comes."""
         path = self.path(key)
         with FileLock(str(path) + ".lock"):
             if not path.exists():
                 for stale in path.parent.glob(f"{path.stem}.*.tmp"):  # left by a killed process
                     stale.unlink()
-                self.save(path, chunks_fn())
+                self.save(path, fill)
 
     def load_or_craft(self, key: str, craft_fn: Callable[[], AdversarialSet]) -> AdversarialSet:
         """The set stored under `key`; crafted by `craft_fn() -> (adversarial, control)` and stored
         (as one chunk) first if no process has done so yet."""
-        self.ensure(key, lambda: [craft_fn()])
+        self.ensure(key, lambda write: write(*craft_fn()))
         return self.load(key)
 
     @staticmethod
-    def save(path: Path, chunks: Iterable[AdversarialSet]) -> None:
+    def save(path: Path, fill: Fill) -> None:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.stem}.", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as file:
-                for adversarial, control in chunks:
+                def write(adversarial: torch.Tensor, control: torch.Tensor) -> None:
                     payload = io.BytesIO()
                     torch.save({"adversarial": adversarial.detach().cpu().contiguous(),
                                 "control": control.detach().cpu().contiguous()}, payload)
                     file.write(payload.getbuffer().nbytes.to_bytes(LENGTH_BYTES, "little"))
                     file.write(payload.getbuffer())
+
+                fill(write)
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)

@@ -2,7 +2,7 @@
 
 The naive protocol (as the paper's code did) crafts the adversarial set again for every
 (surrogate, target) pair: N x M crafts instead of N. Both sides use the framework's own crafting
-(`experiments.crafting.craft_set`) on the same trained models, which are trained before either side
+(`experiments.predicting.Predictor`) on the same trained models, which are trained before either side
 is timed (training is excluded from both). Prints both wall times, their ratio and checks that every
 pair's auc_clean, auc_adv and auc_control are identical.
 
@@ -19,10 +19,12 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from attacks import AdversarialSetCache
+from experiments.batches import SetBatches, TestBatches
 from experiments.config import load_config
-from experiments.crafting import craft_set, predict
-from experiments.metrics import auc
 from experiments.evaluation import load_test_set
+from experiments.metrics import auc
+from experiments.predicting import Predictor
 from experiments.identity import attack_grid
 from experiments.study import run_study
 from experiments.training import domain_data, train_model
@@ -40,17 +42,19 @@ def study_config(args, root: Path, name: str):
         "train.max_epochs=2"])
 
 
-def naive(cfg) -> pd.DataFrame:
+def naive(cfg, root: Path) -> pd.DataFrame:
     """Craft on the surrogate for every pair, then evaluate the target on that set."""
     test = load_test_set(domain_data(cfg).datamodule("d1"))
+    batches = TestBatches(OmegaConf.to_container(cfg.data, resolve=True), test.loader.dataset)
     models = {m["name"]: train_model(cfg, OmegaConf.create(m)).module for m in expand_zoo(cfg)}
-    setting, rows = attack_grid(cfg)[0], []
+    setting, rows, predictor, cache = attack_grid(cfg)[0], [], Predictor(cfg), AdversarialSetCache(root / "naive")
     for surrogate, surrogate_model in models.items():
         for target, target_model in models.items():
-            chunks = list(craft_set(surrogate_model, test.loader, test.task, setting, cfg.seed, cfg.crafting))
-            scores = {kind: predict(target_model, (chunk[i] for chunk in chunks), test.task)
-                      for i, kind in enumerate(("adv", "control"))}
-            scores["clean"] = predict(target_model, test.batches(), test.task)
+            key = f"{surrogate}-{target}"
+            cache.ensure(key, lambda write: predictor.craft(surrogate_model, batches, setting, cfg.seed, test.task,
+                                                            write, f"crafting {key}"))
+            scores = dict(zip(("adv", "control"), predictor.set_scores(target_model, SetBatches(cache.root, key))))
+            scores["clean"] = predictor.scores(target_model, batches)
             rows.append({"surrogate": surrogate, "target": target,
                          **{f"auc_{kind}": auc(test.task, test.labels, s) for kind, s in scores.items()}})
     return pd.DataFrame(rows)
@@ -78,7 +82,7 @@ def main() -> None:
         table = run_study(cfg)
         framework = time.perf_counter() - start
         start = time.perf_counter()
-        reference = naive(cfg)
+        reference = naive(cfg, root)
         protocol = time.perf_counter() - start
 
     columns = ["auc_clean", "auc_adv", "auc_control"]

@@ -18,6 +18,7 @@ from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
 
 from .outline import INDEX_FILES, DomainWork, human_bytes, outline
+from .ranks import device_count
 from .tracking import artifact_root, check_tracking_uri, default_tracking_uri
 from .weights import weight_problems
 from .zoo import expand_zoo
@@ -100,7 +101,8 @@ def tracking_problems(cfg: DictConfig) -> list[str]:
 
 
 def device_problems(cfg: DictConfig) -> list[str]:
-    """The trainer's accelerator and device count, and the crafting device, exist on this machine."""
+    """The trainer's accelerator and device count exist on this machine (`crafting.device` is checked
+    when the config is read)."""
     problems, gpus = [], torch.cuda.device_count()
     accelerator, devices = str(cfg.trainer.accelerator), cfg.trainer.devices
     if accelerator not in ACCELERATORS:
@@ -113,23 +115,7 @@ def device_problems(cfg: DictConfig) -> list[str]:
             problems.append(f"trainer.devices: {devices} GPUs asked for, this machine has {gpus}")
     elif accelerator == "mps" and not torch.backends.mps.is_available():
         problems.append("trainer.accelerator: mps, but MPS is not available on this machine")
-    device = str(cfg.crafting.device)
-    if device.startswith("cuda"):
-        index = int(device.partition(":")[2] or 0)
-        if index >= gpus:
-            problems.append(f"crafting.device: {device}, but this machine has "
-                            f"{gpus or 'no'} CUDA GPU{'s' * (gpus != 1)}")
-    elif device not in ("cpu", "mps"):
-        problems.append(f"crafting.device: unknown {device!r}; valid: cpu, cuda, cuda:N, mps")
     return problems
-
-
-def device_count(devices, available: int) -> int:
-    """How many devices a Lightning `devices` value asks for (an int, "auto", -1 or a list of ids)."""
-    text = str(devices)
-    if text in ("auto", "-1"):
-        return available
-    return int(text) if text.isdigit() else len(devices)
 
 
 def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int, str]]:

@@ -5,16 +5,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from attacks import CraftingBatch
 from attacks.craft import PRECISIONS
 from datamodules import DOMAINS, SOURCES
 from datamodules.splits import DEV_SETS, TEST_FRACTION, VAL_FRACTION
 from lightning_modules import ARCHITECTURES, TASKS
 from lightning_modules.model import INITS
 
-from .crafting import CraftingBatch
+from .ranks import MULTI_PROCESS_STRATEGIES, world_size
 from .zoo import PAIR_MODES, expand_zoo
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -87,7 +89,7 @@ class CraftingConfig:
     auto_batch: bool = True  # halve the crafting batch when the device runs out of memory
     precision: str = "fp32"  # fp32 or bf16 (autocast of the surrogate's forward passes)
     channels_last: bool = False
-    device: str = "cpu"  # where the surrogate crafts: cpu, cuda, cuda:N
+    device: str = "auto"  # where crafting and evaluation run: auto (the trainer's devices), cpu, cuda, cuda:N, mps
 
 
 @dataclass
@@ -100,7 +102,7 @@ class TrainConfig:
 
 @dataclass
 class TrainerConfig:
-    accelerator: str = "cpu"
+    accelerator: str = "auto"  # Lightning's: the first CUDA GPU when there is one, else the CPU
     devices: Any = 1
     strategy: str = "auto"
     precision: str = "32-true"
@@ -224,6 +226,26 @@ def validate(cfg: DictConfig) -> None:
         CraftingBatch(int(cfg.crafting.batch_size))
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    _validate_crafting_device(str(cfg.crafting.device))
+    strategy = str(cfg.trainer.strategy)
+    if world_size(cfg) > 1 and strategy not in MULTI_PROCESS_STRATEGIES:
+        raise ConfigError(f"trainer.strategy: {strategy!r} cannot share a study's devices; use "
+                          f"{' or '.join(MULTI_PROCESS_STRATEGIES)} (one study process per device)")
+
+
+def _validate_crafting_device(device: str) -> None:
+    """`crafting.device` names a device this machine has."""
+    kind, _, index = device.partition(":")
+    if device in ("auto", "cpu") or (device == "mps" and torch.backends.mps.is_available()):
+        return
+    if device == "mps":
+        raise ConfigError("crafting.device: mps, but MPS is not available on this machine")
+    if kind != "cuda" or not (index == "" or index.isdigit()):
+        raise ConfigError(f"crafting.device: unknown {device!r}; valid: auto, cpu, cuda, cuda:N, mps")
+    gpus = torch.cuda.device_count()
+    if int(index or 0) >= gpus:
+        raise ConfigError(f"crafting.device: {device}, but this machine has {gpus or 'no'} "
+                          f"CUDA GPU{'s' * (gpus != 1)}")
 
 
 def _validate_model(model: dict) -> None:

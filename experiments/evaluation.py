@@ -1,15 +1,16 @@
-"""Scoring one target on one adversarial set: pure functions of tensors, no tracking, no caching."""
+"""Measuring one target on one adversarial set: pure functions of tensors, no tracking, no caching."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from .bootstrap import PairedBootstrap
-from .crafting import PerturbationTotals, predict
 from .metrics import attack_success_rate, auc
 from .reports import CI_COLUMNS
 
@@ -49,6 +50,31 @@ def load_test_set(data) -> TestSet:
                    [int(i) for i in indices])
 
 
+class PerturbationTotals:
+    """`attacks.perturbation_metrics` of a whole set, accumulated chunk by chunk: mean per-image
+    L-inf, L2 and SSIM, and the PSNR of the mean squared error over all pixels."""
+
+    def __init__(self):
+        self.images, self.elements, self.squared = 0, 0, 0.0
+        self.sums = {"linf": 0.0, "l2": 0.0, "ssim": 0.0}
+
+    def add(self, clean: torch.Tensor, adv: torch.Tensor) -> None:
+        delta = (adv - clean).flatten(1).double()
+        self.sums["linf"] += float(delta.abs().amax(dim=1).sum())
+        self.sums["l2"] += float(delta.norm(dim=1).sum())
+        self.sums["ssim"] += float(structural_similarity_index_measure(adv, clean, data_range=1.0,
+                                                                       reduction="none").double().sum())
+        self.squared += float(delta.square().sum())
+        self.images, self.elements = self.images + len(adv), self.elements + delta.numel()
+
+    def result(self) -> dict[str, float]:
+        if self.images == 0:
+            raise ValueError("perturbation metrics: the adversarial set is empty")
+        means = {name: total / self.images for name, total in self.sums.items()}
+        mse = self.squared / self.elements
+        return {**means, "psnr": math.inf if mse == 0 else -10.0 * math.log10(mse)}
+
+
 def set_distortion(test: TestSet, chunks: Chunks) -> dict[str, float]:
     """Perturbation size of an adversarial set against the clean test images (linf, l2, ssim, psnr)."""
     totals = PerturbationTotals()
@@ -57,13 +83,10 @@ def set_distortion(test: TestSet, chunks: Chunks) -> dict[str, float]:
     return totals.result()
 
 
-def evaluate_pair(test: TestSet, target: torch.nn.Module, clean: torch.Tensor, chunks: Chunks,
-                  device: str = "cpu", bootstrap: PairedBootstrap | None = None) -> PairScores:
-    """AUCs of `target` on clean (`clean`: its scores), adversarial and control images, attack
-    success rate, AUC as % of clean and, with `bootstrap`, the paired-bootstrap intervals."""
-    scored = [(predict(target, [adv], test.task, device), predict(target, [ctrl], test.task, device))
-              for adv, ctrl in chunks]
-    adv_probs, ctrl_probs = (torch.cat(probs) for probs in zip(*scored))
+def evaluate_pair(test: TestSet, clean: torch.Tensor, adv_probs: torch.Tensor, ctrl_probs: torch.Tensor,
+                  bootstrap: PairedBootstrap | None = None) -> PairScores:
+    """AUCs of a target from its scores on clean, adversarial and control images, attack success
+    rate, AUC as % of clean and, with `bootstrap`, the paired-bootstrap intervals."""
     metrics = {
         "auc_clean": auc(test.task, test.labels, clean),
         "auc_adv": auc(test.task, test.labels, adv_probs),

@@ -9,17 +9,18 @@ from __future__ import annotations
 import time
 
 import torch
+from omegaconf import OmegaConf
 
 from attacks import AdversarialSetCache
 from datamodules import DomainData
 
+from .batches import SetBatches, TestBatches
 from .bootstrap import PairedBootstrap
-from .console import stage_bar
-from .crafting import craft_set, predict
 from .datasets import SplitDataset
 from .evaluation import PAIR_METRICS, TestSet, evaluate_pair, prediction_table, set_distortion
 from .identity import code, data_identity
 from .outputs import example_images
+from .predicting import Predictor
 from .runs import StudyRuns
 from .scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
 from .training import TrainedModel, train_model
@@ -32,7 +33,8 @@ class LocalExecutor:
                  test: TestSet, test_input: SplitDataset):
         self.scheduler, self.cfg, self.store, self.cache = scheduler, scheduler.cfg, store, cache
         self.data, self.test, self.test_input = data, test, test_input
-        self.device = self.cfg.crafting.device
+        self.predictor = Predictor(self.cfg)
+        self.test_batches = TestBatches(OmegaConf.to_container(self.cfg.data, resolve=True), test.loader.dataset)
         self.trained: dict[ModelJob, TrainedModel] = {}
         self.clean: dict[ModelJob, torch.Tensor] = {}
         self.bootstraps: dict[ModelJob, PairedBootstrap] = {}
@@ -46,7 +48,7 @@ class LocalExecutor:
 
     def clean_scores(self, job: ModelJob) -> torch.Tensor:
         if job not in self.clean:
-            self.clean[job] = predict(self.model(job).module, self.test.batches(), self.test.task, self.device)
+            self.clean[job] = self.predictor.scores(self.model(job).module, self.test_batches)
         return self.clean[job]
 
     def craft(self, job: SetJob) -> float:
@@ -56,10 +58,9 @@ class LocalExecutor:
         surrogate = self.model(job.surrogate).module
         start = time.perf_counter()
         setting = job.setting
-        self.cache.ensure(job.key, lambda: stage_bar(
-            craft_set(surrogate, self.test.loader, self.test.task, setting, job.seed, self.cfg.crafting),
-            f"crafting {job.surrogate.name} {setting['name']} eps={setting['eps']:g}", len(self.test.loader),
-            "batch"))
+        label = f"crafting {job.surrogate.name} {setting['name']} eps={setting['eps']:g}"
+        self.cache.ensure(job.key, lambda write: self.predictor.craft(
+            surrogate, self.test_batches, setting, job.seed, self.test.task, write, label))
         return time.perf_counter() - start
 
     def run_group(self, group: SetGroup) -> list[dict]:
@@ -95,8 +96,8 @@ class LocalExecutor:
         """Score the target on the pair's set and log the pair run; the result row's numbers and run id."""
         start = time.perf_counter()
         target, clean = self.model(pair.target), self.clean_scores(pair.target)
-        scores = evaluate_pair(self.test, target.module, clean, self.cache.chunks(pair.set.key), self.device,
-                               self.bootstrap(pair.target))
+        adversarial, control = self.predictor.set_scores(target.module, SetBatches(self.cache.root, pair.set.key))
+        scores = evaluate_pair(self.test, clean, adversarial, control, self.bootstrap(pair.target))
         metrics = {**scores.metrics, **shared, "eval_seconds": time.perf_counter() - start}
         surrogate = self.model(pair.set.surrogate)
         setting = pair.set.setting

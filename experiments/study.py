@@ -19,6 +19,7 @@ from .executor import LocalExecutor, examples_of
 from .findings import findings_section
 from .identity import code, study_key
 from .outputs import with_factors, write_outputs
+from .ranks import DeviceGroup
 from .reports import markdown_table
 from .runs import StudyRuns
 from .scheduler import Scheduler
@@ -34,6 +35,8 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     """Run a study (or shard `i/n` of it); one row per (seed, surrogate, target, attack, eps), with
     the pair's MLflow `run_id`.
 
+    With several devices (`trainer.devices`), this process orchestrates and one follower process
+    per further device joins every fit and predict (`experiments.ranks`).
     Work already logged with the same identity (docs/architecture.md) is read back, not redone.
     The unsharded run also writes the report (tables, plots, examples) and puts its terminal
     summary in `table.attrs["summary"]`. Every problem found up front (weights, checkpoints, data
@@ -49,7 +52,8 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     require_ready(cfg)
     studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
     data = [read_data(study) for study in studies]  # all of it, before any store or folder is made
-    tables = [_run_domain(study, domain, shard) for study, domain in zip(studies, data)]
+    with DeviceGroup(cfg):  # followers for the trainer's further devices, if any
+        tables = [_run_domain(study, domain, shard) for study, domain in zip(studies, data)]
     table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     table.attrs["ui"] = "\n".join(dict.fromkeys(line for t in tables for line in t.attrs["ui"].splitlines()))
     if shard == (0, 1):

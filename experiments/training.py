@@ -1,8 +1,10 @@
 """Training the model zoo with a Lightning Trainer, once per model identity (MLflow training runs)."""
 from __future__ import annotations
 
+import math
 import signal
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,12 +19,14 @@ from datamodules import DomainData
 from lightning_modules import ClassifierModule
 from lightning_modules.pretrained import load_state_dict_file
 
+from .batches import domain_data_of
 from .console import TrainingBar
 from .datasets import log_dataset, split_dataset
 from .identity import model_identity, model_key, model_seed
 from .logged_models import log_trained_model
 from .model_store import (CHECKPOINT_ARTIFACT, EpochMetrics, download_checkpoint, find_trained,
                           find_unfinished, finish_training_run, start_training_run)
+from .ranks import run_job
 from .tracking import default_tracking_uri, setup_experiment
 
 
@@ -115,8 +119,10 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData | None 
             datamodule.setup()
             log_dataset(client, run_id, split_dataset(cfg.data, datamodule, model_cfg.dev_set), "training")
             module = initial_module(cfg, model_cfg, data)
-            best_val_auc = fit(module, datamodule, cfg, EpochMetrics(uri, run_id),
-                               TrainingBar(model_cfg.name, cfg.train.max_epochs), progress=False)
+            job = FitJob(cfg, module, OmegaConf.to_container(cfg.data, resolve=True), model_cfg.dev_set,
+                         model_seed(cfg.seed, model_cfg))
+            best_val_auc = run_job(job, datamodule=datamodule, callbacks=(
+                EpochMetrics(uri, run_id), TrainingBar(model_cfg.name, cfg.train.max_epochs)))
             if cfg.tracking.register_models:
                 log_trained_model(client, experiment_id, run_id, model_cfg.name, module.model, identity, layout)
             finish_training_run(client, run_id, module.model, best_val_auc)
@@ -129,9 +135,29 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData | None 
     return TrainedModel(module.eval(), best_val_auc, run_id)
 
 
+@dataclass
+class FitJob:
+    """A zoo model's fit, run by every process of the study's device group: the main process passes
+    its datamodule and its own callbacks (MLflow, progress), the others read the data themselves."""
+    cfg: DictConfig
+    module: ClassifierModule
+    data_cfg: dict
+    dev_set: str
+    seed: int  # the model's seed (`initial_module`), which also orders every process's training data
+    distributed: bool = field(default=True)
+
+    def run(self, datamodule=None, callbacks: tuple[pl.Callback, ...] = ()) -> float:
+        if datamodule is None:
+            pl.seed_everything(self.seed, workers=True, verbose=False)
+            datamodule = domain_data_of(self.data_cfg).datamodule(self.dev_set)
+        return fit(self.module, datamodule, self.cfg, *callbacks, progress=False)
+
+
 def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback,
         progress: bool = True) -> float:
-    """Train with early stopping on val_auc; leaves the best-val_auc weights in `module`, returns that AUC."""
+    """Train with early stopping on val_auc; leaves the best-val_auc weights in `module`, returns that
+    AUC (on the main process; NaN on the others of a multi-process fit). Under a strategy that trains
+    in processes it spawns (ddp_spawn), the best score is measured again on the best weights."""
     patience = cfg.train.patience
     with tempfile.TemporaryDirectory() as tmp:
         best = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_auc", mode="max",
@@ -143,9 +169,12 @@ def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback
                              enable_progress_bar=progress,
                              deterministic=True, callbacks=[best, stop, *callbacks])
         fit_interruptible(trainer, module, data)
-        state = load_state_dict_file(best.best_model_path)
-    module.load_state_dict(state)
-    return float(best.best_model_score)
+        if not trainer.is_global_zero:
+            return math.nan
+        module.load_state_dict(load_state_dict_file(best.best_model_path))
+        if best.best_model_score is not None:
+            return float(best.best_model_score)
+        return float(trainer.validate(module, datamodule=data, verbose=False)[0]["val_auc"])
 
 
 def fit_interruptible(trainer: pl.Trainer, module: ClassifierModule, data) -> None:

@@ -77,7 +77,7 @@ def test_a_killed_writers_temporary_file_is_removed_when_the_set_is_crafted(tmp_
     stale.write_bytes(b"half a set")
     other.write_bytes(b"another key's writer")
     chunk = (torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4))
-    cache.ensure("k", lambda: [chunk])
+    cache.ensure("k", lambda write: write(*chunk))
     assert not stale.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.glob("*.tmp")) == ["k2.abc123.tmp"]
     torch.testing.assert_close(cache.load("k"), chunk, rtol=0, atol=0)

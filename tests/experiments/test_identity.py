@@ -8,8 +8,8 @@ from experiments.evaluation import PAIR_METRICS
 from experiments.scheduler import Scheduler
 
 SPEED = ["data.num_workers=2", "data.pin_memory=true", "data.cache_dir=/elsewhere", "crafting.batch_size=3",
-         "crafting.auto_batch=false", "crafting.channels_last=true", "crafting.device=cuda:1",
-         "trainer.accelerator=gpu", "tracking.uri=sqlite:////elsewhere/mlflow.db", "output_dir=/elsewhere"]
+         "crafting.auto_batch=false", "crafting.channels_last=true", "crafting.device=cpu",
+         "trainer.accelerator=cpu", "tracking.uri=sqlite:////elsewhere/mlflow.db", "output_dir=/elsewhere"]
 ATTACKS = "attacks=[{name: fgsm, eps: [0.02]}, {name: ifgsm, eps: [0.02], params: {alpha: 0.005, steps: %d}}]"
 MODELS = "models=[{name: a, dev_set: d1}, {name: b, dev_set: d2, %s}]"
 

@@ -1,36 +1,42 @@
 """Adversarial sets crafted, stored and measured chunk by chunk equal the whole-set computation."""
 import pytest
+import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
-from attacks import AdversarialSetCache, control_noise, craft, perturbation_metrics
-from experiments.crafting import CraftingBatch, PerturbationTotals, craft_set
-from lightning_modules.model import build_classifier
+from attacks import (AdversarialSetCache, CraftingBatch, CraftingCallback, batch_seed, control_noise, craft,
+                     perturbation_metrics)
+from experiments.evaluation import PerturbationTotals
+from lightning_modules import ClassifierModule
 
 SETTING = {"name": "ifgsm", "eps": 0.02, "alpha": 0.005, "steps": 3, "quantize": False}
-CRAFTING = OmegaConf.create({"batch_size": 0, "auto_batch": True, "precision": "fp32", "channels_last": False,
-                             "device": "cpu"})
 
 
 @pytest.fixture(scope="module")
 def data():
     torch.manual_seed(0)
-    model = build_classifier("tiny_cnn", "random", "binary", 1, 3).eval()
-    return model, torch.rand(22, 3, 16, 16), torch.randint(0, 2, (22,))
+    module = ClassifierModule("tiny_cnn", "random", "binary", 1, 3).eval()
+    return module, torch.rand(22, 3, 16, 16), torch.randint(0, 2, (22,))
 
 
 def test_streamed_set_equals_the_set_crafted_in_one_piece(data, tmp_path):
-    model, images, labels = data
-    loader = DataLoader(TensorDataset(images, labels), batch_size=8)
+    module, images, labels = data
+    batches = [(images[i:i + 8], labels[i:i + 8], i // 8) for i in range(0, 22, 8)]
     cache = AdversarialSetCache(tmp_path)
-    cache.ensure("s", lambda: craft_set(model, loader, "binary", SETTING, 7, CRAFTING))
+
+    def fill(write):
+        callback = CraftingCallback(SETTING, "binary", seed=7, sink=lambda batch_id, *chunk: write(*chunk))
+        pl.Trainer(accelerator="cpu", devices=1, callbacks=[callback], logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, inference_mode=False).predict(
+            module, DataLoader(batches, batch_size=None), return_predictions=False)
+    cache.ensure("s", fill)
     chunks = list(cache.chunks("s"))
     assert [len(adv) for adv, _ in chunks] == [8, 8, 6]
-    # by hand: the whole set at once, then the control noise drawn batch by batch from the same seed
-    whole = craft(model, images, labels, SETTING, "binary")
-    generator = torch.Generator().manual_seed(7)
-    control = torch.cat([control_noise(images[i:i + 8], whole[i:i + 8], generator) for i in range(0, 22, 8)])
+    # by hand: the whole set at once, then the control noise of each batch drawn from its batch seed
+    whole = craft(module.model, images, labels, SETTING, "binary")
+    control = torch.cat([control_noise(images[i:i + 8], whole[i:i + 8],
+                                       torch.Generator().manual_seed(batch_seed(7, i // 8)))
+                         for i in range(0, 22, 8)])
     adversarial, stored_control = cache.load("s")
     assert torch.allclose(adversarial, whole, atol=1e-6)
     assert torch.allclose(stored_control, control, atol=1e-6)

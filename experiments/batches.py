@@ -1,0 +1,85 @@
+"""Numbered batches for `Trainer.predict`, shared out among the processes of a device group.
+
+An item of these data sets is a whole batch ending in its batch id: the test images
+`(images, labels, batch_id)` or an adversarial set's chunk `(adversarial + control, batch_id)`.
+Each process predicts every `world`-th batch id (`rank_loader`), so a batch holds the same images
+however many processes share the work. They are sent to the other processes as recipes: a
+process other than the main one reads the data itself, once (`domain_data_of`).
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from attacks import AdversarialSetCache
+from datamodules import DomainData
+
+_DATA: dict[str, DomainData] = {}
+
+
+def domain_data_of(data_cfg: dict) -> DomainData:
+    """The domain data a `data` config names, read once per process."""
+    name = json.dumps(data_cfg, sort_keys=True, default=str)
+    if name not in _DATA:
+        _DATA[name] = DomainData(data_cfg).prepare()
+    return _DATA[name]
+
+
+class TestBatches(Dataset):
+    """The shared test split in batches of `data_cfg["batch_size"]`, in test-set order.
+
+    `dataset`: the test split when this process has it already (never sent to other processes)."""
+
+    def __init__(self, data_cfg: dict, dataset: Dataset | None = None):
+        self.data_cfg, self.size, self._dataset = data_cfg, int(data_cfg["batch_size"]), dataset
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_dataset": None}
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            module = domain_data_of(self.data_cfg).datamodule("d1")
+            module.setup()
+            self._dataset = module.dataset("test")
+        return self._dataset
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.size)
+
+    def __getitem__(self, batch_id: int):
+        stop = min((batch_id + 1) * self.size, len(self.dataset))
+        images, labels = default_collate([self.dataset[i][:2] for i in range(batch_id * self.size, stop)])
+        return images, labels, batch_id
+
+
+class SetBatches(Dataset):
+    """A stored adversarial set chunk by chunk: `(adversarial + control, batch_id)` with the
+    adversarial images first, then their control noise (one forward pass scores both)."""
+
+    def __init__(self, root: str, key: str):
+        self.root, self.key = str(root), key
+        self.offsets = AdversarialSetCache(root).offsets(key)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, batch_id: int):
+        adversarial, control = AdversarialSetCache(self.root).chunk(self.key, self.offsets[batch_id])
+        return torch.cat([adversarial, control]), batch_id
+
+
+def rank_batches(count: int, rank: int, world: int) -> list[int]:
+    """The batch ids process `rank` of `world` predicts: every `world`-th, its last one repeated
+    until every process has as many steps (the repeats are dropped when gathered)."""
+    mine = list(range(rank, count, world)) or [count - 1]
+    steps = -(-count // world)
+    return mine + mine[-1:] * (steps - len(mine))
+
+
+def rank_loader(batches: Dataset, rank: int = 0, world: int = 1, num_workers: int = 0) -> DataLoader:
+    """A loader of the numbered batches this process predicts."""
+    return DataLoader(batches, batch_size=None, sampler=rank_batches(len(batches), rank, world),
+                      num_workers=num_workers)

@@ -1,0 +1,99 @@
+"""Scores and adversarial sets through Lightning's `Trainer.predict` on the study's crafting devices.
+
+`crafting.device: auto` predicts with the trainer's accelerator, devices, strategy and precision
+(every device of a multi-device study, each process taking its share of the batches); `cpu`,
+`cuda`, `cuda:N` or `mps` predict on that one device in the main process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from torch.utils.data import Dataset
+
+from attacks import BatchGather, CraftingCallback
+
+from .batches import rank_loader
+from .console import stage_bar
+from .ranks import run_job, world_size
+
+
+def predict_settings(cfg: DictConfig) -> dict:
+    """The predict Trainer's device options for the study's `crafting.device`."""
+    device = str(cfg.crafting.device)
+    if device == "auto":
+        many = world_size(cfg) > 1
+        return {"accelerator": cfg.trainer.accelerator, "devices": cfg.trainer.devices if many else 1,
+                "strategy": cfg.trainer.strategy if many else "auto", "precision": cfg.trainer.precision}
+    accelerator, _, index = device.partition(":")
+    devices = [int(index)] if index else 1
+    return {"accelerator": "gpu" if accelerator == "cuda" else accelerator, "devices": devices,
+            "precision": cfg.trainer.precision}
+
+
+@dataclass
+class PredictJob:
+    """One `Trainer.predict` of `module` over numbered `batches`, `callback` handing the results on."""
+    settings: dict
+    module: pl.LightningModule
+    batches: Dataset
+    callback: BatchGather
+    distributed: bool  # every process of the study's device group takes its share
+    num_workers: int = 0
+
+    def run(self, sink: Callable | None = None) -> None:
+        self.callback.sink = sink
+        rank, world = (dist.get_rank(), dist.get_world_size()) if self.distributed else (0, 1)
+        trainer = pl.Trainer(**self.settings, callbacks=[self.callback], logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, enable_checkpointing=False, inference_mode=False,
+                             use_distributed_sampler=False)
+        trainer.predict(self.module, rank_loader(self.batches, rank, world, self.num_workers),
+                        return_predictions=False)
+
+
+class Predictor:
+    """The study's predictions: model scores and adversarial sets, batch by batch in order."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg, self.settings = cfg, predict_settings(cfg)
+        self.distributed = str(cfg.crafting.device) == "auto" and world_size(cfg) > 1
+
+    def _run(self, module: pl.LightningModule, batches: Dataset, callback: BatchGather, sink: Callable) -> None:
+        job = PredictJob(self.settings, module.cpu(), batches, callback, self.distributed,
+                         int(self.cfg.data.num_workers))
+        run_job(job, sink=sink)
+
+    def scores(self, module: pl.LightningModule, batches: Dataset) -> torch.Tensor:
+        """The module's scores (`predict_step`) on every batch, in order, on the CPU."""
+        parts = []
+        self._run(module, batches, BatchGather(), lambda batch_id, scores: parts.append(scores.float()))
+        return torch.cat(parts)
+
+    def set_scores(self, module: pl.LightningModule, batches: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores on an adversarial set's `SetBatches` (adversarial images, then their control noise):
+        (adversarial scores, control scores)."""
+        adversarial, control = [], []
+
+        def sink(batch_id: int, scores: torch.Tensor) -> None:
+            half = len(scores) // 2
+            adversarial.append(scores[:half].float())
+            control.append(scores[half:].float())
+        self._run(module, batches, BatchGather(), sink)
+        return torch.cat(adversarial), torch.cat(control)
+
+    def craft(self, module: pl.LightningModule, batches: Dataset, setting: dict, seed: int, task: str,
+              write: Callable[[torch.Tensor, torch.Tensor], None], label: str) -> None:
+        """Craft the set batch by batch, `write(adversarial, control)` in batch order."""
+        crafting = self.cfg.crafting
+        callback = CraftingCallback(setting, task, seed, batch_size=crafting.batch_size,
+                                    auto_batch=crafting.auto_batch, precision=crafting.precision,
+                                    channels_last=crafting.channels_last)
+        with stage_bar([], label, total=len(batches), unit="batch") as bar:
+            def sink(batch_id: int, adversarial: torch.Tensor, control: torch.Tensor) -> None:
+                write(adversarial, control)
+                bar.update()
+            self._run(module, batches, callback, sink)
