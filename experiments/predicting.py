@@ -20,6 +20,7 @@ from attacks import BatchGather, CraftingCallback
 from .batches import rank_loader
 from .console import stage_bar
 from .ranks import run_job, world_size
+from .training import interruptible
 
 
 def predict_settings(cfg: DictConfig) -> dict:
@@ -51,8 +52,8 @@ class PredictJob:
         trainer = pl.Trainer(**self.settings, callbacks=[self.callback], logger=False, enable_progress_bar=False,
                              enable_model_summary=False, enable_checkpointing=False, inference_mode=False,
                              use_distributed_sampler=False)
-        trainer.predict(self.module, rank_loader(self.batches, rank, world, self.num_workers),
-                        return_predictions=False)
+        interruptible(trainer.predict, self.module, rank_loader(self.batches, rank, world, self.num_workers),
+                      return_predictions=False)
 
 
 class Predictor:

@@ -168,7 +168,7 @@ def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback
                              precision=cfg.trainer.precision, logger=False, enable_model_summary=False,
                              enable_progress_bar=progress,
                              deterministic=True, callbacks=[best, stop, *callbacks])
-        fit_interruptible(trainer, module, data)
+        interruptible(trainer.fit, module, datamodule=data)
         if not trainer.is_global_zero:
             return math.nan
         module.load_state_dict(load_state_dict_file(best.best_model_path))
@@ -177,12 +177,12 @@ def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback
         return float(trainer.validate(module, datamodule=data, verbose=False)[0]["val_auc"])
 
 
-def fit_interruptible(trainer: pl.Trainer, module: ClassifierModule, data) -> None:
-    """`trainer.fit`, with a Ctrl-C raised as KeyboardInterrupt: Lightning turns it into SystemExit(1)
-    and leaves SIGINT ignored, so the handler before the fit is put back."""
+def interruptible(trainer_call, *args, **kwargs):
+    """A Trainer's fit or predict, with a Ctrl-C raised as KeyboardInterrupt: Lightning turns it into
+    SystemExit(1) and leaves SIGINT ignored, so the handler from before the call is put back."""
     handler = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(module, datamodule=data)
+        return trainer_call(*args, **kwargs)
     except SystemExit as exit_:
         if isinstance(exit_.__context__, KeyboardInterrupt):
             raise KeyboardInterrupt from exit_
