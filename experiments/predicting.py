@@ -64,8 +64,9 @@ class Predictor:
         self.distributed = str(cfg.crafting.device) == "auto" and world_size(cfg) > 1
 
     def _run(self, module: pl.LightningModule, batches: Dataset, callback: BatchGather, sink: Callable) -> None:
-        job = PredictJob(self.settings, module.cpu(), batches, callback, self.distributed,
-                         int(self.cfg.data.num_workers))
+        if self.distributed:  # sent to the followers from the CPU; each puts it on its own device
+            module = module.cpu()
+        job = PredictJob(self.settings, module, batches, callback, self.distributed, int(self.cfg.data.num_workers))
         run_job(job, sink=sink)
 
     def scores(self, module: pl.LightningModule, batches: Dataset) -> torch.Tensor:
