@@ -90,7 +90,7 @@ def main() -> None:
     assert len(merged) == args.models ** 2 == len(table), "the pair grids differ"
     identical = all((merged[c] == merged[f"{c}_naive"]).all() for c in columns)
     print(f"{args.models} surrogates x {args.models} targets, ifgsm {args.steps} steps, "
-          f"{len(load_test_set(domain_data(cfg).datamodule("d1")).labels)} test images of {args.size}px, {torch.get_num_threads()} threads")
+          f"{len(load_test_set(domain_data(cfg).datamodule('d1')).labels)} test images of {args.size}px, {torch.get_num_threads()} threads")
     print(f"framework (run_study: a craft per surrogate, MLflow and report included): {framework:.1f} s")
     print(f"naive protocol (a craft per pair):                                        {protocol:.1f} s")
     print(f"speed-up naive / framework: {protocol / framework:.2f}x (goal >= 3x)")
