@@ -103,7 +103,9 @@ class Scheduler:
         trainings: dict[str, ModelJob] = {}
         for job in jobs:
             for member in self.members(job):
-                trainings.setdefault(member.key, member)
+                known = trainings.get(member.key)
+                if known is None or (self.zoo[known.name].get("defence") and not self.zoo[member.name].get("defence")):
+                    trainings[member.key] = member  # named after the undefended twin when it is in the study
         return list(trainings.values())
 
     def set_jobs(self) -> list[SetJob]:
