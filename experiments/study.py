@@ -14,9 +14,9 @@ from datamodules import DomainData
 from .config import domain_config, load_config
 from .console import stage_bar
 from .datasets import split_dataset
+from .defence_report import defences_section
 from .evaluation import PAIR_METRICS, load_test_set
 from .executor import LocalExecutor, examples_of
-from .defence_report import defences_section
 from .findings import findings_section
 from .identity import code, study_key
 from .outputs import with_factors, write_outputs

@@ -88,7 +88,8 @@ def hardening(entry) -> str:
         if entry.get(key):
             settings = dict(entry[key])
             name = settings.pop("name")
-            parts.append(f"{name}({','.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in settings.items())})")
+            values = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()]
+            parts.append(f"{name}({','.join(values)})")
     return " + ".join(parts) or "none"
 
 

@@ -94,7 +94,8 @@ def test_report_has_the_defences_table(study):
 
 def test_adversarial_training_loses_less_auc_under_transferred_fgsm(tmp_path, smoke_config):
     cfg = smoke_config(tmp_path, "models=[{name: t, dev_set: d1}, {name: s, dev_set: d1, instance: 1}, "
-                       "{name: t_at, dev_set: d1, adversarial_training: {name: pgd, eps: 0.03, alpha: 0.01, steps: 3}}]",
+                       "{name: t_at, dev_set: d1, "
+                       "adversarial_training: {name: pgd, eps: 0.03, alpha: 0.01, steps: 3}}]",
                        "targets=[t, t_at]", "surrogates=[s]", "attacks=[{name: fgsm, eps: [0.03]}]",
                        "train.max_epochs=3", "bootstrap_resamples=0")
     table = run_study(cfg).set_index("target")

@@ -73,3 +73,11 @@ def test_params_and_hardening_labels(smoke_config, tmp_path):
                                       "instance": 0}
     assert hardening(zoo["a_jpeg"]) == "jpeg(quality=50)" and hardening(zoo["a"]) == "none"
     assert hardening(zoo["a_adv"]) == "pgd(eps=0.03)"
+
+
+def test_weight_checks_list_an_ensembles_members_not_the_ensemble(smoke_config, tmp_path):
+    from experiments.weights import needed_files
+    cfg = smoke_config(tmp_path, "models=[{name: e1, arch: efficientnet_lite0, init: imagenet}, "
+                       "{name: e2, arch: efficientnet_lite0, init: imagenet, instance: 1}, {name: ens, ensemble: [e1, e2]}]")
+    files, problems = needed_files(cfg)
+    assert problems == [] and [f.models for f in files] == [["e1", "e2"]]
