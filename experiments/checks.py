@@ -21,7 +21,7 @@ from .outline import INDEX_FILES, DomainWork, human_bytes, outline
 from .ranks import device_count
 from .tracking import artifact_root, check_tracking_uri, default_tracking_uri
 from .weights import weight_problems
-from .zoo import expand_zoo
+from .zoo import expand_zoo, is_ensemble
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
@@ -55,7 +55,7 @@ def checkpoint_problems(cfg: DictConfig) -> list[str]:
     """Each `checkpoint:` init readable as a state dict of plain tensors (pickled code is refused)."""
     problems = []
     for model in expand_zoo(cfg):
-        if model["init"].startswith("checkpoint:"):
+        if model["init"].startswith("checkpoint:") and not is_ensemble(model):  # members are checked themselves
             try:
                 load_state_dict_file(model["init"].removeprefix("checkpoint:"))
             except (ValueError, FileNotFoundError) as err:

@@ -9,15 +9,17 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from attacks import CraftingBatch
+from attacks import CraftingBatch, attack_params
 from attacks.craft import PRECISIONS
+from attacks.ensemble import MODES
 from datamodules import DOMAINS, SOURCES
 from datamodules.splits import DEV_SETS, TEST_FRACTION, VAL_FRACTION
 from lightning_modules import ARCHITECTURES, TASKS
+from lightning_modules.defences import defence_params
 from lightning_modules.model import INITS
 
 from .ranks import MULTI_PROCESS_STRATEGIES, world_size
-from .zoo import PAIR_MODES, expand_zoo
+from .zoo import PAIR_MODES, expand_zoo, is_ensemble
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -56,6 +58,12 @@ class ModelConfig:
     init: str = "random"
     dev_set: str = "d1"
     instance: int = 0
+    # an input defence in front of the trained model, e.g. {name: jpeg, quality: 50} (not trained again)
+    defence: Optional[dict[str, Any]] = None
+    # Madry-style training on examples of a registered attack, e.g. {name: pgd, eps: 0.03, alpha: 0.01, steps: 5}
+    adversarial_training: Optional[dict[str, Any]] = None
+    ensemble: list[str] = field(default_factory=list)  # names of trained zoo models: a surrogate ensemble
+    mode: str = "logits"  # ensemble: attack the mean of the logits or of the members' losses
 
 
 @dataclass
@@ -202,7 +210,10 @@ def domain_config(cfg: DictConfig, domain: str) -> DictConfig:
 def validate(cfg: DictConfig) -> None:
     for domain in cfg.domains:
         domain_config(cfg, domain)
-    zoo = expand_zoo(cfg)
+    try:
+        zoo = expand_zoo(cfg)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     names = [m["name"] for m in zoo]
     for model in zoo:
         _validate_model(model)
@@ -218,6 +229,8 @@ def validate(cfg: DictConfig) -> None:
         for name in listed:
             if name not in names:
                 raise ConfigError(f"{key}: unknown model {name!r}; valid: {', '.join(names)}")
+            if key.endswith("targets") and is_ensemble(zoo[names.index(name)]):
+                raise ConfigError(f"{key}: {name!r} is an ensemble, which can only be a surrogate")
     for key, valid in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in valid:
@@ -249,8 +262,18 @@ def _validate_crafting_device(device: str) -> None:
 
 
 def _validate_model(model: dict) -> None:
-    """Architecture, init and development set known."""
+    """Architecture, init and development set known; defence, adversarial training and ensemble mode valid."""
     where = f"models.{model['name']}"
+    if is_ensemble(model):
+        if model["mode"] not in MODES:
+            raise ConfigError(f"{where}.mode: unknown ensemble mode {model['mode']!r}; valid: {', '.join(MODES)}")
+        return
+    for key, check in (("defence", defence_params), ("adversarial_training", attack_params)):
+        if model.get(key):
+            try:
+                check(model[key])
+            except ValueError as err:
+                raise ConfigError(f"{where}.{key}: {err}") from None
     if model["arch"] not in ARCHITECTURES:
         raise ConfigError(f"{where}.arch: unknown architecture {model['arch']!r}; "
                           f"valid: {', '.join(sorted(ARCHITECTURES))}")

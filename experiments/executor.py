@@ -24,6 +24,8 @@ from .predicting import Predictor
 from .runs import StudyRuns
 from .scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
 from .training import TrainedModel, train_model
+from .zoo import entry_params, hardening, is_ensemble
+from .zoo_models import ensemble_of, training_entry, with_defence
 
 
 class LocalExecutor:
@@ -40,10 +42,15 @@ class LocalExecutor:
         self.bootstraps: dict[ModelJob, PairedBootstrap] = {}
 
     def model(self, job: ModelJob) -> TrainedModel:
-        """A zoo model at a seed, trained or read back once."""
+        """A zoo model at a seed, trained or read back once (a defended model: its twin's training
+        run behind the defence; an ensemble: its members', `experiments.zoo_models`)."""
         if job not in self.trained:
-            cfg = self.scheduler.seeded(job.seed)
-            self.trained[job] = train_model(cfg, self.scheduler.zoo[job.name], self.data)
+            entry = self.scheduler.zoo[job.name]
+            if is_ensemble(entry):
+                self.trained[job] = ensemble_of([self.model(m) for m in self.scheduler.members(job)], entry)
+            else:
+                cfg = self.scheduler.seeded(job.seed)
+                self.trained[job] = with_defence(train_model(cfg, training_entry(entry), self.data), entry)
         return self.trained[job]
 
     def clean_scores(self, job: ModelJob) -> torch.Tensor:
@@ -111,8 +118,8 @@ class LocalExecutor:
     def pair_params(self, pair: PairJob) -> dict:
         """The pair run's params (docs/architecture.md, "MLflow contract")."""
         zoo = self.scheduler.zoo
-        params = {f"surrogate.{k}": v for k, v in zoo[pair.set.surrogate.name].items()}
-        params.update({f"target.{k}": v for k, v in zoo[pair.target.name].items()})
+        params = {f"surrogate.{k}": v for k, v in entry_params(zoo[pair.set.surrogate.name]).items()}
+        params.update({f"target.{k}": v for k, v in entry_params(zoo[pair.target.name]).items()})
         params.update({f"attack.{k}": v for k, v in pair.set.setting.items()})
         params.update({f"data.{k}": v for k, v in data_identity(self.cfg).items()})
         params["seed"] = pair.set.seed
@@ -123,7 +130,8 @@ class LocalExecutor:
         surrogate, target = self.scheduler.zoo[pair.set.surrogate.name], self.scheduler.zoo[pair.target.name]
         return {"domain": self.cfg.data.domain, "same_arch": str(surrogate.arch == target.arch),
                 "same_init": str(surrogate.init == target.init), "same_data": str(surrogate.dev_set == target.dev_set),
-                "whitebox": str(surrogate.name == target.name), "git_sha": code()}
+                "whitebox": str(surrogate.name == target.name), "defended": str(hardening(target) != "none"),
+                "git_sha": code()}
 
 
 def examples_of(executor: LocalExecutor, group: SetGroup, domain: str) -> dict:

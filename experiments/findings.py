@@ -24,7 +24,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from .bootstrap import label_matrix, resampled_macro_auc
-from .reports import markdown_table
+from .reports import markdown_table, plain_pairs
 
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 BAND = 2.0  # finding (d): control noise keeps the AUC within this many points of clean
@@ -151,7 +151,7 @@ def finding_effects(results: pd.DataFrame, predictions: dict[str, Predictions], 
     rows = []
     for domain in dict.fromkeys(results["domain"]):
         frame = results[results["domain"] == domain]
-        draws = _Draws(frame, predictions, n_resamples, seed)
+        draws = PairDraws(frame, predictions, n_resamples, seed)
         for finding in FINDINGS:
             terms = finding.terms(frame)
             if any(not mask.any() for mask, _, _ in terms):
@@ -179,7 +179,7 @@ def verdict(lo: float, hi: float, band: float | None = None) -> str:
     return "not reproduced" if hi < -band or lo > band else "inconclusive"
 
 
-class _Draws:
+class PairDraws:
     """Per-pair quantities of one domain's rows on the full test set and on every resample draw."""
 
     def __init__(self, frame: pd.DataFrame, predictions: dict[str, Predictions], n_resamples: int, seed: int):
@@ -246,7 +246,8 @@ class _Draws:
 def findings_section(results: pd.DataFrame, tracking_uri: str, out_dir: Path, n_resamples: int,
                      seed: int) -> str:
     """The findings table and one line per finding, written to `out_dir/findings.{csv,md}`; "" when
-    no finding's pairs are in the results."""
+    no finding's pairs are in the results (pairs with a hardened model or an ensemble left out)."""
+    results = plain_pairs(results)
     if n_resamples < 1 or "run_id" not in results or results.empty:
         return ""
     table = finding_effects(results, load_predictions(results["run_id"], tracking_uri), n_resamples, seed)

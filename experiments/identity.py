@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from attacks import attack_params
+from lightning_modules.defences import defence_params
 
 from .tracking import code_version
 
@@ -67,12 +68,26 @@ def attack_grid(cfg: DictConfig) -> list[dict]:
 
 def model_seed(study_seed: int, model_cfg) -> int:
     """The training seed (initial weights of every randomly initialised layer, data order) of a zoo
-    model: a hash of its whole identity (architecture, init, development set, instance) and the study
-    seed. Two models differing in any of these start from independent random weights; what they
-    share is only what their `init` loads (ImageNet weights or a `checkpoint:` file)."""
+    model: a hash of its whole training identity (architecture, init, development set, instance,
+    adversarial training when set) and the study seed. Two models differing in any of these start
+    from independent random weights; what they share is only what their `init` loads (ImageNet
+    weights or a `checkpoint:` file). A `defence` is not part of it: a defended model is its
+    undefended twin's trained model."""
     identity = {"arch": model_cfg["arch"], "init": model_cfg["init"], "dev_set": model_cfg["dev_set"],
                 "instance": int(model_cfg["instance"]), "study_seed": int(study_seed)}
+    adversarial = adversarial_training(model_cfg)
+    if adversarial is not None:
+        identity["adversarial_training"] = adversarial
     return int(digest(identity), 16) % 2**31
+
+
+def adversarial_training(model_cfg) -> dict | None:
+    """A zoo entry's adversarial-training attack as complete parameters with `name`, or None."""
+    setting = model_cfg.get("adversarial_training")
+    if not setting:
+        return None
+    name, params = attack_params(setting)
+    return {"name": name, **params}
 
 
 def _init_file(init: str) -> str | None:
@@ -97,13 +112,19 @@ def _file_digest(path: str, mtime_ns: int, size: int) -> str:
 
 
 def model_identity(cfg: DictConfig, model_cfg) -> dict:
-    """Everything that decides what a trained model is (logged as the model run's params)."""
+    """Everything that decides what a trained model is (logged as the model run's params); never the
+    entry's `defence` (a defended model reuses its twin's training run)."""
+    if model_cfg.get("ensemble"):
+        raise ValueError(f"model {model_cfg['name']}: an ensemble is not trained (it has no model identity)")
     identity = {"arch": model_cfg["arch"], "init": model_cfg["init"], "dev_set": model_cfg["dev_set"],
                 "instance": int(model_cfg["instance"]), "seed": model_seed(cfg.seed, model_cfg),
                 "data": data_identity(cfg), **{name: _section(cfg, name) for name in MODEL_SECTIONS}}
     weights = _init_file(str(model_cfg["init"]))
     if weights is not None:
         identity["init_sha256"] = weights
+    adversarial = adversarial_training(model_cfg)
+    if adversarial is not None:
+        identity["adversarial_training"] = adversarial
     return identity
 
 
@@ -112,18 +133,31 @@ def model_key(cfg: DictConfig, model_cfg) -> str:
     return digest({"code": code(), **model_identity(cfg, model_cfg)})
 
 
+def network_key(cfg: DictConfig, model_cfg) -> str:
+    """Identity of the network a set is crafted on or a pair evaluates: a trained model's `model_key`;
+    for a defended model, that and the complete defence; for an ensemble, its members' network
+    identities (in order) and its mode."""
+    if model_cfg.get("ensemble"):
+        return digest({"ensemble": [network_key(cfg, m) for m in model_cfg["members"]], "mode": model_cfg["mode"]})
+    key = model_key(cfg, model_cfg)
+    if not model_cfg.get("defence"):
+        return key
+    name, params = defence_params(model_cfg["defence"])
+    return digest({"model": key, "defence": {"name": name, **params}})
+
+
 def set_key(cfg: DictConfig, surrogate_cfg, setting: dict, seed: int) -> str:
-    """Identity of an adversarial test set: its surrogate (whose identity holds the data), the
-    complete attack setting (`attack_grid`), the seed of its random parts and the
+    """Identity of an adversarial test set: its surrogate network (`network_key`, whose identity holds
+    the data), the complete attack setting (`attack_grid`), the seed of its random parts and the
     crafting precision."""
-    surrogate = model_key(OmegaConf.merge(cfg, {"seed": seed}), surrogate_cfg)
+    surrogate = network_key(OmegaConf.merge(cfg, {"seed": seed}), surrogate_cfg)
     return digest({"surrogate": surrogate, "attack": setting, "seed": int(seed),
                    "precision": cfg.crafting.precision})
 
 
 def pair_key(cfg: DictConfig, surrogate_cfg, target_cfg, setting: dict, seed: int) -> str:
-    """Identity of a pair evaluation: the adversarial set, the target model and the evaluation keys."""
-    target = model_key(OmegaConf.merge(cfg, {"seed": seed}), target_cfg)
+    """Identity of a pair evaluation: the adversarial set, the target network and the evaluation keys."""
+    target = network_key(OmegaConf.merge(cfg, {"seed": seed}), target_cfg)
     return digest({"set": set_key(cfg, surrogate_cfg, setting, seed), "target": target,
                    **{key: cfg[key] for key in PAIR_KEYS}})
 

@@ -9,18 +9,23 @@ import torch
 
 from .plots import epsilon_curves, example_grid, transfer_heatmaps
 from .reports import markdown_table, summary, write_tables
+from .zoo import hardening, training_twins
 
 EXAMPLE_IMAGES = 6
 
 
 def with_factors(table: pd.DataFrame, zoo: dict, domain: str) -> pd.DataFrame:
-    """The result table plus each pair's factors (arch, init, dev set of both models; same_* flags)."""
+    """The result table plus each pair's factors (arch, init, dev set and hardening of both models,
+    an ensemble surrogate's members; same_* flags; `same_model`: both share one training run)."""
     out = table.copy()
     for role in ("surrogate", "target"):
         for factor in ("arch", "init", "dev_set"):
             out[f"{role}_{factor}"] = [zoo[name][factor] for name in out[role]]
+        out[f"{role}_hardening"] = [hardening(zoo[name]) for name in out[role]]
+    out["surrogate_members"] = [",".join(zoo[name].get("ensemble") or []) for name in out["surrogate"]]
     for flag, factor in (("same_arch", "arch"), ("same_init", "init"), ("same_data", "dev_set")):
         out[flag] = out[f"surrogate_{factor}"] == out[f"target_{factor}"]
+    out["same_model"] = [training_twins(zoo[s], zoo[t]) for s, t in zip(out["surrogate"], out["target"])]
     out["whitebox"] = out["surrogate"] == out["target"]
     out["domain"] = domain
     return out

@@ -93,14 +93,18 @@ def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob],
     for job in models:
         m = domain.zoo_entry(job)
         train, val = epochs * splits.get(f"{m.dev_set}/train", 0), epochs * splits.get(f"{m.dev_set}/val", 0)
+        if m.get("adversarial_training"):  # each step first crafts its batch; validation also attacks
+            steps = attack_steps(m.adversarial_training)
+            train, val = train * (1 + steps), val * (1 + steps)
         passes["train"] += train
         passes["validate"] += val
         step, forward = speed(domain, m.arch)
         seconds += train * step + val * forward
     for job in sets:
         n = test * attack_steps(job.setting)
-        passes["craft"] += n
-        seconds += n * speed(domain, domain.zoo_entry(job.surrogate).arch)[0]
+        members = domain.scheduler.members(job.surrogate)  # an ensemble's members all run each step
+        passes["craft"] += n * len(members)
+        seconds += n * sum(speed(domain, domain.zoo_entry(member).arch)[0] for member in members)
     clean = dict.fromkeys(pair.target for pair in pairs)  # each target scores the clean test set once
     evaluations = [(2 * test, pair.target) for pair in pairs] + [(test, target) for target in clean]
     for n, target in evaluations:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from attacks import BatchGather, CraftingCallback
+from lightning_modules import tasks
 
 from .batches import rank_loader
 from .console import stage_bar
@@ -34,6 +35,20 @@ def predict_settings(cfg: DictConfig) -> dict:
     devices = [int(index)] if index else 1
     return {"accelerator": "gpu" if accelerator == "cuda" else accelerator, "devices": devices,
             "precision": cfg.trainer.precision}
+
+
+class Carrier(pl.LightningModule):
+    """A plain model (an ensemble surrogate) carried through `Trainer.predict`."""
+
+    def __init__(self, model: torch.nn.Module, task: str):
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def predict_step(self, batch, batch_idx):
+        return tasks.scores(self.task, self(batch[0]))
 
 
 @dataclass
@@ -87,11 +102,14 @@ class Predictor:
         self._run(module, batches, BatchGather(), sink)
         return torch.cat(adversarial), torch.cat(control)
 
-    def craft(self, module: pl.LightningModule, batches: Dataset, setting: dict, seed: int, task: str,
+    def craft(self, module: torch.nn.Module, batches: Dataset, setting: dict, seed: int, task: str,
               write: Callable[[torch.Tensor, torch.Tensor], None], label: str) -> None:
-        """Craft the set batch by batch, `write(adversarial, control)` in batch order."""
-        crafting = self.cfg.crafting
-        callback = CraftingCallback(setting, task, seed, batch_size=crafting.batch_size,
+        """Craft the set on `module` (a LightningModule, or a plain model such as an ensemble, which
+        the attack then sees as it is) batch by batch, `write(adversarial, control)` in batch order."""
+        crafting, surrogate = self.cfg.crafting, None
+        if not isinstance(module, pl.LightningModule):
+            module, surrogate = Carrier(module, task), module
+        callback = CraftingCallback(setting, task, seed, surrogate=surrogate, batch_size=crafting.batch_size,
                                     auto_batch=crafting.auto_batch, precision=crafting.precision,
                                     channels_last=crafting.channels_last)
         with stage_bar([], label, total=len(batches), unit="batch") as bar:

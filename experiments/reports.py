@@ -121,8 +121,18 @@ def manuscript_table(results: pd.DataFrame, table: PaperTable) -> pd.DataFrame:
     return _sorted(out, keys)
 
 
+def plain_pairs(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose surrogate and target are plain trained models (no defence, no adversarial
+    training, no ensemble): the paper's tables and findings are about these."""
+    if "target_hardening" not in results:
+        return results
+    return results[(results["target_hardening"] == "none") & (results["surrogate_hardening"] == "none")
+                   & (results["surrogate_members"] == "")]
+
+
 def paper_tables(results: pd.DataFrame) -> dict[str, tuple[PaperTable, pd.DataFrame, pd.DataFrame]]:
-    """name -> (table, supplement, manuscript) for each paper table the results have rows for."""
+    """name -> (table, supplement, manuscript) for each paper table the plain pairs have rows for."""
+    results = plain_pairs(results)
     out = {}
     for table in PAPER_TABLES:
         manuscript = manuscript_table(results, table)

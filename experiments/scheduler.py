@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from .identity import attack_grid, model_key, pair_key, set_key
-from .zoo import expand_zoo, select_pairs
+from .identity import attack_grid, model_key, network_key, pair_key, set_key
+from .zoo import expand_zoo, is_ensemble, select_pairs
 
 
 @dataclass(frozen=True)
 class ModelJob:
-    """Train (or read back) one zoo model at one study seed."""
+    """One zoo model at one study seed, trained or read back. `key` is its training identity
+    (`model_key`), which a defended model shares with its undefended twin; an ensemble is not
+    trained: its key is its `network_key` and its members are jobs of their own."""
     name: str
     seed: int
     key: str
@@ -57,7 +59,7 @@ class Scheduler:
         self.cfg = cfg
         self.zoo = {m["name"]: OmegaConf.create(m) for m in expand_zoo(cfg)}
         pairs = select_pairs(list(self.zoo), list(cfg.surrogates), list(cfg.targets), cfg.pairs,
-                             list(cfg.designs))
+                             list(cfg.designs), [n for n, m in self.zoo.items() if not is_ensemble(m)])
         self.settings = attack_grid(cfg)
         self.seeds = [int(s) for s in cfg.seeds] or [int(cfg.seed)]
         surrogates = [s for s in self.zoo if any(p[0] == s for p in pairs)]
@@ -65,9 +67,14 @@ class Scheduler:
 
         def model(name: str, seed: int) -> ModelJob:
             if (name, seed) not in models:
-                models[name, seed] = ModelJob(name, seed, model_key(self.seeded(seed), self.zoo[name]))
+                entry = self.zoo[name]
+                identity = network_key if is_ensemble(entry) else model_key
+                models[name, seed] = ModelJob(name, seed, identity(self.seeded(seed), entry))
+                if is_ensemble(entry):
+                    self.ensembles[models[name, seed]] = [model(m, seed) for m in entry.ensemble]
             return models[name, seed]
 
+        self.ensembles: dict[ModelJob, list[ModelJob]] = {}
         groups = []
         for seed in self.seeds:
             for surrogate in surrogates:
@@ -85,10 +92,21 @@ class Scheduler:
         """The study config at one of its seeds."""
         return OmegaConf.merge(self.cfg, {"seed": seed})
 
+    def members(self, job: ModelJob) -> list[ModelJob]:
+        """The trained models behind a job: an ensemble's members, else the job itself."""
+        return self.ensembles.get(job, [job])
+
     def model_jobs(self) -> list[ModelJob]:
-        """Every model some set or pair of this shard needs, each once."""
+        """Every trained model some set or pair of this shard needs, each training identity once
+        (ensembles stand for their members; a defended model and its twin are one training)."""
         jobs = [job for group in self.groups for job in (group.set.surrogate, *(p.target for p in group.pairs))]
-        return list(dict.fromkeys(jobs))
+        trainings: dict[str, ModelJob] = {}
+        for job in jobs:
+            for member in self.members(job):
+                known = trainings.get(member.key)
+                if known is None or (self.zoo[known.name].get("defence") and not self.zoo[member.name].get("defence")):
+                    trainings[member.key] = member  # named after the undefended twin when it is in the study
+        return list(trainings.values())
 
     def set_jobs(self) -> list[SetJob]:
         return [group.set for group in self.groups]

@@ -14,6 +14,7 @@ from datamodules import DomainData
 from .config import domain_config, load_config
 from .console import stage_bar
 from .datasets import split_dataset
+from .defence_report import defences_section
 from .evaluation import PAIR_METRICS, load_test_set
 from .executor import LocalExecutor, examples_of
 from .findings import findings_section
@@ -57,9 +58,10 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     table.attrs["ui"] = "\n".join(dict.fromkeys(line for t in tables for line in t.attrs["ui"].splitlines()))
     if shard == (0, 1):
-        findings = findings_section(table, cfg.tracking.uri or default_tracking_uri(),
-                                    Path(cfg.output_dir) / cfg.name / "report", cfg.bootstrap_resamples, cfg.seed)
-        table.attrs["summary"] = "\n".join([*(t.attrs.get("summary", "") for t in tables), findings])
+        uri, report = cfg.tracking.uri or default_tracking_uri(), Path(cfg.output_dir) / cfg.name / "report"
+        findings = findings_section(table, uri, report, cfg.bootstrap_resamples, cfg.seed)
+        defences = defences_section(table, uri, report, cfg.bootstrap_resamples, cfg.seed)
+        table.attrs["summary"] = "\n".join([*(t.attrs.get("summary", "") for t in tables), findings, defences])
     return table
 
 

@@ -22,7 +22,7 @@ from lightning_modules.pretrained import load_state_dict_file
 from .batches import domain_data_of
 from .console import TrainingBar
 from .datasets import log_dataset, split_dataset
-from .identity import model_identity, model_key, model_seed
+from .identity import adversarial_training, model_identity, model_key, model_seed
 from .logged_models import log_trained_model
 from .model_store import (CHECKPOINT_ARTIFACT, EpochMetrics, download_checkpoint, find_trained,
                           find_unfinished, finish_training_run, start_training_run)
@@ -56,7 +56,8 @@ def flat_params(settings: dict) -> dict:
 def classifier(cfg: DictConfig, model_cfg: DictConfig, layout: dict, init: str) -> ClassifierModule:
     """The zoo model's module for a task layout {task, num_outputs, channels}."""
     return ClassifierModule(model_cfg.arch, init, layout["task"], int(layout["num_outputs"]), int(layout["channels"]),
-                            lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+                            lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                            adversarial=adversarial_training(model_cfg))
 
 
 def data_layout(data: DomainData) -> dict:
