@@ -18,6 +18,7 @@ from .crafting import CraftingBatch
 from .zoo import PAIR_MODES, expand_zoo
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -114,6 +115,14 @@ class TrackingConfig:
 
 
 @dataclass
+class RayConfig:
+    """Where the `ray` executor runs its tasks and what each task reserves (never part of an identity)."""
+    address: str = ""  # "" = a local Ray started by the run ($RAY_ADDRESS if set); "auto" or host:port = a cluster
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0  # fractions share a GPU (0.5 = two tasks per GPU); above 1 a whole number
+
+
+@dataclass
 class StudyConfig:
     name: str = "study"
     seed: int = 0
@@ -134,6 +143,8 @@ class StudyConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str = "outputs"
+    executor: str = "local"  # local (this process) or ray (Ray tasks: `ray`)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 class ConfigError(ValueError):
@@ -148,6 +159,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.task": TASKS,
     "pairs": PAIR_MODES,
     "crafting.precision": PRECISIONS,
+    "executor": EXECUTORS,
 }
 
 
@@ -224,6 +236,7 @@ def validate(cfg: DictConfig) -> None:
         CraftingBatch(int(cfg.crafting.batch_size))
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    _validate_ray(cfg.ray)
 
 
 def _validate_model(model: dict) -> None:
@@ -238,6 +251,15 @@ def _validate_model(model: dict) -> None:
     init = model["init"]  # a `checkpoint:` file is read by the up-front checks (experiments.checks)
     if not init.startswith("checkpoint:") and init not in INITS:
         raise ConfigError(f"{where}.init: unknown init {init!r}; valid: {', '.join(INITS)}")
+
+
+def _validate_ray(ray: DictConfig) -> None:
+    """Task resources Ray accepts: some CPU, no negative GPU, fractions of at most one GPU."""
+    if not ray.cpus_per_task > 0:
+        raise ConfigError(f"ray.cpus_per_task: {ray.cpus_per_task}; must be above 0")
+    gpus = ray.gpus_per_task
+    if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+        raise ConfigError(f"ray.gpus_per_task: {gpus}; must be 0, a fraction of one GPU or a whole number")
 
 
 def preset_path(name: str) -> Path:

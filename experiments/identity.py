@@ -26,6 +26,8 @@ SPEED_OPTIONS = {
 }
 # Where results go: never part of any identity.
 LOCATIONS = ("tracking", "output_dir")
+# Which executor does the work and where its tasks run: never part of any identity.
+EXECUTION = ("executor", "ray")
 # The study keys a trained model depends on (with its zoo entry, its seed and the data identity).
 MODEL_SECTIONS = ("train", "trainer")
 # The study keys a pair evaluation depends on besides its set and its target.
