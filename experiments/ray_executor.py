@@ -14,6 +14,7 @@ cancels the study's tasks; the running ones end their runs KILLED.
 """
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def worker_executor(spec: StudySpec) -> LocalExecutor:
     if key not in _executors:
         from .study import domain_executor, read_data
 
+        # Ray cancels a running task through SIGINT's handler (KeyboardInterrupt, runs end KILLED); a
+        # worker started from a shell that ignores SIGINT would not stop
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         _executors.clear()
         cfg = spec.cfg
         store = StudyRuns(cfg.tracking.uri, setup_experiment(cfg.tracking.uri, cfg.tracking.experiment),
@@ -113,15 +117,15 @@ def _run(executor: LocalExecutor, shard: tuple[int, int]) -> list[dict]:
         return models[job]
 
     rows, pending, sets = {}, {}, []
-    for group in executor.scheduler.groups:
-        found = {pair.key: store.finished_pair(pair.key) for pair in group.pairs}
-        rows.update({key: stored_row(run) for key, run in found.items() if run is not None})
-        todo = [pair for pair in group.pairs if found[pair.key] is None]
-        if todo:
-            sets.append(craft.options(**options).remote(spec, group.set, model(group.set.surrogate)))
-            for pair in todo:
-                pending[evaluate.options(**options).remote(spec, pair, sets[-1], model(pair.target))] = pair.key
     try:
+        for group in executor.scheduler.groups:
+            found = {pair.key: store.finished_pair(pair.key) for pair in group.pairs}
+            rows.update({key: stored_row(run) for key, run in found.items() if run is not None})
+            todo = [pair for pair in group.pairs if found[pair.key] is None]
+            if todo:
+                sets.append(craft.options(**options).remote(spec, group.set, model(group.set.surrogate)))
+                for pair in todo:
+                    pending[evaluate.options(**options).remote(spec, pair, sets[-1], model(pair.target))] = pair.key
         for ref in stage_bar(_completed(list(pending)), "evaluating", total=len(pending), unit="pair"):
             rows[pending[ref]] = ray.get(ref)
     except BaseException:
@@ -131,9 +135,9 @@ def _run(executor: LocalExecutor, shard: tuple[int, int]) -> list[dict]:
 
 
 def _completed(refs: list):
-    """The refs as their tasks finish."""
+    """The refs as their tasks finish (waiting in short steps, so that a Ctrl-C is seen at once)."""
     while refs:
-        done, refs = ray.wait(refs, num_returns=1)
+        done, refs = ray.wait(refs, num_returns=1, timeout=0.2)
         yield from done
 
 
