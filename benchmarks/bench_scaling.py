@@ -6,8 +6,8 @@ times side by side, each in a fresh MLflow store and output folder: `executor=lo
 (`ray.cpus_per_task=C`) and with two at a time (`ray.cpus_per_task=C/2`). Each Ray side starts its own
 Ray first (not timed; printed) so that its worker processes start inside the timed study, as they do
 in a real run. The generated data set is made once before any side is timed. Prints a Markdown table
-of wall times and speed-ups over the local executor, and whether the local and 1-worker tables agree
-(same thread count, so the same floats).
+of wall times and speed-ups over the local executor, and the largest difference between the local
+and the 1-worker table (same thread count: 0).
 
     python benchmarks/bench_scaling.py --models 4 --patients 400 --epochs 3 --steps 20
 """
@@ -66,7 +66,8 @@ def main() -> None:
         rows.append(("local", 1, seconds))
         for workers in (1, 2):
             start = time.perf_counter()
-            ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+            ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING",
+                     log_to_driver=False)
             print(f"Ray start ({args.cpus} CPUs, not timed): {time.perf_counter() - start:.1f} s")
             try:
                 seconds, table = timed_study(study_config(args, root, f"ray{workers}", "executor=ray",
@@ -76,7 +77,8 @@ def main() -> None:
             rows.append(("ray", workers, seconds))
             if workers == 1:
                 columns = [c for c in PAIR_METRICS if c not in TIMINGS]
-                same = np.array_equal(table[columns].to_numpy(float), local[columns].to_numpy(float))
+                difference = np.nanmax(np.abs(table[columns].to_numpy(float)
+                                              - local[columns].to_numpy(float)))
 
     pairs = args.models ** 2
     print(f"\n{args.models} models, {args.models} sets, {pairs} pairs; {args.cpus} CPUs per side\n")
@@ -84,7 +86,7 @@ def main() -> None:
     print("|----------|--------:|-------:|------------------:|")
     for executor, workers, seconds in rows:
         print(f"| {executor} | {workers} | {seconds:.1f} | {rows[0][2] / seconds:.2f}x |")
-    print(f"\nlocal and ray 1-worker tables identical: {'yes' if same else 'no'}")
+    print(f"\nlargest difference between the local and the ray 1-worker table: {difference:g}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .console import stage_bar
@@ -46,7 +47,9 @@ _executors: dict[str, LocalExecutor] = {}  # this worker's executor of the lates
 
 
 def worker_executor(spec: StudySpec) -> LocalExecutor:
-    """The study's executor in this worker process, built on its first task."""
+    """The study's executor in this worker process, built on its first task; torch set to the task's
+    CPUs (Ray reuses a worker for tasks of other sizes, and torch reads OMP_NUM_THREADS only once)."""
+    torch.set_num_threads(max(1, int(spec.cfg.ray.cpus_per_task)))
     key = OmegaConf.to_yaml(spec.cfg) + f"{spec.shard}{spec.parent_id}"
     if key not in _executors:
         from .study import domain_executor, read_data
@@ -108,7 +111,8 @@ def ray_rows(executor: LocalExecutor, shard: tuple[int, int]) -> list[dict]:
 def _run(executor: LocalExecutor, shard: tuple[int, int]) -> list[dict]:
     cfg, store = executor.cfg, executor.store
     spec = ray.put(StudySpec(worker_config(cfg), shard, store.parent_id))
-    options = {"num_cpus": cfg.ray.cpus_per_task, "num_gpus": cfg.ray.gpus_per_task, "max_retries": TASK_RETRIES}
+    options = {"num_cpus": cfg.ray.cpus_per_task, "num_gpus": cfg.ray.gpus_per_task,
+               "max_retries": TASK_RETRIES}
     models: dict[ModelJob, ray.ObjectRef] = {}
 
     def model(job: ModelJob) -> ray.ObjectRef:
@@ -125,7 +129,8 @@ def _run(executor: LocalExecutor, shard: tuple[int, int]) -> list[dict]:
             if todo:
                 sets.append(craft.options(**options).remote(spec, group.set, model(group.set.surrogate)))
                 for pair in todo:
-                    pending[evaluate.options(**options).remote(spec, pair, sets[-1], model(pair.target))] = pair.key
+                    ref = evaluate.options(**options).remote(spec, pair, sets[-1], model(pair.target))
+                    pending[ref] = pair.key
         for ref in stage_bar(_completed(list(pending)), "evaluating", total=len(pending), unit="pair"):
             rows[pending[ref]] = ray.get(ref)
     except BaseException:
