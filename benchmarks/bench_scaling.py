@@ -1,15 +1,15 @@
 """Scaling: a study's wall time on the local executor against the ray executor with 1 and 2 workers.
 
-The same grid (N tiny CNNs, every surrogate against every target, one iterative attack) runs three
-times side by side, each in a fresh MLflow store and output folder: `executor=local` in this process
-(torch on all C CPUs), then `executor=ray` on a local Ray of C CPUs with one task at a time
-(`ray.cpus_per_task=C`) and with two at a time (`ray.cpus_per_task=C/2`). Each Ray side starts its own
-Ray first (not timed; printed) so that its worker processes start inside the timed study, as they do
-in a real run. The generated data set is made once before any side is timed. Prints a Markdown table
-of wall times and speed-ups over the local executor, and the largest difference between the local
-and the 1-worker table (same thread count: 0).
+The same grid (N tiny CNNs, every surrogate against every target, one iterative attack) runs on three
+sides in turn (`--repeats` rounds), each run in a fresh MLflow store and output folder:
+`executor=local` in this process (torch on all C CPUs), then `executor=ray` on a local Ray of C CPUs
+with one task at a time (`ray.cpus_per_task=C`) and with two at a time (`ray.cpus_per_task=C/2`).
+Each Ray side starts its own Ray first (not timed) so that its worker processes start inside the
+timed study, as they do in a real run. The generated data set is made once before any side is timed.
+Prints a Markdown table of median wall times and median per-round speed-ups over the local executor,
+and the largest difference between the local and the 1-worker table (same thread count: 0).
 
-    python benchmarks/bench_scaling.py --models 4 --patients 400 --epochs 3 --steps 20
+    python benchmarks/bench_scaling.py --models 4 --patients 400 --epochs 3 --steps 20 --repeats 3
 """
 from __future__ import annotations
 
@@ -40,10 +40,24 @@ def study_config(args, root: Path, side: str, *extra: str):
         f"attacks=[{{name: ifgsm, eps: [0.01], params: {{alpha: 0.0025, steps: {args.steps}}}}}]", *extra])
 
 
-def timed_study(cfg) -> tuple[float, object]:
-    start = time.perf_counter()
-    table = run_study(cfg)
-    return time.perf_counter() - start, table
+SIDES = [("local", 1), ("ray", 1), ("ray", 2)]
+
+
+def timed_study(args, root: Path, executor: str, workers: int, run: int):
+    """(seconds, table) of the study on one side, in a fresh store; Ray started first, not timed."""
+    side = f"{executor}{workers}-{run}"
+    if executor == "local":
+        cfg = study_config(args, root, side)
+    else:
+        cfg = study_config(args, root, side, "executor=ray", f"ray.cpus_per_task={args.cpus / workers:g}")
+        ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        start = time.perf_counter()
+        table = run_study(cfg)
+        return time.perf_counter() - start, table
+    finally:
+        if executor == "ray":
+            ray.shutdown()
 
 
 def main() -> None:
@@ -55,37 +69,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cpus", type=int, default=min(2, os.cpu_count() or 1),
                         help="CPUs of each side (C); 2 workers use C/2 each")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the three sides, in turn")
     args = parser.parse_args()
     torch.set_num_threads(args.cpus)
 
+    seconds = {side: [] for side in SIDES}
+    difference = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         read_data(study_config(args, root, "data"))  # generated and cached once, before any timing
-        rows = []
-        seconds, local = timed_study(study_config(args, root, "local"))
-        rows.append(("local", 1, seconds))
-        for workers in (1, 2):
-            start = time.perf_counter()
-            ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING",
-                     log_to_driver=False)
-            print(f"Ray start ({args.cpus} CPUs, not timed): {time.perf_counter() - start:.1f} s")
-            try:
-                seconds, table = timed_study(study_config(args, root, f"ray{workers}", "executor=ray",
-                                                          f"ray.cpus_per_task={args.cpus / workers:g}"))
-            finally:
-                ray.shutdown()
-            rows.append(("ray", workers, seconds))
-            if workers == 1:
-                columns = [c for c in PAIR_METRICS if c not in TIMINGS]
-                difference = np.nanmax(np.abs(table[columns].to_numpy(float)
-                                              - local[columns].to_numpy(float)))
+        for run in range(args.repeats):
+            tables = {}
+            for side in SIDES:
+                wall, tables[side] = timed_study(args, root, *side, run)
+                seconds[side].append(wall)
+                print(f"round {run + 1}: {side[0]} x{side[1]}: {wall:.1f} s", flush=True)
+            columns = [c for c in PAIR_METRICS if c not in TIMINGS]
+            local, one = (tables[side][columns].to_numpy(float) for side in SIDES[:2])
+            difference = max(difference, float(np.nanmax(np.abs(local - one))))
 
-    pairs = args.models ** 2
-    print(f"\n{args.models} models, {args.models} sets, {pairs} pairs; {args.cpus} CPUs per side\n")
-    print("| executor | workers | wall s | speed-up vs local |")
-    print("|----------|--------:|-------:|------------------:|")
-    for executor, workers, seconds in rows:
-        print(f"| {executor} | {workers} | {seconds:.1f} | {rows[0][2] / seconds:.2f}x |")
+    print(f"\n{args.models} models, {args.models} sets, {args.models ** 2} pairs; {args.cpus} CPUs per side; "
+          f"{args.repeats} round(s), medians\n")
+    print("| executor | workers | wall s | speed-up vs local (median of per-round ratios) |")
+    print("|----------|--------:|-------:|-----------------------------------------------:|")
+    for side in SIDES:
+        ratios = [local / wall for local, wall in zip(seconds[SIDES[0]], seconds[side])]
+        print(f"| {side[0]} | {side[1]} | {np.median(seconds[side]):.1f} | {np.median(ratios):.2f}x |")
     print(f"\nlargest difference between the local and the ray 1-worker table: {difference:g}")
 
 

@@ -236,7 +236,7 @@ def validate(cfg: DictConfig) -> None:
         CraftingBatch(int(cfg.crafting.batch_size))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    _validate_ray(cfg.ray)
+    _validate_ray(cfg)
 
 
 def _validate_model(model: dict) -> None:
@@ -253,8 +253,13 @@ def _validate_model(model: dict) -> None:
         raise ConfigError(f"{where}.init: unknown init {init!r}; valid: {', '.join(INITS)}")
 
 
-def _validate_ray(ray: DictConfig) -> None:
-    """Task resources Ray accepts: some CPU, no negative GPU, fractions of at most one GPU."""
+def _validate_ray(cfg: DictConfig) -> None:
+    """Task resources Ray accepts (some CPU, no negative GPU, fractions of at most one GPU); with the
+    `ray` executor each task uses the devices Ray gave it, so the trainer asks for one."""
+    ray = cfg.ray
+    if cfg.executor == "ray" and str(cfg.trainer.devices) != "1":
+        raise ConfigError(f"trainer.devices: {cfg.trainer.devices}; executor: ray runs each task on one "
+                          "device (ray.gpus_per_task sets its share of a GPU), so trainer.devices must be 1")
     if not ray.cpus_per_task > 0:
         raise ConfigError(f"ray.cpus_per_task: {ray.cpus_per_task}; must be above 0")
     gpus = ray.gpus_per_task
