@@ -2,7 +2,7 @@
 
 Run before any data is generated or read in bulk and before any store is touched: ImageNet weight
 files, `checkpoint:` files, data roots, the tracking server, devices and the free disk space the
-caches will need.
+caches will need, and the Ray cluster of the `ray` executor.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from lightning_modules.pretrained import load_state_dict_file
 
 from .outline import INDEX_FILES, DomainWork, human_bytes, outline
 from .ranks import device_count
+from .ray_cluster import ray_problems
 from .tracking import artifact_root, check_tracking_uri, default_tracking_uri
 from .weights import weight_problems
 from .zoo import expand_zoo, is_ensemble
@@ -47,7 +48,7 @@ def study_problems(cfg: DictConfig, work: list[DomainWork]) -> list[str]:
     problems = weight_problems(cfg) + checkpoint_problems(cfg)
     for domain in work:
         problems += data_problems(domain.cfg.data) + domain.problems
-    problems += tracking_problems(cfg) + device_problems(cfg) + disk_problems(cfg, work)
+    problems += tracking_problems(cfg) + device_problems(cfg) + disk_problems(cfg, work) + ray_problems(cfg)
     return list(dict.fromkeys(problems))
 
 

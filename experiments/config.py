@@ -22,6 +22,7 @@ from .ranks import MULTI_PROCESS_STRATEGIES, world_size
 from .zoo import PAIR_MODES, expand_zoo, is_ensemble
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -124,6 +125,14 @@ class TrackingConfig:
 
 
 @dataclass
+class RayConfig:
+    """Where the `ray` executor runs its tasks and what each task reserves (never part of an identity)."""
+    address: str = ""  # "" = a local Ray started by the run ($RAY_ADDRESS if set); "auto" or host:port = a cluster
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0  # fractions share a GPU (0.5 = two tasks per GPU); above 1 a whole number
+
+
+@dataclass
 class StudyConfig:
     name: str = "study"
     seed: int = 0
@@ -144,6 +153,8 @@ class StudyConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str = "outputs"
+    executor: str = "local"  # local (this process) or ray (Ray tasks: `ray`)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 class ConfigError(ValueError):
@@ -158,6 +169,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.task": TASKS,
     "pairs": PAIR_MODES,
     "crafting.precision": PRECISIONS,
+    "executor": EXECUTORS,
 }
 
 
@@ -239,6 +251,7 @@ def validate(cfg: DictConfig) -> None:
         CraftingBatch(int(cfg.crafting.batch_size))
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    _validate_ray(cfg)
     _validate_crafting_device(str(cfg.crafting.device))
     strategy = str(cfg.trainer.strategy)
     if world_size(cfg) > 1 and strategy not in MULTI_PROCESS_STRATEGIES:
@@ -283,6 +296,20 @@ def _validate_model(model: dict) -> None:
     init = model["init"]  # a `checkpoint:` file is read by the up-front checks (experiments.checks)
     if not init.startswith("checkpoint:") and init not in INITS:
         raise ConfigError(f"{where}.init: unknown init {init!r}; valid: {', '.join(INITS)}")
+
+
+def _validate_ray(cfg: DictConfig) -> None:
+    """Task resources Ray accepts (some CPU, no negative GPU, fractions of at most one GPU); with the
+    `ray` executor each task uses the devices Ray gave it, so the trainer asks for one."""
+    ray = cfg.ray
+    if cfg.executor == "ray" and str(cfg.trainer.devices) != "1":
+        raise ConfigError(f"trainer.devices: {cfg.trainer.devices}; executor: ray runs each task on one "
+                          "device (ray.gpus_per_task sets its share of a GPU), so trainer.devices must be 1")
+    if not ray.cpus_per_task > 0:
+        raise ConfigError(f"ray.cpus_per_task: {ray.cpus_per_task}; must be above 0")
+    gpus = ray.gpus_per_task
+    if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+        raise ConfigError(f"ray.gpus_per_task: {gpus}; must be 0, a fraction of one GPU or a whole number")
 
 
 def preset_path(name: str) -> Path:

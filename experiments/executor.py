@@ -74,20 +74,17 @@ class LocalExecutor:
         """Rows of one set's pairs in target order: read back from the store or evaluated and logged."""
         found = {pair.key: self.store.finished_pair(pair.key) for pair in group.pairs}
         pending = [pair for pair in group.pairs if found[pair.key] is None]
-        rows = {}
-        for pair in group.pairs:
-            if found[pair.key] is not None:
-                run = found[pair.key]
-                rows[pair.key] = {**{m: run.data.metrics.get(m, float("nan")) for m in PAIR_METRICS},
-                                  "run_id": run.info.run_id}
+        rows = {key: stored_row(run) for key, run in found.items() if run is not None}
         if pending:
-            craft_seconds = self.craft(group.set)
-            shared = {**set_distortion(self.test, self.cache.chunks(group.set.key)), "craft_seconds": craft_seconds}
+            shared = self.crafted(group.set)
             for pair in pending:
                 rows[pair.key] = self.evaluate(pair, shared)
-        setting = group.set.setting
-        return [{"seed": group.set.seed, "surrogate": group.set.surrogate.name, "target": pair.target.name,
-                 "attack": setting["name"], "eps": setting["eps"], **rows[pair.key]} for pair in group.pairs]
+        return group_rows(group, rows)
+
+    def crafted(self, job: SetJob) -> dict:
+        """Craft the set unless it is cached; the numbers all its pairs share (distortion, crafting seconds)."""
+        craft_seconds = self.craft(job)
+        return {**set_distortion(self.test, self.cache.chunks(job.key)), "craft_seconds": craft_seconds}
 
     def bootstrap(self, job: ModelJob) -> PairedBootstrap | None:
         """A target's paired bootstrap (its clean AUC per resample computed once), None when off."""
@@ -132,6 +129,18 @@ class LocalExecutor:
                 "same_init": str(surrogate.init == target.init), "same_data": str(surrogate.dev_set == target.dev_set),
                 "whitebox": str(surrogate.name == target.name), "defended": str(hardening(target) != "none"),
                 "git_sha": code()}
+
+
+def stored_row(run) -> dict:
+    """A pair's result numbers and run id, read back from its FINISHED run."""
+    return {**{m: run.data.metrics.get(m, float("nan")) for m in PAIR_METRICS}, "run_id": run.info.run_id}
+
+
+def group_rows(group: SetGroup, rows: dict[str, dict]) -> list[dict]:
+    """A set's result rows in target order, from each pair's numbers and run id (`rows`, by pair key)."""
+    setting = group.set.setting
+    return [{"seed": group.set.seed, "surrogate": group.set.surrogate.name, "target": pair.target.name,
+             "attack": setting["name"], "eps": setting["eps"], **rows[pair.key]} for pair in group.pairs]
 
 
 def examples_of(executor: LocalExecutor, group: SetGroup, domain: str) -> dict:

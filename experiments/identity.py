@@ -27,6 +27,8 @@ SPEED_OPTIONS = {
 }
 # Where results go: never part of any identity.
 LOCATIONS = ("tracking", "output_dir")
+# Which executor does the work and where its tasks run: never part of any identity.
+EXECUTION = ("executor", "ray")
 # The study keys a trained model depends on (with its zoo entry, its seed and the data identity).
 MODEL_SECTIONS = ("train", "trainer")
 # The study keys a pair evaluation depends on besides its set and its target.
@@ -163,9 +165,10 @@ def pair_key(cfg: DictConfig, surrogate_cfg, target_cfg, setting: dict, seed: in
 
 
 def study_key(cfg: DictConfig) -> str:
-    """Identity of a study (its parent run): the resolved config without speed options and
-    locations, its attacks as `attack_grid` names them, and the code version."""
+    """Identity of a study (its parent run): the resolved config without speed options, locations
+    and execution keys, its attacks as `attack_grid` names them, and the code version."""
     resolved = {name: _section(cfg, name) if name in SPEED_OPTIONS else value
-                for name, value in OmegaConf.to_container(cfg, resolve=True).items() if name not in LOCATIONS}
+                for name, value in OmegaConf.to_container(cfg, resolve=True).items()
+                if name not in LOCATIONS + EXECUTION}
     resolved["attacks"] = attack_grid(cfg)
     return digest({"config": resolved, "code": code()})

@@ -10,6 +10,8 @@ import torch
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
+from .tracking import worker_name
+
 CHECKPOINT_ARTIFACT = "checkpoint/model.pt"
 
 
@@ -35,7 +37,8 @@ def download_checkpoint(client: MlflowClient, run_id: str, directory: str | Path
 
 def start_training_run(client: MlflowClient, experiment_id: str, key: str, name: str, params: dict) -> str:
     """Open a top-level run for one model (training runs are shared between studies, so not nested)."""
-    run = client.create_run(experiment_id, run_name=name, tags={"kind": "model", "config_hash": key})
+    run = client.create_run(experiment_id, run_name=name, tags={"kind": "model", "config_hash": key,
+                                                                   "worker": worker_name()})
     for param_key, value in params.items():
         client.log_param(run.info.run_id, param_key, value)
     return run.info.run_id

@@ -12,7 +12,7 @@ from mlflow.data.dataset import Dataset
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
-from .tracking import log_frame
+from .tracking import log_frame, worker_name
 
 STUDY_TAG = "study_hash"
 
@@ -73,7 +73,8 @@ class StudyRuns:
                  predictions: pd.DataFrame, test_input: Dataset) -> str:
         """Log one pair evaluation as a child of the study run, with its test set as a dataset input
         (context `evaluation`); returns its run id."""
-        tags = {**tags, "kind": "pair", "config_hash": pair_key, "mlflow.parentRunId": self.parent_id}
+        tags = {**tags, "kind": "pair", "config_hash": pair_key, "mlflow.parentRunId": self.parent_id,
+                "worker": worker_name()}
         with mlflow.start_run(experiment_id=self.experiment_id, nested=True, tags=tags, run_name=run_name) as run:
             mlflow.log_params(params)
             mlflow.log_input(test_input, context="evaluation")

@@ -90,20 +90,27 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int]) -> pd
                            "pairs": cfg.pairs, "data.domain": cfg.data.domain})
         mlflow.set_tags({"git_sha": code(), "domain": cfg.data.domain})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-        test_split = data.datamodule("d1")
-        test = load_test_set(test_split)
-        test_input = split_dataset(cfg.data, test_split, "test")
-        mlflow.log_input(test_input, context="evaluation")
-        executor = LocalExecutor(scheduler, store, AdversarialSetCache(output_dir / "adversarial_sets"), data,
-                                 test, test_input)
-        with stage_bar(scheduler.groups, "evaluating", unit="set") as groups:  # own line on errors
-            rows = [row for group in groups for row in executor.run_group(group)]
+        executor = domain_executor(cfg, scheduler, store, data)
+        mlflow.log_input(executor.test_input, context="evaluation")
+        if cfg.executor == "ray":
+            from .ray_executor import ray_rows
+            rows = ray_rows(executor, shard)
+        else:
+            with stage_bar(scheduler.groups, "evaluating", unit="set") as groups:  # own line on errors
+                rows = [row for group in groups for row in executor.run_group(group)]
         table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), scheduler.zoo, cfg.data.domain)
         table.attrs["ui"] = ui_hint(uri, bool(cfg.tracking.uri), experiment_id, store.parent_id, cfg.data.domain)
         if shard == (0, 1):
             examples = examples_of(executor, scheduler.groups[0], cfg.data.domain) if scheduler.groups else None
             table.attrs["summary"] = write_outputs(table, output_dir / cfg.name / "report", examples, data.manifest)
     return table
+
+
+def domain_executor(cfg: DictConfig, scheduler: Scheduler, store: StudyRuns, data: DomainData) -> LocalExecutor:
+    """The local executor of one domain's study, with its test set read from `data`."""
+    test_split = data.datamodule("d1")
+    return LocalExecutor(scheduler, store, AdversarialSetCache(Path(cfg.output_dir) / "adversarial_sets"), data,
+                         load_test_set(test_split), split_dataset(cfg.data, test_split, "test"))
 
 
 def format_table(table: pd.DataFrame) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import tempfile
 import urllib.error
@@ -108,6 +109,11 @@ def code_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("+dirty" if dirty else "")
+
+
+def worker_name() -> str:
+    """`<hostname>:<pid>` of this process: the `worker` tag of the model and pair runs it logs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def log_text_files(files: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ random draw made in that forward pass).
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -63,21 +64,28 @@ def gaussian(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 class RandomResizePad(nn.Module):
     """Each image shrunk to a random size in [min_scale, 1] of its own (bilinear) and zero-padded
-    back at a random offset; draws from a generator seeded with `seed` when the defence is built."""
+    back at a random offset. The draws of an image come from `seed` and the image's content: a new
+    image (an attack's next step, an adversarial version) meets a new transform, while the same
+    image meets the same one however often, in whatever order and in whichever process it is
+    scored, so results do not depend on how the work is scheduled."""
 
     def __init__(self, min_scale: float, seed: int):
         super().__init__()
-        self.min_scale = min_scale
-        self.generator = torch.Generator().manual_seed(seed)
+        self.min_scale, self.seed = min_scale, int(seed)
+
+    def generator(self, image: torch.Tensor) -> torch.Generator:
+        content = hashlib.sha256(image.detach().float().cpu().contiguous().numpy().tobytes()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(content[:7], "little") ^ self.seed)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
         out = []
         for image in images:
-            scale = self.min_scale + (1 - self.min_scale) * float(torch.rand((), generator=self.generator))
+            generator = self.generator(image)
+            scale = self.min_scale + (1 - self.min_scale) * float(torch.rand((), generator=generator))
             h, w = max(1, round(height * scale)), max(1, round(width * scale))
-            top = int(torch.randint(0, height - h + 1, (), generator=self.generator))
-            left = int(torch.randint(0, width - w + 1, (), generator=self.generator))
+            top = int(torch.randint(0, height - h + 1, (), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (), generator=generator))
             small = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False)
             out.append(F.pad(small, (left, width - w - left, top, height - h - top)))
         return torch.cat(out)
