@@ -6,7 +6,7 @@ The naive protocol (as the paper's code did) crafts the adversarial set again fo
 is timed (training is excluded from both). Prints both wall times, their ratio and checks that every
 pair's auc_clean, auc_adv and auc_control are identical.
 
-    python benchmarks/bench_grid_reuse.py --models 4 --size 32 --patients 400 --steps 20
+    python benchmarks/bench_grid_reuse.py --models 4 --size 32 --patients 2000 --steps 40
 """
 from __future__ import annotations
 
@@ -64,9 +64,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=4)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--patients", type=int, default=400)
+    parser.add_argument("--patients", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -158,7 +158,11 @@ def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback
         progress: bool = True) -> float:
     """Train with early stopping on val_auc; leaves the best-val_auc weights in `module`, returns that
     AUC (on the main process; NaN on the others of a multi-process fit). Under a strategy that trains
-    in processes it spawns (ddp_spawn), the best score is measured again on the best weights."""
+    in processes it spawns (ddp_spawn), the best score is measured again on the best weights.
+
+    Deterministic algorithms are used wherever PyTorch has them; the few CUDA backward passes that
+    have none (e.g. adaptive average pooling, in every ResNet, DenseNet and EfficientNet) warn
+    instead of stopping the fit (on the CPU every kernel is deterministic)."""
     patience = cfg.train.patience
     with tempfile.TemporaryDirectory() as tmp:
         best = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_auc", mode="max",
@@ -168,7 +172,7 @@ def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback
                              devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
                              precision=cfg.trainer.precision, logger=False, enable_model_summary=False,
                              enable_progress_bar=progress,
-                             deterministic=True, callbacks=[best, stop, *callbacks])
+                             deterministic="warn", callbacks=[best, stop, *callbacks])
         interruptible(trainer.fit, module, datamodule=data)
         if not trainer.is_global_zero:
             return math.nan
