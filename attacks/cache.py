@@ -104,8 +104,10 @@ class AdversarialSetCache:
             with os.fdopen(handle, "wb") as file:
                 def write(adversarial: torch.Tensor, control: torch.Tensor) -> None:
                     payload = io.BytesIO()
-                    torch.save({"adversarial": adversarial.detach().cpu().contiguous(),
-                                "control": control.detach().cpu().contiguous()}, payload)
+                    # clones: a view would store its whole underlying storage
+                    torch.save({"adversarial": adversarial.detach().cpu().clone(memory_format=torch.contiguous_format),
+                                "control": control.detach().cpu().clone(memory_format=torch.contiguous_format)},
+                               payload)
                     file.write(payload.getbuffer().nbytes.to_bytes(LENGTH_BYTES, "little"))
                     file.write(payload.getbuffer())
 

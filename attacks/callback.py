@@ -106,4 +106,4 @@ def gather_batches(batch_id: int, parts: tuple[torch.Tensor, ...]):
     for part in parts:
         gathered.append(all_gather(torch.cat([part, part.new_zeros((longest - len(part), *part.shape[1:]))])))
     return [batch_id for batch_id, _ in header], [
-        tuple(g[rank][:count] for g in gathered) for rank, (_, count) in enumerate(header)]
+        tuple(g[rank][:count].clone() for g in gathered) for rank, (_, count) in enumerate(header)]
