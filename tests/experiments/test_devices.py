@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from attacks import AdversarialSetCache
 from experiments.batches import domain_data_of
+from experiments.cli import main
 from experiments.config import ConfigError, load_config, preset_path
 from experiments.training import fit, initial_module
 from lightning_modules.model import build_classifier
@@ -26,14 +27,14 @@ def medtransfer(*args, cwd):
                           timeout=STUDY_TIMEOUT)
 
 
-def test_a_crafting_device_this_machine_lacks_stops_before_anything_is_written(tmp_path):
+def test_a_crafting_device_this_machine_lacks_stops_before_anything_is_written(tmp_path, capsys):
     if torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
-    result = medtransfer("run", "--config", str(preset_path("smoke")), "crafting.device=cuda:7",
-                         f"tracking.uri=sqlite:///{tmp_path / 'store' / 'mlflow.db'}", f"output_dir={tmp_path / 'out'}",
-                         f"data.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    code = main(["run", "--config", str(preset_path("smoke")), "crafting.device=cuda:7",
+                 f"tracking.uri=sqlite:///{tmp_path / 'store' / 'mlflow.db'}", f"output_dir={tmp_path / 'out'}",
+                 f"data.cache_dir={tmp_path / 'cache'}"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
     assert "crafting.device" in lines[0] and "cuda:7" in lines[0]
     assert list(tmp_path.iterdir()) == []
 
