@@ -60,14 +60,14 @@ class SetBatches(Dataset):
     adversarial images first, then their control noise (one forward pass scores both)."""
 
     def __init__(self, root: str, key: str):
-        self.root, self.key = str(root), key
-        self.offsets = AdversarialSetCache(root).offsets(key)
+        self.cache, self.key = AdversarialSetCache(root), key
+        self.offsets = self.cache.offsets(key)
 
     def __len__(self) -> int:
         return len(self.offsets)
 
     def __getitem__(self, batch_id: int):
-        adversarial, control = AdversarialSetCache(self.root).chunk(self.key, self.offsets[batch_id])
+        adversarial, control = self.cache.chunk(self.key, self.offsets[batch_id])
         return torch.cat([adversarial, control]), batch_id
 
 

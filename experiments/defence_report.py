@@ -35,14 +35,19 @@ def _interval(draws: PairDraws, mask: pd.Series) -> tuple[float, np.ndarray]:
     return draws.effect([(mask, "adv", 1.0)])
 
 
-def defence_table(results: pd.DataFrame, predictions: dict, n_resamples: int, seed: int) -> pd.DataFrame:
+def domain_draws(results: pd.DataFrame, predictions: dict, n_resamples: int, seed: int) -> dict[str, PairDraws]:
+    """Each domain's resample draws, made once for both tables."""
+    return {domain: PairDraws(results[results["domain"] == domain], predictions, n_resamples, seed)
+            for domain in results["domain"].unique()}
+
+
+def defence_table(results: pd.DataFrame, draws_of: dict[str, PairDraws]) -> pd.DataFrame:
     """One row per (domain, attack, eps, target): hardening, clean AUC, its change against the plain
     target of the same architecture, init and data (`cost`), and per surrogate group the mean
     adversarial AUC % of clean with a 95 % interval (`<group>`, `<group>_lo`, `<group>_hi`)."""
     rows = []
     for domain, attack, eps in attack_settings(results):
-        frame = results[results["domain"] == domain]
-        draws = PairDraws(frame, predictions, n_resamples, seed)
+        frame, draws = results[results["domain"] == domain], draws_of[domain]
         setting = (frame["attack"] == attack) & np.isclose(frame["eps"], eps)
         groups = surrogate_groups(frame)
         clean = frame[setting].groupby("target", sort=False)["auc_clean"].mean()
@@ -53,8 +58,8 @@ def defence_table(results: pd.DataFrame, predictions: dict, n_resamples: int, se
                    "hardening": first["target_hardening"], "auc_clean": clean[target],
                    "cost": clean[target] - _plain_clean(frame[setting], first, clean)}
             for name, mask in groups.items():
-                point, resampled = _interval(draws, of & mask) if (of & mask).any() else (np.nan, np.full(1, np.nan))
-                lo, hi = np.nanpercentile(resampled, TAILS) if np.isfinite(resampled).any() else (np.nan, np.nan)
+                point, resampled = _interval(draws, of & mask) if (of & mask).any() else (np.nan, None)
+                lo, hi = _tails(resampled)
                 row.update({name: point, f"{name}_lo": lo, f"{name}_hi": hi})
             rows.append(row)
     return pd.DataFrame(rows)
@@ -68,7 +73,7 @@ def _plain_clean(frame: pd.DataFrame, target: pd.Series, clean: pd.Series) -> fl
     return float(clean[same[0]]) if len(same) == 1 else np.nan
 
 
-def ensemble_table(results: pd.DataFrame, predictions: dict, n_resamples: int, seed: int) -> pd.DataFrame:
+def ensemble_table(results: pd.DataFrame, draws_of: dict[str, PairDraws]) -> pd.DataFrame:
     """Per (domain, attack, eps, ensemble surrogate, target that is none of its members): the
     members' mean adversarial AUC % of clean (`single`: one surrogate at a time), the ensemble's
     (`joint`), a same-init
@@ -81,7 +86,7 @@ def ensemble_table(results: pd.DataFrame, predictions: dict, n_resamples: int, s
         ensembles = frame[setting & (frame["surrogate_members"] != "")][["surrogate", "surrogate_members"]]
         if ensembles.empty:
             continue
-        draws = PairDraws(frame, predictions, n_resamples, seed)
+        draws = draws_of[domain]
         same_init = (surrogate_groups(frame)["same data"] & (frame["surrogate_init"] == frame["target_init"])
                      & (frame["surrogate_init"] != "random") & (frame["surrogate_hardening"] == "none"))
         for name, members in ensembles.drop_duplicates().itertuples(index=False):
@@ -165,18 +170,18 @@ def defences_section(results: pd.DataFrame, tracking_uri: str, out_dir: Path, n_
     ensembles = "surrogate_members" in results and (results["surrogate_members"] != "").any()
     if n_resamples < 1 or results.empty or not (hardened or ensembles):
         return ""
-    predictions = load_predictions(results["run_id"], tracking_uri)
+    draws = domain_draws(results, load_predictions(results["run_id"], tracking_uri), n_resamples, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     if hardened:
-        table = defence_table(results, predictions, n_resamples, seed)
+        table = defence_table(results, draws)
         table.to_csv(out_dir / "defences.csv", index=False)
         defence_heatmaps(table, out_dir)
         lines += ["Defences: target hardening, clean AUC (cost: change against the plain target) and adversarial "
                   "AUC % of clean by surrogate group (95 % paired bootstrap over seeds and test images)", "",
                   markdown_table(display(table))]
     if ensembles:
-        table = ensemble_table(results, predictions, n_resamples, seed)
+        table = ensemble_table(results, draws)
         if not table.empty:
             table.to_csv(out_dir / "ensembles.csv", index=False)
             lines += ["Ensemble surrogates: adversarial AUC % of clean of the members one at a time, of the "

@@ -24,13 +24,13 @@ from .ranks import run_job, world_size
 from .training import interruptible
 
 
-def predict_settings(cfg: DictConfig) -> dict:
-    """The predict Trainer's device options for the study's `crafting.device`."""
+def predict_settings(cfg: DictConfig, distributed: bool) -> dict:
+    """The predict Trainer's device options for the study's `crafting.device` (`distributed`: on
+    every device of the study's device group)."""
     device = str(cfg.crafting.device)
     if device == "auto":
-        many = world_size(cfg) > 1
-        return {"accelerator": cfg.trainer.accelerator, "devices": cfg.trainer.devices if many else 1,
-                "strategy": cfg.trainer.strategy if many else "auto", "precision": cfg.trainer.precision}
+        return {"accelerator": cfg.trainer.accelerator, "devices": cfg.trainer.devices if distributed else 1,
+                "strategy": cfg.trainer.strategy if distributed else "auto", "precision": cfg.trainer.precision}
     accelerator, _, index = device.partition(":")
     devices = [int(index)] if index else 1
     return {"accelerator": "gpu" if accelerator == "cuda" else accelerator, "devices": devices,
@@ -75,8 +75,8 @@ class Predictor:
     """The study's predictions: model scores and adversarial sets, batch by batch in order."""
 
     def __init__(self, cfg: DictConfig):
-        self.cfg, self.settings = cfg, predict_settings(cfg)
-        self.distributed = str(cfg.crafting.device) == "auto" and world_size(cfg) > 1
+        self.cfg, self.distributed = cfg, str(cfg.crafting.device) == "auto" and world_size(cfg) > 1
+        self.settings = predict_settings(cfg, self.distributed)
 
     def _run(self, module: pl.LightningModule, batches: Dataset, callback: BatchGather, sink: Callable) -> None:
         if self.distributed:  # sent to the followers from the CPU; each puts it on its own device
