@@ -2,7 +2,7 @@
 
 The naive protocol (as the paper's code did) crafts the adversarial set again for every
 (surrogate, target) pair: N x M crafts instead of N. Both sides use the framework's own crafting
-(`experiments.predicting.Predictor`) on the same trained models, which are trained before either side
+(`experiments.execution.predicting.Predictor`) on the same trained models, which are trained before either side
 is timed (training is excluded from both). Prints both wall times, their ratio and checks that every
 pair's auc_clean, auc_adv and auc_control are identical.
 
@@ -20,15 +20,15 @@ import torch
 from omegaconf import OmegaConf
 
 from attacks import AdversarialSetCache
-from experiments.batches import SetBatches, TestBatches
-from experiments.config import load_config
-from experiments.evaluation import load_test_set
-from experiments.metrics import auc
-from experiments.predicting import Predictor
-from experiments.identity import attack_grid
+from experiments.execution.batches import SetBatches, TestBatches
+from experiments.design.config import load_config
+from experiments.execution.evaluation import load_test_set
+from experiments.report.metrics import auc
+from experiments.execution.predicting import Predictor
+from experiments.design.identity import attack_grid
 from experiments.study import run_study
-from experiments.training import domain_data, train_model
-from experiments.zoo import expand_zoo
+from experiments.execution.training import domain_data, train_model
+from experiments.design.zoo import expand_zoo
 
 
 def study_config(args, root: Path, name: str):

@@ -23,9 +23,9 @@ MODELS = "[{name: a, instance: 0}, {name: b, instance: 1}, {name: c, dev_set: d2
 
 
 def child(patients: int, size: int, root: str, storage: str) -> None:
-    from experiments.config import load_config
+    from experiments.design.config import load_config
     from experiments.study import run_study
-    from experiments.training import domain_data
+    from experiments.execution.training import domain_data
 
     torch.set_num_threads(1)
     cache = f"{root}/data" if storage == "cache" else "none"

@@ -24,8 +24,8 @@ import numpy as np
 import ray
 import torch
 
-from experiments.config import load_config
-from experiments.evaluation import PAIR_METRICS
+from experiments.design.config import load_config
+from experiments.execution.evaluation import PAIR_METRICS
 from experiments.study import read_data, run_study
 
 TIMINGS = {"craft_seconds", "eval_seconds"}

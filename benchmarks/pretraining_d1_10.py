@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
 from datamodules import build_datamodule
-from experiments.training import fit
+from experiments.execution.training import fit
 from lightning_modules import ClassifierModule
 
 DATA = {"domain": "pathology", "source": "synthetic", "image_size": 32, "num_patients": 700,

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import CONFIG_DIR, ConfigError
+from .design.config import CONFIG_DIR, ConfigError
 
 EPILOG = """\
 overrides are OmegaConf dotlist entries, for example:
@@ -91,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         print(architecture_listing())
         return 0
     from .console import quiet_third_party
-    from .tracking import check_tracking_uri, default_tracking_uri
+    from .store.tracking import check_tracking_uri, default_tracking_uri
 
     quiet_third_party()
     if args.command == "ui":
-        from .ui import serve
+        from .store.ui import serve
         uri = args.store or default_tracking_uri()
         try:
             check_tracking_uri(uri)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as err:
             print(f"medtransfer ui: error: {err}", file=sys.stderr)
             return 1
-    from .config import load_config
+    from .design.config import load_config
     from .study import format_table, run_study
 
     try:
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def weights_command(args) -> int:
     """`medtransfer weights`: list (and with --from, install) the ImageNet files; 2 if any is unusable."""
-    from .config import load_config
-    from .weights import all_torchvision_files, install_from, listing, needed_files
+    from .design.config import load_config
+    from .preflight.weights import all_torchvision_files, install_from, listing, needed_files
 
     if args.config is None and args.source is None:
         raise ConfigError("weights: give --config YAML, --from DIR or both")

@@ -11,21 +11,21 @@ from omegaconf import DictConfig, OmegaConf
 from attacks import AdversarialSetCache
 from datamodules import DomainData
 
-from .config import domain_config, load_config
+from .design.config import domain_config, load_config
 from .console import stage_bar
-from .datasets import split_dataset
-from .defence_report import defences_section
-from .evaluation import PAIR_METRICS, load_test_set
-from .executor import LocalExecutor, examples_of
-from .findings import findings_section
-from .identity import code, study_key
-from .outputs import with_factors, write_outputs
-from .ranks import DeviceGroup
-from .reports import markdown_table
-from .runs import StudyRuns
-from .scheduler import Scheduler
-from .tracking import default_tracking_uri, setup_experiment, ui_hint
-from .training import domain_data
+from .store.datasets import split_dataset
+from .report.defences import defences_section
+from .execution.evaluation import PAIR_METRICS, load_test_set
+from .execution.local import LocalExecutor, examples_of
+from .report.findings import findings_section
+from .design.identity import code, study_key
+from .report.outputs import with_factors, write_outputs
+from .execution.devices import DeviceGroup
+from .report.tables import markdown_table
+from .store.runs import StudyRuns
+from .design.scheduler import Scheduler
+from .store.tracking import default_tracking_uri, setup_experiment, ui_hint
+from .execution.training import domain_data
 
 RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "auc_clean", "auc_adv", "auc_control",
                   "auc_pct_clean", "asr"]
@@ -47,9 +47,9 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     if not isinstance(cfg, DictConfig):
         cfg = load_config(cfg)
     if dry_run:
-        from .plan import study_plan
+        from .preflight.plan import study_plan
         return study_plan(cfg)
-    from .checks import require_ready
+    from .preflight.checks import require_ready
     require_ready(cfg)
     studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
     data = [read_data(study) for study in studies]  # all of it, before any store or folder is made
@@ -93,7 +93,7 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int]) -> pd
         executor = domain_executor(cfg, scheduler, store, data)
         mlflow.log_input(executor.test_input, context="evaluation")
         if cfg.executor == "ray":
-            from .ray_executor import ray_rows
+            from .execution.ray_tasks import ray_rows
             rows = ray_rows(executor, shard)
         else:
             with stage_bar(scheduler.groups, "evaluating", unit="set") as groups:  # own line on errors

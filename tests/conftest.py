@@ -31,7 +31,7 @@ def synthetic_cache(tmp_path_factory):
 def smoke_config():
     """`smoke_config(root, *overrides)`: the smoke preset with its MLflow store (`root/mlflow.db`) and
     outputs under `root`, then `overrides` (the one config fixture of the study tests)."""
-    from experiments.config import load_config, preset_path
+    from experiments.design.config import load_config, preset_path
 
     def make(root: Path, *overrides: str):
         return load_config(preset_path("smoke"), [f"tracking.uri=sqlite:///{root / 'mlflow.db'}",

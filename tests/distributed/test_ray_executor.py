@@ -20,10 +20,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from experiments import load_config, run_study
-from experiments.config import ConfigError, preset_path
-from experiments.evaluation import PAIR_METRICS
-from experiments.identity import study_key
-from experiments.tracking import setup_experiment
+from experiments.design.config import ConfigError, preset_path
+from experiments.execution.evaluation import PAIR_METRICS
+from experiments.design.identity import study_key
+from experiments.store.tracking import setup_experiment
 
 ray = pytest.importorskip("ray")
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from experiments.bootstrap import PairedBootstrap, paired_bootstrap
+from experiments.report.bootstrap import PairedBootstrap, paired_bootstrap
 
 
 def reference_bootstrap(task, labels, clean, adv, n_resamples, seed, confidence=0.95):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from experiments.config import preset_path
+from experiments.design.config import preset_path
 
 
 def medtransfer(*args, cwd=None):

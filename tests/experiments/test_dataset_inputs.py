@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from datamodules import build_datamodule
 from experiments import load_config, run_study
-from experiments.config import preset_path
+from experiments.design.config import preset_path
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from experiments import run_study
-from experiments.config import ConfigError, preset_path
-from experiments.evaluation import load_test_set
-from experiments.training import domain_data
+from experiments.design.config import ConfigError, preset_path
+from experiments.execution.evaluation import load_test_set
+from experiments.execution.training import domain_data
 from lightning_modules import build_classifier
 from lightning_modules.pretrained import load_state_dict_file
 from lightning_modules.tasks import scores

@@ -13,10 +13,10 @@ from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
 from attacks import AdversarialSetCache
-from experiments.batches import domain_data_of
+from experiments.execution.batches import domain_data_of
 from experiments.cli import main
-from experiments.config import ConfigError, load_config, preset_path
-from experiments.training import fit, initial_module
+from experiments.design.config import ConfigError, load_config, preset_path
+from experiments.execution.training import fit, initial_module
 from lightning_modules.model import build_classifier
 
 STUDY_TIMEOUT = 300  # a hang in a collective operation fails the test instead of the suite
@@ -84,11 +84,11 @@ import torch
 from omegaconf import OmegaConf
 
 from attacks import AdversarialSetCache
-from experiments.batches import SetBatches, TestBatches, domain_data_of
-from experiments.config import load_config, preset_path
-from experiments.predicting import Predictor
-from experiments.ranks import DeviceGroup
-from experiments.training import initial_module
+from experiments.execution.batches import SetBatches, TestBatches, domain_data_of
+from experiments.design.config import load_config, preset_path
+from experiments.execution.predicting import Predictor
+from experiments.execution.devices import DeviceGroup
+from experiments.execution.training import initial_module
 
 out = Path(sys.argv[1])
 SETTINGS = {"pgd": {"name": "pgd", "eps": 0.03, "alpha": 0.01, "steps": 3},  # random start

@@ -5,10 +5,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from experiments import load_config, run_study
-from experiments.config import domain_config, preset_path
-from experiments.findings import FINDINGS, Predictions, finding_effects, read_predictions, verdict
-from experiments.outputs import with_factors
-from experiments.scheduler import Scheduler
+from experiments.design.config import domain_config, preset_path
+from experiments.report.findings import FINDINGS, Predictions, finding_effects, read_predictions, verdict
+from experiments.report.outputs import with_factors
+from experiments.design.scheduler import Scheduler
 
 N, SEEDS, RESAMPLES = 60, (0, 1, 2), 100
 

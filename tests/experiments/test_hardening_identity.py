@@ -1,8 +1,8 @@
 """Identities of hardened models and ensembles: what a defence, adversarial training and ensemble
 membership change, and what the scheduler trains."""
-from experiments import identity
-from experiments.scheduler import Scheduler
-from experiments.zoo import entry_params, hardening
+from experiments.design import identity
+from experiments.design.scheduler import Scheduler
+from experiments.design.zoo import entry_params, hardening
 
 ZOO = ("models=[{name: a}, {name: b, dev_set: d2}, {name: a_jpeg, defence: {name: jpeg, quality: 50}}, "
        "{name: a_jpeg40, defence: {name: jpeg, quality: 40}}, "
@@ -76,7 +76,7 @@ def test_params_and_hardening_labels(smoke_config, tmp_path):
 
 
 def test_weight_checks_list_an_ensembles_members_not_the_ensemble(smoke_config, tmp_path):
-    from experiments.weights import needed_files
+    from experiments.preflight.weights import needed_files
     cfg = smoke_config(tmp_path, "models=[{name: e1, arch: efficientnet_lite0, init: imagenet}, "
                        "{name: e2, arch: efficientnet_lite0, init: imagenet, instance: 1}, {name: ens, ensemble: [e1, e2]}]")
     files, problems = needed_files(cfg)

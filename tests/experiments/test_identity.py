@@ -3,9 +3,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from experiments import identity, run_study
-from experiments.evaluation import PAIR_METRICS
-from experiments.scheduler import Scheduler
+from experiments import run_study
+from experiments.design import identity
+from experiments.execution.evaluation import PAIR_METRICS
+from experiments.design.scheduler import Scheduler
 
 SPEED = ["data.num_workers=2", "data.pin_memory=true", "data.cache_dir=/elsewhere", "crafting.batch_size=3",
          "crafting.auto_batch=false", "crafting.channels_last=true", "crafting.device=cpu",

@@ -10,8 +10,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from experiments import load_config
-from experiments.config import preset_path
-from experiments.training import domain_data, train_model
+from experiments.design.config import preset_path
+from experiments.execution.training import domain_data, train_model
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import torch
 from datamodules import build_datamodule
 from experiments import load_config, run_study
 from experiments.cli import main
-from experiments.config import preset_path
-from experiments.outline import outline
+from experiments.design.config import preset_path
+from experiments.preflight.outline import outline
 
 IMAGENET_MODEL = "models=[{name: r, arch: resnet18, init: imagenet, dev_set: d1, instance: 0}]"
 

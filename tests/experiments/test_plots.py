@@ -8,8 +8,8 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from experiments import plots
-from experiments.plots import (DPI, HEATMAP_CMAP, epsilon_curves, epsilon_figure, example_grid,
+from experiments.report import plots
+from experiments.report.plots import (DPI, HEATMAP_CMAP, epsilon_curves, epsilon_figure, example_grid,
                                example_grid_figure, heatmap_figure, transfer_heatmaps)
 
 # The suite imports tests with --import-mode=importlib, so the results-frame builder of

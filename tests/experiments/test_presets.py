@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.config import CONFIG_DIR, ConfigError, domain_config, load_config, preset_path
-from experiments.scheduler import Scheduler
+from experiments.design.config import CONFIG_DIR, ConfigError, domain_config, load_config, preset_path
+from experiments.design.scheduler import Scheduler
 
 PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 

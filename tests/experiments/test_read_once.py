@@ -8,7 +8,7 @@ from PIL import Image
 import datamodules.build
 import datamodules.readers.chestxray14 as chestxray14
 from experiments import load_config, run_study
-from experiments.training import domain_data, train_model
+from experiments.execution.training import domain_data, train_model
 
 FINDINGS = ["Effusion", "Mass", "Nodule"]
 

@@ -9,8 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from experiments import run_study
-from experiments.config import preset_path
-from experiments.evaluation import PAIR_METRICS
+from experiments.design.config import preset_path
+from experiments.execution.evaluation import PAIR_METRICS
 
 TIMINGS = {"craft_seconds", "eval_seconds"}
 

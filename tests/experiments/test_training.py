@@ -6,10 +6,10 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
-from experiments.config import load_config
-from experiments.tracking import setup_experiment
-from experiments.identity import model_seed
-from experiments.training import domain_data, initial_module, train_model
+from experiments.design.config import load_config
+from experiments.store.tracking import setup_experiment
+from experiments.design.identity import model_seed
+from experiments.execution.training import domain_data, initial_module, train_model
 
 
 def tiny_config(uri: str, *extra: str):

@@ -13,7 +13,7 @@ import torch
 import torchvision.models as tvm
 
 from experiments.cli import main
-from experiments.config import preset_path
+from experiments.design.config import preset_path
 from lightning_modules import architectures
 from lightning_modules.model import build_classifier
 

@@ -1,9 +1,9 @@
 """Loader options of the study config reach the test DataLoader the study streams from."""
 import pytest
 
-from experiments.config import ConfigError, load_config
-from experiments.evaluation import load_test_set
-from experiments.training import domain_data
+from experiments.design.config import ConfigError, load_config
+from experiments.execution.evaluation import load_test_set
+from experiments.execution.training import domain_data
 
 
 def test_workers_and_pinned_memory_reach_the_loader():

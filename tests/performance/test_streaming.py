@@ -6,7 +6,7 @@ from torch.utils.data import DataLoader
 
 from attacks import (AdversarialSetCache, CraftingBatch, CraftingCallback, batch_seed, control_noise, craft,
                      perturbation_metrics)
-from experiments.evaluation import PerturbationTotals
+from experiments.execution.evaluation import PerturbationTotals
 from lightning_modules import ClassifierModule
 
 SETTING = {"name": "ifgsm", "eps": 0.02, "alpha": 0.005, "steps": 3, "quantize": False}

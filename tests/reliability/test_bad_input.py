@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from experiments.cli import main
-from experiments.config import preset_path
+from experiments.design.config import preset_path
 
 CASES = [
     pytest.param(["models=[{name: a, arch: no_such_net, init: random, dev_set: d1, instance: 0}]"], "no_such_net",

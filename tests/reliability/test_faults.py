@@ -18,9 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from attacks import AdversarialSetCache
 from experiments import load_config, run_study
-from experiments.config import preset_path
-from experiments.evaluation import PAIR_METRICS
-from experiments.tracking import setup_experiment
+from experiments.design.config import preset_path
+from experiments.execution.evaluation import PAIR_METRICS
+from experiments.store.tracking import setup_experiment
 
 CONFIG = preset_path("smoke")
 # the smoke study with training and crafting stages that last about a second each, long enough to hit

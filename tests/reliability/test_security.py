@@ -12,7 +12,7 @@ from attacks import AdversarialSetCache
 from datamodules.readers.csv_folder import read_csv_folder
 from datamodules.synthetic.cache import cached_generate
 from experiments.cli import main
-from experiments.config import preset_path
+from experiments.design.config import preset_path
 
 FAST = ["train.max_epochs=1", "bootstrap_resamples=0", "attacks=[{name: fgsm, eps: [0.02]}]"]
 

@@ -12,15 +12,15 @@ from omegaconf import DictConfig
 from datamodules.splits import DEV_SETS, dev_set_indices, split_manifest
 from datamodules.synthetic.cache import cache_root, entry_path, generator_params
 
-from .config import domain_config
-from .scheduler import ModelJob, PairJob, Scheduler, SetJob
+from ..design.config import domain_config
+from ..design.scheduler import ModelJob, PairJob, Scheduler, SetJob
 
 # the index file a real source's reader starts from (csv: data.csv_file)
 INDEX_FILES = {"chestxray14": "Data_Entry_2017.csv", "kaggle_dr": "trainLabels.csv"}
 
 
 @dataclass
-class DomainData:
+class DataOutline:
     """A domain's data as far as the config tells: source, size, split sizes, synthetic cache."""
 
     source: str
@@ -43,7 +43,7 @@ class DomainWork:
     it crafts and the pairs it evaluates, each job named by its identity)."""
 
     cfg: DictConfig
-    data: DomainData
+    data: DataOutline
     scheduler: Scheduler
     problems: list[str]
 
@@ -73,12 +73,12 @@ def outline(cfg: DictConfig) -> list[DomainWork]:
     for sub in domain_configs(cfg):
         scheduler = Scheduler(sub)
         dev_sets = {scheduler.zoo[job.name].dev_set for job in scheduler.model_jobs()}
-        data, problems = domain_data(sub.data, dev_sets)
+        data, problems = data_outline(sub.data, dev_sets)
         work.append(DomainWork(sub, data, scheduler, problems))
     return work
 
 
-def domain_data(data: DictConfig, dev_sets: set[str]) -> tuple[DomainData, list[str]]:
+def data_outline(data: DictConfig, dev_sets: set[str]) -> tuple[DataOutline, list[str]]:
     """What the config says about a domain's data, and the empty splits among the test set and
     those of `dev_sets`."""
     source, domain, size = data.source, data.domain, int(data.image_size)
@@ -90,12 +90,12 @@ def domain_data(data: DictConfig, dev_sets: set[str]) -> tuple[DomainData, list[
         cache = cache_root(data.cache_dir)
         params = generator_params(domain, data.num_patients, data.images_per_patient, size, data.seed,
                                   data.signal)
-        info = DomainData(source, "", len(patients), channels, size,
+        info = DataOutline(source, "", len(patients), channels, size,
                           cache_file=entry_path(params, cache) if cache is not None else None)
     else:
         count = real_image_count(data)
         patients = None if count is None else np.arange(count)
-        info = DomainData(source, str(data.root), count, channels, size, estimated=True)
+        info = DataOutline(source, str(data.root), count, channels, size, estimated=True)
     if patients is None or len(patients) == 0:
         return info, []
     manifest = split_manifest(patients, int(data.seed), float(data.test_fraction), float(data.val_fraction))

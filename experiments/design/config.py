@@ -18,10 +18,10 @@ from lightning_modules import ARCHITECTURES, TASKS
 from lightning_modules.defences import defence_params
 from lightning_modules.model import INITS
 
-from .ranks import MULTI_PROCESS_STRATEGIES, world_size
+from .resources import MULTI_PROCESS_STRATEGIES, world_size
 from .zoo import PAIR_MODES, expand_zoo, is_ensemble
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
 EXECUTORS = ("local", "ray")
 
 

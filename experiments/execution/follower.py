@@ -9,8 +9,8 @@ import time
 
 import torch.distributed as dist
 
-from .console import quiet_third_party
-from .ranks import CONTROL_TIMEOUT
+from ..console import quiet_third_party
+from .devices import CONTROL_TIMEOUT
 
 
 def exit_with_parent() -> None:

@@ -20,14 +20,14 @@ from lightning_modules import ClassifierModule
 from lightning_modules.pretrained import load_state_dict_file
 
 from .batches import domain_data_of
-from .console import TrainingBar
-from .datasets import log_dataset, split_dataset
-from .identity import adversarial_training, model_identity, model_key, model_seed
-from .logged_models import log_trained_model
-from .model_store import (CHECKPOINT_ARTIFACT, EpochMetrics, download_checkpoint, find_trained,
+from ..console import TrainingBar
+from ..store.datasets import log_dataset, split_dataset
+from ..design.identity import adversarial_training, model_identity, model_key, model_seed
+from ..store.logged_models import log_trained_model
+from ..store.model_store import (CHECKPOINT_ARTIFACT, EpochMetrics, download_checkpoint, find_trained,
                           find_unfinished, finish_training_run, start_training_run)
-from .ranks import run_job
-from .tracking import default_tracking_uri, setup_experiment
+from .devices import run_job
+from ..store.tracking import default_tracking_uri, setup_experiment
 
 
 class TrainedModel(NamedTuple):

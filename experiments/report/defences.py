@@ -13,8 +13,8 @@ import pandas as pd
 
 from .findings import PairDraws, load_predictions
 from .plots import _save, _slug, heatmap_figure
-from .reports import attack_settings, markdown_table
-from .zoo import MIXED
+from .tables import attack_settings, markdown_table
+from ..design.zoo import MIXED
 
 GROUPS = ("white-box", "same data", "other data", "other architecture")
 TAILS = (2.5, 97.5)

@@ -19,8 +19,9 @@ from attacks import BatchGather, CraftingCallback
 from lightning_modules import tasks
 
 from .batches import rank_loader
-from .console import stage_bar
-from .ranks import run_job, world_size
+from ..console import stage_bar
+from ..design.resources import world_size
+from .devices import run_job
 from .training import interruptible
 
 

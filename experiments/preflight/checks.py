@@ -18,11 +18,11 @@ from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
 
 from .outline import INDEX_FILES, DomainWork, human_bytes, outline
-from .ranks import device_count
-from .ray_cluster import ray_problems
-from .tracking import artifact_root, check_tracking_uri, default_tracking_uri
+from ..design.resources import device_count
+from ..execution.ray_cluster import ray_problems
+from ..store.tracking import artifact_root, check_tracking_uri, default_tracking_uri
 from .weights import weight_problems
-from .zoo import expand_zoo, is_ensemble
+from ..design.zoo import expand_zoo, is_ensemble
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 

@@ -21,8 +21,9 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
 
+from ..design.resources import backend, world_size
+
 CONTROL_TIMEOUT = timedelta(days=30)  # between jobs followers wait for the main process this long
-MULTI_PROCESS_STRATEGIES = ("auto", "ddp")
 LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK")
 
 
@@ -30,29 +31,6 @@ class Job(Protocol):
     distributed: bool  # every process of the group runs it (else this process alone)
 
     def run(self, **local): ...
-
-
-def device_count(devices, available: int) -> int:
-    """How many devices a Lightning `devices` value asks for (an int, "auto", -1 or a list of ids)."""
-    text = str(devices)
-    if text in ("auto", "-1"):
-        return available
-    return int(text) if text.isdigit() else len(devices)
-
-
-def uses_cuda(accelerator: str) -> bool:
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
-def world_size(cfg: DictConfig) -> int:
-    """How many processes the study's trainer asks for: one per device."""
-    accelerator = str(cfg.trainer.accelerator)
-    available = torch.cuda.device_count() if uses_cuda(accelerator) else 1
-    return max(1, device_count(cfg.trainer.devices, available))
-
-
-def backend(cfg: DictConfig) -> str:
-    return "nccl" if uses_cuda(str(cfg.trainer.accelerator)) else "gloo"
 
 
 def free_port() -> int:
@@ -95,7 +73,7 @@ class DeviceGroup:
             env = {**os.environ, **launch, "LOCAL_RANK": str(rank), "RANK": str(rank),
                    "MEDTRANSFER_BACKEND": self.backend}
             self.followers.append(subprocess.Popen(  # own session: a Ctrl-C reaches the main process only
-                [sys.executable, "-m", "experiments.follower"], env=env, stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", "experiments.execution.follower"], env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, start_new_session=True))
         self.saved_env = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
         os.environ.update({**launch, "LOCAL_RANK": "0", "RANK": "0"})

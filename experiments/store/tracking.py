@@ -98,19 +98,6 @@ def ui_hint(uri: str, named: bool, experiment_id: str, run_id: str, label: str) 
     return "\n".join(lines)
 
 
-def code_version() -> str:
-    """Git commit of the code, with '+dirty' when the work tree has changes; 'unknown' outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")
-
-
 def worker_name() -> str:
     """`<hostname>:<pid>` of this process: the `worker` tag of the model and pair runs it logs."""
     return f"{socket.gethostname()}:{os.getpid()}"

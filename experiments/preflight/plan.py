@@ -19,8 +19,8 @@ from lightning_modules.model import build_classifier
 
 from .checks import study_problems
 from .outline import DomainWork, attack_steps, human_bytes, human_count, human_seconds, outline
-from .scheduler import ModelJob, PairJob, SetJob
-from .tracking import default_tracking_uri
+from ..design.scheduler import ModelJob, PairJob, SetJob
+from ..store.tracking import default_tracking_uri
 
 TIMING_BATCH = 4
 

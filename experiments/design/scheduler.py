@@ -2,7 +2,7 @@
 the pair evaluations to run after their target and set, each named by its identity.
 
 The scheduler only says what work there is and what it depends on; an executor does it (the local
-one in `experiments.executor`). Shard `i/n` keeps every n-th adversarial set with its pairs.
+one in `experiments.execution`). Shard `i/n` keeps every n-th adversarial set with its pairs.
 """
 from __future__ import annotations
 

@@ -22,13 +22,13 @@ import ray
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .console import stage_bar
-from .executor import LocalExecutor, group_rows, stored_row
-from .identity import study_key
+from ..console import stage_bar
+from .local import LocalExecutor, group_rows, stored_row
+from ..design.identity import study_key
 from .ray_cluster import connect
-from .runs import StudyRuns
-from .scheduler import ModelJob, PairJob, Scheduler, SetJob
-from .tracking import setup_experiment
+from ..store.runs import StudyRuns
+from ..design.scheduler import ModelJob, PairJob, Scheduler, SetJob
+from ..store.tracking import setup_experiment
 
 TASK_RETRIES = 3  # attempts after a worker process dies mid-task
 CANCEL_GRACE_S = 30  # how long cancelled tasks get to end their runs KILLED
@@ -52,7 +52,7 @@ def worker_executor(spec: StudySpec) -> LocalExecutor:
     torch.set_num_threads(max(1, int(spec.cfg.ray.cpus_per_task)))
     key = OmegaConf.to_yaml(spec.cfg) + f"{spec.shard}{spec.parent_id}"
     if key not in _executors:
-        from .study import domain_executor, read_data
+        from ..study import domain_executor, read_data
 
         # Ray cancels a running task through SIGINT's handler (KeyboardInterrupt, runs end KILLED); a
         # worker started from a shell that ignores SIGINT would not stop
@@ -90,7 +90,7 @@ def evaluate(spec: StudySpec, pair: PairJob, shared: dict, target_run: str) -> d
 def worker_config(cfg: DictConfig) -> DictConfig:
     """The config with the tracking store, experiment and output folder spelled out, so that a worker
     started elsewhere (another folder, environment or machine) writes where the driver does."""
-    from .tracking import default_tracking_uri
+    from ..store.tracking import default_tracking_uri
 
     return OmegaConf.merge(cfg, {"tracking": {"uri": cfg.tracking.uri or default_tracking_uri(),
                                               "experiment": cfg.tracking.experiment or cfg.name},

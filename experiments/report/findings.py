@@ -24,7 +24,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from .bootstrap import label_matrix, resampled_macro_auc
-from .reports import markdown_table, plain_pairs
+from .tables import markdown_table, plain_pairs
 
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 BAND = 2.0  # finding (d): control noise keeps the AUC within this many points of clean

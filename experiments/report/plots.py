@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .reports import attack_settings, check_results, transfer_matrix
+from .tables import attack_settings, check_results, transfer_matrix
 
 DPI = 100
 HEATMAP_CMAP = "magma"  # dark = low AUC = strong attack; luminance rises with the value

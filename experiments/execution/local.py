@@ -15,17 +15,17 @@ from attacks import AdversarialSetCache
 from datamodules import DomainData
 
 from .batches import SetBatches, TestBatches
-from .bootstrap import PairedBootstrap
-from .datasets import SplitDataset
+from ..report.bootstrap import PairedBootstrap
+from ..store.datasets import SplitDataset
 from .evaluation import PAIR_METRICS, TestSet, evaluate_pair, prediction_table, set_distortion
-from .identity import code, data_identity
-from .outputs import example_images
+from ..design.identity import code, data_identity
+from ..report.outputs import example_images
 from .predicting import Predictor
-from .runs import StudyRuns
-from .scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
+from ..store.runs import StudyRuns
+from ..design.scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
 from .training import TrainedModel, train_model
-from .zoo import entry_params, hardening, is_ensemble
-from .zoo_models import ensemble_of, training_entry, with_defence
+from ..design.zoo import entry_params, hardening, is_ensemble
+from .networks import ensemble_of, training_entry, with_defence
 
 
 class LocalExecutor:

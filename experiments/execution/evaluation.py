@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from .bootstrap import PairedBootstrap
-from .metrics import attack_success_rate, auc
-from .reports import CI_COLUMNS
+from ..report.bootstrap import PairedBootstrap
+from ..report.metrics import attack_success_rate, auc
+from ..report.tables import CI_COLUMNS
 
 # The metrics of one pair evaluation (a pair run's MLflow metrics and a result row's numbers).
 PAIR_METRICS = ("auc_clean", "auc_adv", "auc_control", "auc_pct_clean", "asr", "linf", "l2", "ssim", "psnr",
