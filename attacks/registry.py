@@ -7,13 +7,15 @@ from typing import Any, Callable
 import torchattacks
 from torch import nn
 
+from lightning_modules.settings import Rule, named_settings
+
 # Common to every attack and handled by `craft`, not by torchattacks.
 COMMON_DEFAULTS: dict[str, Any] = {"quantize": False}
 
 KERNELS = ("gaussian", "linear", "uniform")
 
 # One rule per parameter name: (check, requirement shown in the error).
-CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+CHECKS: dict[str, Rule] = {
     "eps": (lambda v: 0.0 < v <= 1.0, "in (0, 1] (pixel scale)"),
     "alpha": (lambda v: 0.0 < v <= 1.0, "in (0, 1] (pixel scale)"),
     "steps": (lambda v: v >= 1, ">= 1"),
@@ -71,37 +73,12 @@ ATTACKS: dict[str, AttackSpec] = {
 }
 
 
-def coerce(name: str, key: str, value: Any, default: Any) -> Any:
-    """A config value converted to its default's type, or a one-line ValueError."""
-    try:
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        converted = type(default)(value)
-        if isinstance(default, int) and converted != float(value):
-            raise ValueError
-        return converted
-    except (TypeError, ValueError):
-        raise ValueError(f"attack {name}: {key}={value!r} must be a {type(default).__name__}") from None
+DEFAULTS = {name: {**spec.defaults, **COMMON_DEFAULTS} for name, spec in sorted(ATTACKS.items())}
 
 
 def attack_params(cfg) -> tuple[str, dict[str, Any]]:
     """Validate an attack config (`name` plus parameters) -> (name, complete parameters)."""
-    cfg = dict(cfg)
-    name = cfg.pop("name", None)
-    if name not in ATTACKS:
-        raise ValueError(f"attack: unknown name {name!r}; valid: {', '.join(sorted(ATTACKS))}")
-    defaults = {**ATTACKS[name].defaults, **COMMON_DEFAULTS}
-    unknown = sorted(set(cfg) - set(defaults))
-    if unknown:
-        raise ValueError(f"attack {name}: unknown parameter {unknown[0]!r}; valid: {', '.join(defaults)}")
-    params = {key: coerce(name, key, cfg.get(key, default), default) for key, default in defaults.items()}
-    for key, value in params.items():
-        check, requirement = CHECKS.get(key, (lambda v: True, ""))
-        if not check(value):
-            raise ValueError(f"attack {name}: {key}={value!r} must be {requirement}")
-    return name, params
+    return named_settings("attack", cfg, DEFAULTS, CHECKS)
 
 
 def make_attack(model: nn.Module, name: str, params: dict[str, Any]) -> torchattacks.attack.Attack:

@@ -20,15 +20,17 @@ import torch
 from omegaconf import OmegaConf
 
 from attacks import AdversarialSetCache
-from experiments.execution.batches import SetBatches, TestBatches
 from experiments.design.config import load_config
-from experiments.execution.evaluation import load_test_set
-from experiments.report.metrics import auc
-from experiments.execution.predicting import Predictor
 from experiments.design.identity import attack_grid
-from experiments.study import run_study
-from experiments.execution.training import domain_data, train_model
 from experiments.design.zoo import expand_zoo
+from experiments.execution import read_data
+from experiments.execution.batches import SetBatches, TestBatches
+from experiments.execution.devices import Process
+from experiments.execution.evaluation import load_test_set
+from experiments.execution.predicting import Predictor
+from experiments.execution.training import train_model
+from experiments.report.metrics import auc
+from experiments.study import run_study
 
 
 def study_config(args, root: Path, name: str):
@@ -44,10 +46,12 @@ def study_config(args, root: Path, name: str):
 
 def naive(cfg, root: Path) -> pd.DataFrame:
     """Craft on the surrogate for every pair, then evaluate the target on that set."""
-    test = load_test_set(domain_data(cfg).datamodule("d1"))
+    data = read_data(cfg)
+    test = load_test_set(data.datamodule("d1"))
     batches = TestBatches(OmegaConf.to_container(cfg.data, resolve=True), test.loader.dataset)
-    models = {m["name"]: train_model(cfg, OmegaConf.create(m)).module for m in expand_zoo(cfg)}
-    setting, rows, predictor, cache = attack_grid(cfg)[0], [], Predictor(cfg), AdversarialSetCache(root / "naive")
+    models = {m["name"]: train_model(cfg, OmegaConf.create(m), data).module for m in expand_zoo(cfg)}
+    setting, rows, cache = attack_grid(cfg)[0], [], AdversarialSetCache(root / "naive")
+    predictor = Predictor(cfg, Process())
     for surrogate, surrogate_model in models.items():
         for target, target_model in models.items():
             key = f"{surrogate}-{target}"
@@ -74,8 +78,9 @@ def main() -> None:
         root = Path(tmp)
         cfg = study_config(args, root, "framework")
         start = time.perf_counter()
+        data = read_data(cfg)
         for model in expand_zoo(cfg):  # both sides read these back; their training is timed by neither
-            train_model(cfg, OmegaConf.create(model))
+            train_model(cfg, OmegaConf.create(model), data)
         print(f"training {args.models} models (excluded): {time.perf_counter() - start:.1f} s")
 
         start = time.perf_counter()
@@ -90,7 +95,7 @@ def main() -> None:
     assert len(merged) == args.models ** 2 == len(table), "the pair grids differ"
     identical = all((merged[c] == merged[f"{c}_naive"]).all() for c in columns)
     print(f"{args.models} surrogates x {args.models} targets, ifgsm {args.steps} steps, "
-          f"{len(load_test_set(domain_data(cfg).datamodule('d1')).labels)} test images of {args.size}px, {torch.get_num_threads()} threads")
+          f"{len(load_test_set(read_data(cfg).datamodule('d1')).labels)} test images of {args.size}px, {torch.get_num_threads()} threads")
     print(f"framework (run_study: a craft per surrogate, MLflow and report included): {framework:.1f} s")
     print(f"naive protocol (a craft per pair):                                        {protocol:.1f} s")
     print(f"speed-up naive / framework: {protocol / framework:.2f}x (goal >= 3x)")

@@ -24,8 +24,8 @@ MODELS = "[{name: a, instance: 0}, {name: b, instance: 1}, {name: c, dev_set: d2
 
 def child(patients: int, size: int, root: str, storage: str) -> None:
     from experiments.design.config import load_config
+    from experiments.execution import read_data
     from experiments.study import run_study
-    from experiments.execution.training import domain_data
 
     torch.set_num_threads(1)
     cache = f"{root}/data" if storage == "cache" else "none"
@@ -37,7 +37,7 @@ def child(patients: int, size: int, root: str, storage: str) -> None:
         "attacks=[{name: fgsm, eps: [0.01]}, {name: ifgsm, eps: [0.01], params: {alpha: 0.005, steps: 3}}]"])
     run_study(cfg)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    data = domain_data(cfg).datamodule("d1")
+    data = read_data(cfg).datamodule("d1")
     data.setup()
     print(json.dumps({"images": len(data.labels), "train_d1": len(data.indices["train"]),
                       "test": len(data.indices["test"]), "peak_rss_mib": peak_mib}))

@@ -25,8 +25,9 @@ import ray
 import torch
 
 from experiments.design.config import load_config
+from experiments.execution import read_data
 from experiments.execution.evaluation import PAIR_METRICS
-from experiments.study import read_data, run_study
+from experiments.study import run_study
 
 TIMINGS = {"craft_seconds", "eval_seconds"}
 

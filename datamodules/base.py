@@ -8,6 +8,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_modules import tasks
+
 from .splits import dev_set_indices
 
 
@@ -72,7 +74,7 @@ class DevSetDataModule(pl.LightningDataModule):
 
     @property
     def num_outputs(self) -> int:
-        return len(self.label_names) if self.task != "binary" else 1
+        return tasks.num_logits(self.task, len(self.label_names))
 
     def save_manifest(self, path: str | Path) -> Path:
         """Write the split manifest as CSV (one row per sample) and return its path."""

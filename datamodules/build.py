@@ -7,6 +7,7 @@ from pathlib import Path
 from lightning_modules.tasks import TASKS
 
 from .base import DevSetDataModule
+from .readers import chestxray14, kaggle_dr
 from .readers.chestxray14 import read_chestxray14
 from .readers.csv_folder import read_csv_folder
 from .readers.kaggle_dr import read_kaggle_dr
@@ -18,11 +19,12 @@ from .synthetic import GENERATORS
 from .synthetic.cache import cache_root, cached_generate, generator_params
 from .synthetic.store import StoredImages
 
-
 DOMAINS = ("ophthalmology", "radiology", "pathology")
 SOURCES = ("synthetic", "pcam", "chestxray14", "kaggle_dr", "medmnist", "csv")
 # sources tied to one domain
 SOURCE_DOMAIN = {"pcam": "pathology", "chestxray14": "radiology", "kaggle_dr": "ophthalmology"}
+# the index file a real source's reader starts from (csv: data.csv_file)
+INDEX_FILES = {"chestxray14": chestxray14.CSV_NAME, "kaggle_dr": kaggle_dr.CSV_NAME}
 
 
 class DomainData:

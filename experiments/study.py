@@ -1,5 +1,6 @@
 """The transfer study: read each domain's data once, then train each model once, craft each adversarial
-set once and evaluate every target, through a scheduler, an executor and the MLflow store."""
+set once and evaluate every target, through a scheduler, an executor and the MLflow store, and write
+the report into the study's parent run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,24 +9,17 @@ import mlflow
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from attacks import AdversarialSetCache
 from datamodules import DomainData
 
 from .design.config import domain_config, load_config
-from .console import stage_bar
-from .store.datasets import split_dataset
-from .report.defences import defences_section
-from .execution.evaluation import PAIR_METRICS, load_test_set
-from .execution.local import LocalExecutor, examples_of
-from .report.findings import findings_section
 from .design.identity import code, study_key
-from .report.outputs import with_factors, write_outputs
-from .execution.devices import DeviceGroup
-from .report.tables import markdown_table
-from .store.runs import StudyRuns
 from .design.scheduler import Scheduler
+from .execution import DeviceGroup, StudyWork, WorkSpec, executor, located, read_data
+from .execution.evaluation import PAIR_METRICS
+from .preflight import require_ready, study_plan
+from .report import markdown_table, with_factors, write_report
+from .store.runs import StudyRuns
 from .store.tracking import default_tracking_uri, setup_experiment, ui_hint
-from .execution.training import domain_data
 
 RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "auc_clean", "auc_adv", "auc_control",
                   "auc_pct_clean", "asr"]
@@ -37,51 +31,39 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     the pair's MLflow `run_id`.
 
     With several devices (`trainer.devices`), this process orchestrates and one follower process
-    per further device joins every fit and predict (`experiments.ranks`).
+    per further device joins every fit and predict (`experiments.execution.devices`).
     Work already logged with the same identity (docs/architecture.md) is read back, not redone.
-    The unsharded run also writes the report (tables, plots, examples) and puts its terminal
-    summary in `table.attrs["summary"]`. Every problem found up front (weights, checkpoints, data
-    roots, tracking server, devices, disk space) is raised together before any work starts.
-    `dry_run=True` returns the study's plan (`experiments.plan.StudyPlan`) instead and writes nothing.
+    The unsharded run also writes each domain's report (tables, plots, examples, findings,
+    defences) into its parent run and puts the terminal summary in `table.attrs["summary"]`. Every
+    problem found up front (weights, checkpoints, data roots, tracking server, devices, disk space)
+    is raised together before any work starts. `dry_run=True` returns the study's plan
+    (`experiments.preflight.StudyPlan`) instead and writes nothing.
     """
     if not isinstance(cfg, DictConfig):
         cfg = load_config(cfg)
     if dry_run:
-        from .preflight.plan import study_plan
         return study_plan(cfg)
-    from .preflight.checks import require_ready
     require_ready(cfg)
     studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
     data = [read_data(study) for study in studies]  # all of it, before any store or folder is made
-    with DeviceGroup(cfg):  # followers for the trainer's further devices, if any
-        tables = [_run_domain(study, domain, shard) for study, domain in zip(studies, data)]
+    with DeviceGroup(cfg) as group:  # followers for the trainer's further devices, if any
+        tables = [_run_domain(study, domain, shard, group) for study, domain in zip(studies, data)]
     table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     table.attrs["ui"] = "\n".join(dict.fromkeys(line for t in tables for line in t.attrs["ui"].splitlines()))
     if shard == (0, 1):
-        uri, report = cfg.tracking.uri or default_tracking_uri(), Path(cfg.output_dir) / cfg.name / "report"
-        findings = findings_section(table, uri, report, cfg.bootstrap_resamples, cfg.seed)
-        defences = defences_section(table, uri, report, cfg.bootstrap_resamples, cfg.seed)
-        table.attrs["summary"] = "\n".join([*(t.attrs.get("summary", "") for t in tables), findings, defences])
+        table.attrs["summary"] = "\n".join(t.attrs["summary"] for t in tables)
     return table
 
 
-def read_data(cfg: DictConfig) -> DomainData:
-    """A domain's data, read and checked once, with its test split and d1 checked to be non-empty
-    (d1 runs out of patients first: d2 is at least as large, d1/10 and d2/2 keep at least one)."""
-    data = domain_data(cfg).prepare()
-    data.datamodule("d1").setup()
-    return data
-
-
-def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int]) -> pd.DataFrame:
+def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group: DeviceGroup) -> pd.DataFrame:
     """One domain's study on its data (read already): the parent run, the work, the report."""
-    scheduler = Scheduler(cfg, shard)
     uri = cfg.tracking.uri or default_tracking_uri()
     experiment_id = setup_experiment(uri, cfg.tracking.experiment or cfg.name)
     output_dir = Path(cfg.output_dir)
     store = StudyRuns(uri, experiment_id, study_key(cfg), output_dir / "locks")
 
     with store.parent(cfg.name):
+        scheduler = Scheduler(cfg, shard)
         settings = scheduler.settings
         mlflow.log_params({"study": cfg.name, "seeds": ",".join(map(str, scheduler.seeds)),
                            "models": ",".join(scheduler.zoo),
@@ -90,27 +72,17 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int]) -> pd
                            "pairs": cfg.pairs, "data.domain": cfg.data.domain})
         mlflow.set_tags({"git_sha": code(), "domain": cfg.data.domain})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-        executor = domain_executor(cfg, scheduler, store, data)
-        mlflow.log_input(executor.test_input, context="evaluation")
-        if cfg.executor == "ray":
-            from .execution.ray_tasks import ray_rows
-            rows = ray_rows(executor, shard)
-        else:
-            with stage_bar(scheduler.groups, "evaluating", unit="set") as groups:  # own line on errors
-                rows = [row for group in groups for row in executor.run_group(group)]
+        work = StudyWork(WorkSpec(located(cfg), shard, store.parent_id), data, group)
+        mlflow.log_input(work.test_input, context="evaluation")
+        rows = executor(cfg.executor, work).rows(work.scheduler.groups)
         table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), scheduler.zoo, cfg.data.domain)
         table.attrs["ui"] = ui_hint(uri, bool(cfg.tracking.uri), experiment_id, store.parent_id, cfg.data.domain)
         if shard == (0, 1):
-            examples = examples_of(executor, scheduler.groups[0], cfg.data.domain) if scheduler.groups else None
-            table.attrs["summary"] = write_outputs(table, output_dir / cfg.name / "report", examples, data.manifest)
+            groups = work.scheduler.groups
+            examples = work.examples(groups[0]) if groups else None
+            table.attrs["summary"] = write_report(table, output_dir / cfg.name / "report", examples, data.manifest,
+                                                  uri, cfg.bootstrap_resamples, cfg.seed)
     return table
-
-
-def domain_executor(cfg: DictConfig, scheduler: Scheduler, store: StudyRuns, data: DomainData) -> LocalExecutor:
-    """The local executor of one domain's study, with its test set read from `data`."""
-    test_split = data.datamodule("d1")
-    return LocalExecutor(scheduler, store, AdversarialSetCache(Path(cfg.output_dir) / "adversarial_sets"), data,
-                         load_test_set(test_split), split_dataset(cfg.data, test_split, "test"))
 
 
 def format_table(table: pd.DataFrame) -> str:

@@ -1,8 +1,11 @@
 """The LightningModule: trains a pixel-space classifier and reports AUROC and accuracy per stage."""
 from __future__ import annotations
 
+from typing import Callable
+
 import pytorch_lightning as pl
 import torch
+from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (BinaryAccuracy, BinaryAUROC, MulticlassAccuracy, MulticlassAUROC,
                                          MultilabelAccuracy, MultilabelAUROC)
@@ -31,7 +34,7 @@ class ClassifierModule(pl.LightningModule):
     Logs `<stage>_loss`, `<stage>_auc` and `<stage>_acc` per epoch for train, val and test;
     the metrics are synchronised across processes, so under DDP they cover the whole set.
 
-    `adversarial` (an attack config of `attacks.ATTACKS`, e.g. {name: pgd, eps, alpha, steps}) turns
+    `adversary(model, images, labels) -> images` (e.g. `attacks.craft` with an attack setting) turns
     on adversarial training: each training batch is replaced by adversarial examples crafted on the
     model as it is at that step (Madry et al.), and validation also logs `val_adv_loss`,
     `val_adv_auc`, `val_adv_acc` on examples crafted from the validation images. Early stopping and
@@ -39,16 +42,17 @@ class ClassifierModule(pl.LightningModule):
     """
 
     def __init__(self, arch: str, init: str, task: str, num_outputs: int, in_chans: int,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, adversarial: dict | None = None):
+                 lr: float = 1e-3, weight_decay: float = 1e-4,
+                 adversary: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["adversary"])
         self.task = tasks.check_task(task)
         self.model = build_classifier(arch, init, task, num_outputs, in_chans)
-        self.adversarial = dict(adversarial) if adversarial else None
+        self.adversary = adversary
         self.train_metrics = stage_metrics(task, num_outputs, "train")
         self.val_metrics = stage_metrics(task, num_outputs, "val")
         self.test_metrics = stage_metrics(task, num_outputs, "test")
-        if self.adversarial:
+        if self.adversary is not None:
             self.val_adv_metrics = stage_metrics(task, num_outputs, "val_adv")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -56,12 +60,11 @@ class ClassifierModule(pl.LightningModule):
 
     def attacked(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Adversarial examples of `images` crafted on the model now (adversarial training)."""
-        from attacks import craft  # attacks depends on this package's task layouts
-        return craft(self.model, images, labels, self.adversarial, self.task)
+        return self.adversary(self.model, images, labels)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch
-        if self.adversarial and stage == "train":
+        if self.adversary is not None and stage == "train":
             images = self.attacked(images, labels)
         logits = self(images)
         loss = tasks.loss(self.task, logits, labels)
@@ -77,7 +80,7 @@ class ClassifierModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
-        if self.adversarial:
+        if self.adversary is not None:
             images, labels = batch
             self._step((self.attacked(images, labels), labels), "val_adv")
 

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.io import decode_jpeg, encode_jpeg
 
+from .settings import Rule, named_settings
+
 
 def straight_through(images: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
     """BPDA: the value of `transformed`, the gradient of the identity."""
@@ -107,7 +109,7 @@ class DefenceSpec:
     """A registered defence: its builder, parameters with defaults and their checks."""
     make: Callable[..., nn.Module]
     defaults: dict[str, Any]
-    checks: dict[str, tuple[Callable[[Any], bool], str]]
+    checks: dict[str, Rule]
     doc: str
 
 
@@ -129,25 +131,9 @@ DEFENCES: dict[str, DefenceSpec] = {
 def defence_params(cfg) -> tuple[str, dict[str, Any]]:
     """Validate a defence config (`name` plus parameters) -> (name, complete parameters), or a
     one-line ValueError naming the parameter and value."""
-    cfg = dict(cfg)
-    name = cfg.pop("name", None)
-    if name not in DEFENCES:
-        raise ValueError(f"unknown defence {name!r}; valid: {', '.join(DEFENCES)}")
-    spec = DEFENCES[name]
-    unknown = sorted(set(cfg) - set(spec.defaults))
-    if unknown:
-        raise ValueError(f"defence {name}: unknown parameter {unknown[0]!r}; valid: {', '.join(spec.defaults)}")
-    params = {}
-    for key, default in spec.defaults.items():
-        value = cfg.get(key, default)
-        kind = type(default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-            raise ValueError(f"defence {name}: {key}={value!r} must be a {kind.__name__}")
-        params[key] = kind(value)
-        check, requirement = spec.checks[key]
-        if not check(params[key]):
-            raise ValueError(f"defence {name}: {key}={value!r} must be {requirement}")
-    return name, params
+    name = dict(cfg).get("name")
+    return named_settings("defence", cfg, {n: spec.defaults for n, spec in DEFENCES.items()},
+                          DEFENCES[name].checks if name in DEFENCES else {})
 
 
 class Defended(nn.Module):

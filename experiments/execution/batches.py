@@ -3,28 +3,17 @@
 An item of these data sets is a whole batch ending in its batch id: the test images
 `(images, labels, batch_id)` or an adversarial set's chunk `(adversarial + control, batch_id)`.
 Each process predicts every `world`-th batch id (`rank_loader`), so a batch holds the same images
-however many processes share the work. They are sent to the other processes as recipes: a
-process other than the main one reads the data itself, once (`domain_data_of`).
+however many processes share the work. They are sent to the other processes as recipes: there,
+`on(process)` reads what they need through that process (once per process).
 """
 from __future__ import annotations
-
-import json
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from attacks import AdversarialSetCache
-from datamodules import DomainData
 
-_DATA: dict[str, DomainData] = {}
-
-
-def domain_data_of(data_cfg: dict) -> DomainData:
-    """The domain data a `data` config names, read once per process."""
-    name = json.dumps(data_cfg, sort_keys=True, default=str)
-    if name not in _DATA:
-        _DATA[name] = DomainData(data_cfg).prepare()
-    return _DATA[name]
+from .devices import Process
 
 
 class TestBatches(Dataset):
@@ -33,18 +22,18 @@ class TestBatches(Dataset):
     `dataset`: the test split when this process has it already (never sent to other processes)."""
 
     def __init__(self, data_cfg: dict, dataset: Dataset | None = None):
-        self.data_cfg, self.size, self._dataset = data_cfg, int(data_cfg["batch_size"]), dataset
+        self.data_cfg, self.size, self.dataset = data_cfg, int(data_cfg["batch_size"]), dataset
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_dataset": None}
+        return {**self.__dict__, "dataset": None}
 
-    @property
-    def dataset(self) -> Dataset:
-        if self._dataset is None:
-            module = domain_data_of(self.data_cfg).datamodule("d1")
+    def on(self, process: Process) -> "TestBatches":
+        """These batches in `process`, which reads the test split unless this process has it."""
+        if self.dataset is None:
+            module = process.data(self.data_cfg).datamodule("d1")
             module.setup()
-            self._dataset = module.dataset("test")
-        return self._dataset
+            self.dataset = module.dataset("test")
+        return self
 
     def __len__(self) -> int:
         return -(-len(self.dataset) // self.size)
@@ -62,6 +51,10 @@ class SetBatches(Dataset):
     def __init__(self, root: str, key: str):
         self.cache, self.key = AdversarialSetCache(root), key
         self.offsets = self.cache.offsets(key)
+
+    def on(self, process: Process) -> "SetBatches":
+        """These batches in `process` (every process reads the cache itself)."""
+        return self
 
     def __len__(self) -> int:
         return len(self.offsets)

@@ -1,16 +1,17 @@
-"""A follower process of a study's device group (`experiments.ranks`): joins the process group,
-then runs each job the main process sends until it sends None. Run as `python -m experiments.follower`
-by `ranks.DeviceGroup` only."""
+"""A follower process of a study's device group (`devices.DeviceGroup`): joins the process group,
+then runs each job the main process sends until it sends None. Run as
+`python -m experiments.execution.follower BACKEND RANK WORLD PORT` by `DeviceGroup` only."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
 import torch.distributed as dist
 
 from ..console import quiet_third_party
-from .devices import CONTROL_TIMEOUT
+from .devices import CONTROL_TIMEOUT, Process, join
 
 
 def exit_with_parent() -> None:
@@ -25,20 +26,20 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def main() -> None:
+def main(backend: str, rank: str, world: str, port: str) -> None:
     quiet_third_party()
     exit_with_parent()
-    dist.init_process_group(os.environ["MEDTRANSFER_BACKEND"], rank=int(os.environ["RANK"]),
-                            world_size=int(os.environ["WORLD_SIZE"]))
+    process = Process(int(rank), int(world), int(port))
+    join(backend, process.rank, process.world, process.port)
     control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
     while True:
         box = [None]
         dist.broadcast_object_list(box, src=0, group=control)
         if box[0] is None:
             break
-        box[0].run()
+        box[0].run(process)
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])

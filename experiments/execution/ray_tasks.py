@@ -1,153 +1,158 @@
-"""The Ray executor: a scheduler's work as Ray tasks, each doing one piece of the local executor's work
-in a Ray worker process.
+"""The Ray executor: a study's work on a pool of Ray actors, each holding the study's `StudyWork`
+in its own worker process.
 
-One task per model trains it (or reads it back), one task per adversarial set crafts it after its
-surrogate's task, one task per pair evaluates and logs it after its target's and set's tasks. Each
-worker process builds the study's `LocalExecutor` once (its scheduler, store, cache, data and test
-set) and calls its `model`, `crafted` and `evaluate`, so the work, its identities and its MLflow
-runs are the local executor's. Pairs already in the store are read back by the driver, as locally.
+The driver (this process) reads back the pairs the store holds, then hands each piece of work to an
+idle actor as soon as what it needs is done: a model's training (or read-back) first, a set's
+crafting once its surrogate is trained, a pair's evaluation once its set is crafted and its target
+trained. Each actor builds the work (scheduler, store with the driver's parent run, set cache, data,
+test set) once, from the driver's `WorkSpec`, and keeps its trained models and clean scores, so a
+piece of work is exactly the local executor's.
 
-Faults: a task whose worker dies is retried (`TASK_RETRIES`); the retry deletes the dead attempt's
-unfinished run (`train_model` for models, `StudyRuns.finished_pair` for pairs) or reads back the run
-it had finished, so each piece of work keeps exactly one FINISHED run. A Ctrl-C (or any error)
-cancels the study's tasks; the running ones end their runs KILLED.
+Faults: an actor whose process dies is restarted and its piece of work retried (`RETRIES`); the
+retry deletes the dead attempt's unfinished run (`train_model` for models, `StudyWork.pair_row` for
+pairs) or reads back the run it had finished, so each piece of work keeps exactly one FINISHED run.
+A Ctrl-C (or any error) cancels the study's work: Ray flags the running pieces, which stop at their
+next batch (`devices.Process.callbacks`) and end their runs KILLED.
 """
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
-from pathlib import Path
+from collections import deque
 
 import ray
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from ..console import stage_bar
-from .local import LocalExecutor, group_rows, stored_row
-from ..design.identity import study_key
+from ..design.scheduler import ModelJob, PairJob, SetGroup, SetJob
+from .devices import DeviceGroup
 from .ray_cluster import connect
-from ..store.runs import StudyRuns
-from ..design.scheduler import ModelJob, PairJob, Scheduler, SetJob
-from ..store.tracking import setup_experiment
+from .work import StudyWork, WorkSpec, group_rows, read_data
 
-TASK_RETRIES = 3  # attempts after a worker process dies mid-task
-CANCEL_GRACE_S = 30  # how long cancelled tasks get to end their runs KILLED
+RETRIES = 3  # attempts after an actor's process dies mid-work
+CANCEL_GRACE_S = 30  # how long cancelled work gets to end its runs KILLED
 
 
-@dataclass(frozen=True)
-class StudySpec:
-    """What a worker needs to rebuild the driver's executor: the domain's config (locations made
-    absolute), the shard and the study's parent run."""
-    cfg: DictConfig
-    shard: tuple[int, int]
-    parent_id: str
+def cancelled() -> bool:
+    """Whether Ray was asked to cancel the piece of work this actor is doing."""
+    return ray.get_runtime_context().is_canceled()
 
 
-_executors: dict[str, LocalExecutor] = {}  # this worker's executor of the latest study it worked for
+@ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)
+class StudyWorker:
+    """One worker process of the pool: the study's work, built once (torch set to the actor's CPUs)."""
 
-
-def worker_executor(spec: StudySpec) -> LocalExecutor:
-    """The study's executor in this worker process, built on its first task; torch set to the task's
-    CPUs (Ray reuses a worker for tasks of other sizes, and torch reads OMP_NUM_THREADS only once)."""
-    torch.set_num_threads(max(1, int(spec.cfg.ray.cpus_per_task)))
-    key = OmegaConf.to_yaml(spec.cfg) + f"{spec.shard}{spec.parent_id}"
-    if key not in _executors:
-        from ..study import domain_executor, read_data
-
-        # Ray cancels a running task through SIGINT's handler (KeyboardInterrupt, runs end KILLED); a
-        # worker started from a shell that ignores SIGINT would not stop
+    def __init__(self, spec: WorkSpec):
+        # a worker started from a shell that ignores SIGINT would not stop on a KeyboardInterrupt
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _executors.clear()
-        cfg = spec.cfg
-        store = StudyRuns(cfg.tracking.uri, setup_experiment(cfg.tracking.uri, cfg.tracking.experiment),
-                          study_key(cfg), Path(cfg.output_dir) / "locks")
-        store.parent_id = spec.parent_id
-        _executors[key] = domain_executor(cfg, Scheduler(cfg, spec.shard), store, read_data(cfg))
-    return _executors[key]
+        torch.set_num_threads(max(1, int(spec.cfg.ray.cpus_per_task)))
+        self.work = StudyWork(spec, read_data(spec.cfg), DeviceGroup(spec.cfg, stop=cancelled))
+
+    def train(self, job: ModelJob) -> str:
+        """Train (or read back) a model; its run id."""
+        return self.work.model(job).run_id
+
+    def craft(self, job: SetJob) -> dict:
+        """Craft a set; the numbers its pairs share."""
+        return self.work.crafted(job)
+
+    def evaluate(self, pair: PairJob, shared: dict) -> dict:
+        """Evaluate and log a pair (or read back the run an earlier attempt finished); its row's numbers."""
+        return self.work.pair_row(pair, shared)
 
 
-@ray.remote
-def train(spec: StudySpec, job: ModelJob) -> str:
-    """Train (or read back) a model; its run id."""
-    return worker_executor(spec).model(job).run_id
+class RayExecutor:
+    """Does a `StudyWork`'s groups on Ray actors (`rows`: their result rows, in order); Ray is started
+    or joined for the call unless this process already has a session."""
+
+    def __init__(self, work: StudyWork):
+        self.work = work
+
+    def rows(self, groups: list[SetGroup]) -> list[dict]:
+        started = connect(self.work.cfg.ray)
+        try:
+            return self._rows(groups)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _rows(self, groups: list[SetGroup]) -> list[dict]:
+        rows, todo = {}, []
+        for group in groups:
+            stored, pending = self.work.stored(group)
+            rows.update(stored)
+            if pending:
+                todo.append(SetGroup(group.set, pending))
+        if todo:
+            rows.update(Pool(self.work, todo).run())
+        return [row for group in groups for row in group_rows(group, rows)]
 
 
-@ray.remote
-def craft(spec: StudySpec, job: SetJob, surrogate_run: str) -> dict:
-    """Craft a set (after its surrogate's `train`); the numbers its pairs share."""
-    return worker_executor(spec).crafted(job)
+class Pool:
+    """The pieces of work of `groups` handed to idle actors in dependency order."""
 
+    def __init__(self, work: StudyWork, groups: list[SetGroup]):
+        self.work, self.groups = work, groups
+        self.models = {job for group in groups for job in (group.set.surrogate, *(p.target for p in group.pairs))}
+        self.ready = deque(("train", job) for job in self.models)
+        self.queued = set(self.ready)  # every piece of work handed out so far
+        self.done: dict = {}  # ("train", job) -> run id, ("craft", set) -> shared numbers, ("evaluate", pair) -> row
+        self.running: dict[ray.ObjectRef, tuple] = {}
 
-@ray.remote
-def evaluate(spec: StudySpec, pair: PairJob, shared: dict, target_run: str) -> dict:
-    """Evaluate and log a pair (after its set's `craft` and its target's `train`); its numbers and run
-    id. A run an earlier attempt finished is read back; one it left unfinished is deleted first."""
-    executor = worker_executor(spec)
-    found = executor.store.finished_pair(pair.key)
-    return stored_row(found) if found is not None else executor.evaluate(pair, shared)
+    def run(self) -> dict[str, dict]:
+        cfg = self.work.cfg
+        resources = ray.available_resources()
+        slots = int(resources.get("CPU", 1) // cfg.ray.cpus_per_task)
+        if cfg.ray.gpus_per_task:
+            slots = min(slots, int(resources.get("GPU", 0) // cfg.ray.gpus_per_task))
+        spec = ray.put(self.work.spec)
+        pairs = sum(len(group.pairs) for group in self.groups)
+        actors = [StudyWorker.options(num_cpus=cfg.ray.cpus_per_task, num_gpus=cfg.ray.gpus_per_task).remote(spec)
+                  for _ in range(max(1, min(slots, len(self.models) + pairs)))]
+        idle = deque(actors)
+        try:
+            with stage_bar([], "evaluating", total=pairs, unit="pair") as bar:
+                while self.ready or self.running:
+                    while self.ready and idle:
+                        self._submit(idle.popleft(), *self.ready.popleft())
+                    done, _ = ray.wait(list(self.running), num_returns=1, timeout=0.2)  # short: Ctrl-C seen at once
+                    for ref in done:
+                        actor, piece = self.running.pop(ref)
+                        self.done[piece] = ray.get(ref)
+                        idle.append(actor)
+                        if piece[0] == "evaluate":
+                            bar.update()
+                        self._unlock()
+        except BaseException:
+            self._cancel(actors)
+            raise
+        return {pair.key: self.done["evaluate", pair] for group in self.groups for pair in group.pairs}
 
+    def _submit(self, actor, kind: str, job) -> None:
+        if kind == "train":
+            ref = actor.train.remote(job)
+        elif kind == "craft":
+            ref = actor.craft.remote(job)
+        else:
+            ref = actor.evaluate.remote(job, self.done["craft", job.set])
+        self.running[ref] = (actor, (kind, job))
 
-def worker_config(cfg: DictConfig) -> DictConfig:
-    """The config with the tracking store, experiment and output folder spelled out, so that a worker
-    started elsewhere (another folder, environment or machine) writes where the driver does."""
-    from ..store.tracking import default_tracking_uri
+    def _unlock(self) -> None:
+        """Queue each piece of work whose needs are all done: a set once its surrogate is trained, a
+        pair once its set is crafted and its target trained."""
+        for group in self.groups:
+            wanted = [("craft", group.set)] if ("train", group.set.surrogate) in self.done else []
+            if ("craft", group.set) in self.done:
+                wanted += [("evaluate", pair) for pair in group.pairs if ("train", pair.target) in self.done]
+            for piece in wanted:
+                if piece not in self.queued:
+                    self.queued.add(piece)
+                    self.ready.append(piece)
 
-    return OmegaConf.merge(cfg, {"tracking": {"uri": cfg.tracking.uri or default_tracking_uri(),
-                                              "experiment": cfg.tracking.experiment or cfg.name},
-                                 "output_dir": str(Path(cfg.output_dir).resolve())})
-
-
-def ray_rows(executor: LocalExecutor, shard: tuple[int, int]) -> list[dict]:
-    """The result rows of the driver's `executor` (its scheduler's groups, in order), the work done
-    by Ray tasks; Ray is started or joined here unless this process already has a session."""
-    started = connect(executor.cfg.ray)
-    try:
-        return _run(executor, shard)
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _run(executor: LocalExecutor, shard: tuple[int, int]) -> list[dict]:
-    cfg, store = executor.cfg, executor.store
-    spec = ray.put(StudySpec(worker_config(cfg), shard, store.parent_id))
-    options = {"num_cpus": cfg.ray.cpus_per_task, "num_gpus": cfg.ray.gpus_per_task,
-               "max_retries": TASK_RETRIES}
-    models: dict[ModelJob, ray.ObjectRef] = {}
-
-    def model(job: ModelJob) -> ray.ObjectRef:
-        if job not in models:
-            models[job] = train.options(**options).remote(spec, job)
-        return models[job]
-
-    rows, pending, sets = {}, {}, []
-    try:
-        for group in executor.scheduler.groups:
-            found = {pair.key: store.finished_pair(pair.key) for pair in group.pairs}
-            rows.update({key: stored_row(run) for key, run in found.items() if run is not None})
-            todo = [pair for pair in group.pairs if found[pair.key] is None]
-            if todo:
-                sets.append(craft.options(**options).remote(spec, group.set, model(group.set.surrogate)))
-                for pair in todo:
-                    ref = evaluate.options(**options).remote(spec, pair, sets[-1], model(pair.target))
-                    pending[ref] = pair.key
-        for ref in stage_bar(_completed(list(pending)), "evaluating", total=len(pending), unit="pair"):
-            rows[pending[ref]] = ray.get(ref)
-    except BaseException:
-        _cancel([*pending, *sets, *models.values()])
-        raise
-    return [row for group in executor.scheduler.groups for row in group_rows(group, rows)]
-
-
-def _completed(refs: list):
-    """The refs as their tasks finish (waiting in short steps, so that a Ctrl-C is seen at once)."""
-    while refs:
-        done, refs = ray.wait(refs, num_returns=1, timeout=0.2)
-        yield from done
-
-
-def _cancel(refs: list) -> None:
-    """Cancel the tasks (a KeyboardInterrupt in the running ones) and give them time to end their runs."""
-    for ref in refs:
-        ray.cancel(ref)
-    ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+    def _cancel(self, actors: list) -> None:
+        """Cancel the running work (it ends its runs KILLED), give it time, then end the actors."""
+        refs = list(self.running)
+        for ref in refs:
+            ray.cancel(ref)
+        ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+        for actor in actors:
+            ray.kill(actor, no_restart=True)

@@ -5,6 +5,7 @@ import math
 import signal
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,19 +16,19 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+from attacks import craft
 from datamodules import DomainData
-from lightning_modules import ClassifierModule
+from lightning_modules import ClassifierModule, tasks
 from lightning_modules.pretrained import load_state_dict_file
 
-from .batches import domain_data_of
 from ..console import TrainingBar
-from ..store.datasets import log_dataset, split_dataset
 from ..design.identity import adversarial_training, model_identity, model_key, model_seed
+from ..store.datasets import log_dataset, split_dataset
 from ..store.logged_models import log_trained_model
 from ..store.model_store import (CHECKPOINT_ARTIFACT, EpochMetrics, download_checkpoint, find_trained,
-                          find_unfinished, finish_training_run, start_training_run)
-from .devices import run_job
+                                 find_unfinished, finish_training_run, start_training_run)
 from ..store.tracking import default_tracking_uri, setup_experiment
+from .devices import Process
 
 
 class TrainedModel(NamedTuple):
@@ -35,11 +36,6 @@ class TrainedModel(NamedTuple):
     module: ClassifierModule
     val_auc: float
     run_id: str
-
-
-def domain_data(cfg: DictConfig) -> DomainData:
-    """The study's data (`cfg.data`), read when first used."""
-    return DomainData(OmegaConf.to_container(cfg.data, resolve=True))
 
 
 def flat_params(settings: dict) -> dict:
@@ -57,12 +53,17 @@ def classifier(cfg: DictConfig, model_cfg: DictConfig, layout: dict, init: str) 
     """The zoo model's module for a task layout {task, num_outputs, channels}."""
     return ClassifierModule(model_cfg.arch, init, layout["task"], int(layout["num_outputs"]), int(layout["channels"]),
                             lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                            adversarial=adversarial_training(model_cfg))
+                            adversary=adversary(adversarial_training(model_cfg), layout["task"]))
+
+
+def adversary(setting: dict | None, task: str):
+    """The attack adversarial training crafts each batch with (`attacks.craft` with `setting`), if any."""
+    return partial(craft, attack_cfg=setting, task=task) if setting else None
 
 
 def data_layout(data: DomainData) -> dict:
     """What a classifier needs to know about the data: task, number of outputs, channels."""
-    return {"task": data.task, "num_outputs": 1 if data.task == "binary" else len(data.label_names),
+    return {"task": data.task, "num_outputs": tasks.num_logits(data.task, len(data.label_names)),
             "channels": data.channels}
 
 
@@ -86,9 +87,9 @@ def load_trained(cfg: DictConfig, model_cfg: DictConfig, client: MlflowClient, r
     return TrainedModel(module.eval(), float(run.data.metrics["best_val_auc"]), run.info.run_id)
 
 
-def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData | None = None) -> TrainedModel:
-    """The zoo model `model_cfg` trained on its development set of `data` (default: read from
-    `cfg.data`), in eval mode, with its best validation AUC.
+def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, group: Process | None = None) -> TrainedModel:
+    """The zoo model `model_cfg` trained on its development set of `data` by the study's device
+    `group` (default: this process alone), in eval mode, with its best validation AUC.
 
     A FINISHED MLflow run of the study's experiment with the same identity (`identity.model_key`) is
     read back without touching `data`; otherwise the model is trained and logged as a new run.
@@ -108,7 +109,6 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData | None 
         if found is not None:
             return load_trained(cfg, model_cfg, client, found)
 
-        data = data or domain_data(cfg)
         layout = data_layout(data)
         for stale in find_unfinished(client, experiment_id, key):
             client.delete_run(stale.info.run_id)
@@ -122,7 +122,7 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData | None 
             module = initial_module(cfg, model_cfg, data)
             job = FitJob(cfg, module, OmegaConf.to_container(cfg.data, resolve=True), model_cfg.dev_set,
                          model_seed(cfg.seed, model_cfg))
-            best_val_auc = run_job(job, datamodule=datamodule, callbacks=(
+            best_val_auc = (group or Process()).run(job, datamodule=datamodule, callbacks=(
                 EpochMetrics(uri, run_id), TrainingBar(model_cfg.name, cfg.train.max_epochs)))
             if cfg.tracking.register_models:
                 log_trained_model(client, experiment_id, run_id, model_cfg.name, module.model, identity, layout)
@@ -147,18 +147,20 @@ class FitJob:
     seed: int  # the model's seed (`initial_module`), which also orders every process's training data
     distributed: bool = field(default=True)
 
-    def run(self, datamodule=None, callbacks: tuple[pl.Callback, ...] = ()) -> float:
+    def run(self, process: Process, datamodule=None, callbacks: tuple[pl.Callback, ...] = ()) -> float:
         if datamodule is None:
             pl.seed_everything(self.seed, workers=True, verbose=False)
-            datamodule = domain_data_of(self.data_cfg).datamodule(self.dev_set)
-        return fit(self.module, datamodule, self.cfg, *callbacks, progress=False)
+            datamodule = process.data(self.data_cfg).datamodule(self.dev_set)
+        return fit(self.module, datamodule, self.cfg, *callbacks, *process.callbacks(), progress=False,
+                   plugins=process.plugins(True))
 
 
 def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback,
-        progress: bool = True) -> float:
+        progress: bool = True, plugins: list | None = None) -> float:
     """Train with early stopping on val_auc; leaves the best-val_auc weights in `module`, returns that
     AUC (on the main process; NaN on the others of a multi-process fit). Under a strategy that trains
     in processes it spawns (ddp_spawn), the best score is measured again on the best weights.
+    `plugins`: a device group's cluster environment (`devices.Process.plugins`).
 
     Deterministic algorithms are used wherever PyTorch has them; the few CUDA backward passes that
     have none (e.g. adaptive average pooling, in every ResNet, DenseNet and EfficientNet) warn
@@ -172,7 +174,7 @@ def fit(module: ClassifierModule, data, cfg: DictConfig, *callbacks: pl.Callback
                              devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
                              precision=cfg.trainer.precision, logger=False, enable_model_summary=False,
                              enable_progress_bar=progress,
-                             deterministic="warn", callbacks=[best, stop, *callbacks])
+                             deterministic="warn", callbacks=[best, stop, *callbacks], plugins=plugins)
         interruptible(trainer.fit, module, datamodule=data)
         if not trainer.is_global_zero:
             return math.nan

@@ -13,16 +13,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from datamodules.build import DOMAINS, SOURCE_DOMAIN, SOURCES
+from datamodules.build import DOMAINS, INDEX_FILES, SOURCE_DOMAIN, SOURCES
 from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
 
-from .outline import INDEX_FILES, DomainWork, human_bytes, outline
 from ..design.resources import device_count
+from ..design.zoo import expand_zoo, is_ensemble
 from ..execution.ray_cluster import ray_problems
 from ..store.tracking import artifact_root, check_tracking_uri, default_tracking_uri
+from .outline import DomainWork, human_bytes, outline
 from .weights import weight_problems
-from ..design.zoo import expand_zoo, is_ensemble
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 

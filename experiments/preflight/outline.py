@@ -9,14 +9,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from datamodules.build import INDEX_FILES
 from datamodules.splits import DEV_SETS, dev_set_indices, split_manifest
 from datamodules.synthetic.cache import cache_root, entry_path, generator_params
 
 from ..design.config import domain_config
 from ..design.scheduler import ModelJob, PairJob, Scheduler, SetJob
-
-# the index file a real source's reader starts from (csv: data.csv_file)
-INDEX_FILES = {"chestxray14": "Data_Entry_2017.csv", "kaggle_dr": "trainLabels.csv"}
 
 
 @dataclass

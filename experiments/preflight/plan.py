@@ -17,10 +17,10 @@ from omegaconf import DictConfig
 from lightning_modules import tasks
 from lightning_modules.model import build_classifier
 
-from .checks import study_problems
-from .outline import DomainWork, attack_steps, human_bytes, human_count, human_seconds, outline
 from ..design.scheduler import ModelJob, PairJob, SetJob
 from ..store.tracking import default_tracking_uri
+from .checks import study_problems
+from .outline import DomainWork, attack_steps, human_bytes, human_count, human_seconds, outline
 
 TIMING_BATCH = 4
 

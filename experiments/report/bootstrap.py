@@ -1,6 +1,8 @@
 """Paired bootstrap confidence intervals for a target's AUC on adversarial images and its AUC drop."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from lightning_modules.tasks import check_task
@@ -8,6 +10,16 @@ from lightning_modules.tasks import check_task
 # Resamples per block: bounds the (block x samples) count matrix to about 8 MB. Counts and their
 # cumulative sums are whole numbers below 2**24, so float32 holds them exactly (sums use float64).
 _BLOCK_ELEMENTS = 2_000_000
+
+
+def percentile_interval(resampled: np.ndarray | None, confidence: float = 0.95) -> tuple[float, float]:
+    """The central `confidence` interval of resampled values, non-finite ones left out (NaNs when
+    there are none): every interval medtransfer reports."""
+    finite = None if resampled is None else resampled[np.isfinite(resampled)]
+    if finite is None or finite.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.percentile(finite, [100.0 * (1.0 - confidence) / 2.0, 100.0 * (1.0 + confidence) / 2.0])
+    return float(lo), float(hi)
 
 
 class PairedBootstrap:
@@ -45,12 +57,10 @@ class PairedBootstrap:
                              f"scores {self.clean_shape}")
         adv = adv.reshape(self.clean.shape)
         auc_clean, auc_adv = self.auc_clean[self.valid], self._resampled(adv)[self.valid]
-        tails = 100.0 * np.array([(1.0 - self.confidence) / 2.0, (1.0 + self.confidence) / 2.0])
         result = {}
         for name, values in (("auc_adv", auc_adv), ("auc_drop", auc_clean - auc_adv),
                              ("auc_pct_clean", 100.0 * auc_adv / auc_clean)):
-            lo, hi = np.percentile(values, tails)
-            result[f"{name}_lo"], result[f"{name}_hi"] = float(lo), float(hi)
+            result[f"{name}_lo"], result[f"{name}_hi"] = percentile_interval(values, self.confidence)
         return result
 
     def _resampled(self, scores: np.ndarray) -> np.ndarray:

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .findings import PairDraws, load_predictions
+from ..design.zoo import MIXED
+from .bootstrap import percentile_interval
+from .findings import PairDraws
 from .plots import _save, _slug, heatmap_figure
 from .tables import attack_settings, markdown_table
-from ..design.zoo import MIXED
 
 GROUPS = ("white-box", "same data", "other data", "other architecture")
-TAILS = (2.5, 97.5)
 
 
 def surrogate_groups(f: pd.DataFrame) -> dict[str, pd.Series]:
@@ -59,7 +59,7 @@ def defence_table(results: pd.DataFrame, draws_of: dict[str, PairDraws]) -> pd.D
                    "cost": clean[target] - _plain_clean(frame[setting], first, clean)}
             for name, mask in groups.items():
                 point, resampled = _interval(draws, of & mask) if (of & mask).any() else (np.nan, None)
-                lo, hi = _tails(resampled)
+                lo, hi = percentile_interval(resampled)
                 row.update({name: point, f"{name}_lo": lo, f"{name}_hi": hi})
             rows.append(row)
     return pd.DataFrame(rows)
@@ -103,20 +103,13 @@ def ensemble_table(results: pd.DataFrame, draws_of: dict[str, PairDraws]) -> pd.
                 for part, mask in parts.items():
                     values[part] = _interval(draws, mask) if mask.any() else (np.nan, None)
                     row[part] = values[part][0]
-                    row[f"{part}_lo"], row[f"{part}_hi"] = _tails(values[part][1])
+                    row[f"{part}_lo"], row[f"{part}_hi"] = percentile_interval(values[part][1])
                 if values["same init"][1] is not None:
                     (m, mr), (e, er), (s, sr) = values["single"], values["joint"], values["same init"]
                     row["gap closed"] = 100 * (m - e) / (m - s)
-                    row["gap closed_lo"], row["gap closed_hi"] = _tails(100 * (mr - er) / (mr - sr))
+                    row["gap closed_lo"], row["gap closed_hi"] = percentile_interval(100 * (mr - er) / (mr - sr))
                 rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _tails(resampled: np.ndarray | None) -> tuple[float, float]:
-    if resampled is None or not np.isfinite(resampled).any():
-        return np.nan, np.nan
-    lo, hi = np.nanpercentile(resampled[np.isfinite(resampled)], TAILS)
-    return float(lo), float(hi)
 
 
 def _with_interval(table: pd.DataFrame, column: str) -> list[str]:
@@ -162,15 +155,16 @@ def defence_heatmaps(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     return paths
 
 
-def defences_section(results: pd.DataFrame, tracking_uri: str, out_dir: Path, n_resamples: int, seed: int) -> str:
+def defences_section(results: pd.DataFrame, predictions: dict, out_dir: Path, n_resamples: int, seed: int) -> str:
     """The defences table (and the ensemble table when there are ensemble surrogates), written to
     `out_dir/defences.{csv,md}` (`ensembles.csv`) with the heatmaps; "" when the results have no
-    hardened target and no ensemble surrogate, or bootstrapping is off."""
+    hardened target and no ensemble surrogate, or bootstrapping is off. `predictions`: each pair
+    run's, by run id (`findings.load_predictions`)."""
     hardened = "target_hardening" in results and (results["target_hardening"] != "none").any()
     ensembles = "surrogate_members" in results and (results["surrogate_members"] != "").any()
     if n_resamples < 1 or results.empty or not (hardened or ensembles):
         return ""
-    draws = domain_draws(results, load_predictions(results["run_id"], tracking_uri), n_resamples, seed)
+    draws = domain_draws(results, predictions, n_resamples, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     if hardened:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from .bootstrap import label_matrix, resampled_macro_auc
+from .bootstrap import label_matrix, percentile_interval, resampled_macro_auc
 from .tables import markdown_table, plain_pairs
 
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -158,7 +158,7 @@ def finding_effects(results: pd.DataFrame, predictions: dict[str, Predictions], 
                 continue
             point, resampled = draws.effect(terms)
             point, resampled = point + finding.constant, resampled + finding.constant
-            lo, hi = np.nanpercentile(resampled, 100 * np.array([(1 - confidence) / 2, (1 + confidence) / 2]))
+            lo, hi = percentile_interval(resampled, confidence)
             groups = [draws.point_mean(mask, quantity) for mask, quantity, _ in terms]
             rows.append({"finding": finding.key, "domain": domain, "claim": finding.claim,
                          "group_a_is": finding.groups[0], "group_b_is": finding.groups[1],
@@ -243,14 +243,15 @@ class PairDraws:
         return float(np.mean(self.group(mask, quantity)[0]))
 
 
-def findings_section(results: pd.DataFrame, tracking_uri: str, out_dir: Path, n_resamples: int,
-                     seed: int) -> str:
+def findings_section(results: pd.DataFrame, predictions: dict[str, Predictions], out_dir: Path,
+                     n_resamples: int, seed: int) -> str:
     """The findings table and one line per finding, written to `out_dir/findings.{csv,md}`; "" when
-    no finding's pairs are in the results (pairs with a hardened model or an ensemble left out)."""
+    no finding's pairs are in the results (pairs with a hardened model or an ensemble left out).
+    `predictions`: each pair run's, by run id (`load_predictions`)."""
     results = plain_pairs(results)
-    if n_resamples < 1 or "run_id" not in results or results.empty:
+    if n_resamples < 1 or results.empty:
         return ""
-    table = finding_effects(results, load_predictions(results["run_id"], tracking_uri), n_resamples, seed)
+    table = finding_effects(results, predictions, n_resamples, seed)
     if table.empty:
         return ""
     text = "\n".join(["Findings of the paper (effect in points of AUC % of clean, paper's direction "

@@ -7,9 +7,11 @@ import mlflow
 import pandas as pd
 import torch
 
+from ..design.zoo import hardening, training_twins
+from .defences import defences_section
+from .findings import findings_section, load_predictions
 from .plots import epsilon_curves, example_grid, transfer_heatmaps
 from .tables import markdown_table, summary, write_tables
-from ..design.zoo import hardening, training_twins
 
 EXAMPLE_IMAGES = 6
 
@@ -31,9 +33,12 @@ def with_factors(table: pd.DataFrame, zoo: dict, domain: str) -> pd.DataFrame:
     return out
 
 
-def write_outputs(results: pd.DataFrame, out_dir: Path, examples: dict | None, manifest: pd.DataFrame) -> str:
-    """Result CSV/Markdown, paper tables, heatmaps, epsilon curves, an example grid and the split
-    manifest under `out_dir`, all logged to the active MLflow run; returns the terminal summary."""
+def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, manifest: pd.DataFrame,
+                 tracking_uri: str, n_resamples: int, seed: int) -> str:
+    """A domain study's report under `out_dir`, every file of it logged to the active MLflow run (the
+    study's parent run): result CSV/Markdown, paper tables, heatmaps, epsilon curves, an example grid,
+    the split manifest, the findings and defences sections (from each pair run's predictions, read
+    once); returns the terminal summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob("*.png"), *out_dir.glob("*.csv"), *out_dir.glob("*.md")]:
         stale.unlink()  # a report describes one run of the study, never a mix
@@ -48,8 +53,13 @@ def write_outputs(results: pd.DataFrame, out_dir: Path, examples: dict | None, m
         n = EXAMPLE_IMAGES
         example_grid(examples["clean"][:n], examples["adv"][:n], examples["control"][:n],
                      out_dir / f"examples_{examples['domain']}.png", title=examples["title"])
+    sections = ["", ""]  # no findings, no defences
+    if not results.empty and n_resamples >= 1:
+        predictions = load_predictions(results["run_id"], tracking_uri)
+        sections = [findings_section(results, predictions, out_dir, n_resamples, seed),
+                    defences_section(results, predictions, out_dir, n_resamples, seed)]
     mlflow.log_artifacts(str(out_dir))
-    return summary(results) if not results.empty else "(no results)"
+    return "\n".join([summary(results) if not results.empty else "(no results)", *sections])
 
 
 def example_images(clean: torch.Tensor, adv: torch.Tensor, control: torch.Tensor, domain: str, title: str) -> dict:

@@ -15,8 +15,8 @@ import torch
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
 from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
 
 CODE_FILE = Path(__file__).with_name("pyfunc_classifier.py")
 

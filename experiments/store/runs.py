@@ -27,12 +27,13 @@ class StudyRuns:
     run for one piece of work.
     """
 
-    def __init__(self, uri: str, experiment_id: str, study_hash: str, lock_dir: str | Path):
+    def __init__(self, uri: str, experiment_id: str, study_hash: str, lock_dir: str | Path,
+                 parent_id: str | None = None):
         self.client = MlflowClient(uri)
         self.experiment_id, self.study_hash = experiment_id, study_hash
         Path(lock_dir).mkdir(parents=True, exist_ok=True)
         self.lock = FileLock(str(Path(lock_dir) / f"study-{study_hash}.lock"))
-        self.parent_id: str | None = None
+        self.parent_id = parent_id  # the study's parent run, once `parent` has started or resumed it
 
     def _search(self, query: str) -> list[Run]:
         return self.client.search_runs([self.experiment_id], query, max_results=10000)

@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from experiments import load_config, run_study
 from experiments.design.config import ConfigError, preset_path
-from experiments.execution.evaluation import PAIR_METRICS
 from experiments.design.identity import study_key
+from experiments.execution.evaluation import PAIR_METRICS
 from experiments.store.tracking import setup_experiment
 
 ray = pytest.importorskip("ray")

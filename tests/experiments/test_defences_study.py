@@ -13,8 +13,8 @@ from PIL import Image
 
 from experiments import run_study
 from experiments.design.config import ConfigError, preset_path
+from experiments.execution import read_data
 from experiments.execution.evaluation import load_test_set
-from experiments.execution.training import domain_data
 from lightning_modules import build_classifier
 from lightning_modules.pretrained import load_state_dict_file
 from lightning_modules.tasks import scores
@@ -65,7 +65,7 @@ def test_defended_target_reuses_its_twins_training_run(study):
     client, run = MlflowClient(cfg.tracking.uri), next(r for r in models if r.info.run_name == "a")
     model = build_classifier("tiny_cnn", "random", "binary", 1, 3)
     model.load_state_dict(load_state_dict_file(client.download_artifacts(run.info.run_id, "checkpoint/model.pt")))
-    images = torch.cat(list(load_test_set(domain_data(cfg).prepare().datamodule("d1")).batches()))
+    images = torch.cat(list(load_test_set(read_data(cfg).datamodule("d1")).batches()))
     compressed = []
     for image in (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy():
         buffer = io.BytesIO()
@@ -109,7 +109,7 @@ def test_adversarial_training_loses_less_auc_under_transferred_fgsm(tmp_path, sm
 
 @pytest.mark.parametrize("entry,message", [
     ("{name: x, defence: {name: blur}}",
-     "models.x.defence: unknown defence 'blur'; valid: jpeg, bit_depth, median, gaussian, resize"),
+     "models.x.defence: defence: unknown name 'blur'; valid: jpeg, bit_depth, median, gaussian, resize"),
     ("{name: x, defence: {name: jpeg, quality: 101}}", "models.x.defence: defence jpeg: quality=101 must be in 1..100"),
     ("{name: x, defence: {name: median, size: 3}}",
      "models.x.defence: defence median: unknown parameter 'size'; valid: kernel"),

@@ -9,13 +9,12 @@ import pytest
 import torch
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
 from attacks import AdversarialSetCache
-from experiments.execution.batches import domain_data_of
 from experiments.cli import main
 from experiments.design.config import ConfigError, load_config, preset_path
+from experiments.execution import read_data
 from experiments.execution.training import fit, initial_module
 from lightning_modules.model import build_classifier
 
@@ -84,10 +83,10 @@ import torch
 from omegaconf import OmegaConf
 
 from attacks import AdversarialSetCache
-from experiments.execution.batches import SetBatches, TestBatches, domain_data_of
 from experiments.design.config import load_config, preset_path
+from experiments.execution import DeviceGroup, read_data
+from experiments.execution.batches import SetBatches, TestBatches
 from experiments.execution.predicting import Predictor
-from experiments.execution.devices import DeviceGroup
 from experiments.execution.training import initial_module
 
 out = Path(sys.argv[1])
@@ -97,11 +96,12 @@ for devices in (2, 1):
     cfg = load_config(preset_path("smoke"), ["trainer.accelerator=cpu", f"trainer.devices={devices}",
                                              "data.batch_size=7"])  # 60 test images: 9 batches
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    data = domain_data_of(data_cfg)
+    data = read_data(cfg)
     module = initial_module(cfg, cfg.models[0], data).eval()
-    cache, predictor = AdversarialSetCache(out / f"sets-{devices}"), Predictor(cfg)
+    cache = AdversarialSetCache(out / f"sets-{devices}")
     with DeviceGroup(cfg) as group:
         assert group.world == devices
+        predictor = Predictor(cfg, group)
         for name, setting in SETTINGS.items():
             cache.ensure(name, lambda write: predictor.craft(module, TestBatches(data_cfg), setting, 3, data.task,
                                                              write, name))
@@ -138,7 +138,7 @@ def test_two_processes_craft_and_score_the_same_sets_byte_for_byte_as_one(tmp_pa
 def test_the_best_validation_score_survives_a_spawning_strategy(tmp_path, smoke_config):
     cfg = smoke_config(tmp_path, "trainer.accelerator=cpu")
     cfg.trainer.devices, cfg.trainer.strategy = 2, "ddp_spawn"  # usable from Python, refused by a study
-    data = domain_data_of(OmegaConf.to_container(cfg.data, resolve=True))
+    data = read_data(cfg)
     module, datamodule = initial_module(cfg, cfg.models[0], data), data.datamodule("d1")
     best = fit(module, datamodule, cfg, progress=False)
     datamodule.setup()

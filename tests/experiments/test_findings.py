@@ -6,9 +6,9 @@ from sklearn.metrics import roc_auc_score
 
 from experiments import load_config, run_study
 from experiments.design.config import domain_config, preset_path
+from experiments.design.scheduler import Scheduler
 from experiments.report.findings import FINDINGS, Predictions, finding_effects, read_predictions, verdict
 from experiments.report.outputs import with_factors
-from experiments.design.scheduler import Scheduler
 
 N, SEEDS, RESAMPLES = 60, (0, 1, 2), 100
 

@@ -5,8 +5,8 @@ from mlflow.tracking import MlflowClient
 
 from experiments import run_study
 from experiments.design import identity
-from experiments.execution.evaluation import PAIR_METRICS
 from experiments.design.scheduler import Scheduler
+from experiments.execution.evaluation import PAIR_METRICS
 
 SPEED = ["data.num_workers=2", "data.pin_memory=true", "data.cache_dir=/elsewhere", "crafting.batch_size=3",
          "crafting.auto_batch=false", "crafting.channels_last=true", "crafting.device=cpu",

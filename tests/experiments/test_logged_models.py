@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from experiments import load_config
 from experiments.design.config import preset_path
-from experiments.execution.training import domain_data, train_model
+from experiments.execution import read_data
+from experiments.execution.training import train_model
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def trained(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     cfg = load_config(preset_path("smoke"), [f"tracking.uri={uri}", "train.max_epochs=1",
                                              "tracking.register_models=true", f"output_dir={root}"])
-    module = train_model(cfg, cfg.models[0]).module
+    module = train_model(cfg, cfg.models[0], read_data(cfg)).module
     client = MlflowClient(uri)
     run = client.search_runs([client.get_experiment_by_name("smoke").experiment_id], "tags.kind = 'model'")[0]
     return cfg, module, client, run, root
@@ -38,7 +39,7 @@ def test_registered_version_predicts_like_the_trained_model(trained):
     cfg, module, client, run, _ = trained
     [version] = client.search_model_versions("name = 'smoke.a'")
     assert version.run_id == run.info.run_id and version.source.startswith("models:/m-")
-    images, _ = next(iter(domain_data(cfg).datamodule("d1").test_dataloader()))
+    images, _ = next(iter(read_data(cfg).datamodule("d1").test_dataloader()))
     with torch.inference_mode():
         expected = torch.sigmoid(module(images).squeeze(1)).numpy()
     loaded = mlflow.pyfunc.load_model("models:/smoke.a/1")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from experiments.report import plots
 from experiments.report.plots import (DPI, HEATMAP_CMAP, epsilon_curves, epsilon_figure, example_grid,
-                               example_grid_figure, heatmap_figure, transfer_heatmaps)
+                                      example_grid_figure, heatmap_figure, transfer_heatmaps)
 
 # The suite imports tests with --import-mode=importlib, so the results-frame builder of
 # test_reports.py is loaded by path.

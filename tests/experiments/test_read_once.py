@@ -3,12 +3,14 @@ loaded without touching the images."""
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 import datamodules.build
 import datamodules.readers.chestxray14 as chestxray14
+from datamodules import DomainData
 from experiments import load_config, run_study
-from experiments.execution.training import domain_data, train_model
+from experiments.execution.training import train_model
 
 FINDINGS = ["Effusion", "Mass", "Nodule"]
 
@@ -62,7 +64,7 @@ def test_three_models_over_chestxray14_read_and_check_the_folder_once(tmp_path, 
     # the stored models come back from their runs alone: with the images gone, nothing fails
     for path in (tmp_path / "nih").rglob("*.png"):
         path.unlink()
-    data = domain_data(cfg)
+    data = DomainData(OmegaConf.to_container(cfg.data, resolve=True))  # read only when used
     for model in cfg.models:
         assert not train_model(cfg, model, data).module.training
     assert reads.calls == 1  # `data` was never read

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.report.tables import (PAPER_TABLES, aggregate_seeds, manuscript_table, markdown_table, summary,
-                                 supplement_table, transfer_matrix, write_tables)
+from experiments.report.tables import (PAPER_TABLES, aggregate_seeds, manuscript_table, markdown_table,
+                                       summary, supplement_table, transfer_matrix, write_tables)
 
 TABLES = {t.name: t for t in PAPER_TABLES}
 

@@ -7,9 +7,10 @@ from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
 from experiments.design.config import load_config
-from experiments.store.tracking import setup_experiment
 from experiments.design.identity import model_seed
-from experiments.execution.training import domain_data, initial_module, train_model
+from experiments.execution import read_data
+from experiments.execution.training import initial_module, train_model
+from experiments.store.tracking import setup_experiment
 
 
 def tiny_config(uri: str, *extra: str):
@@ -26,7 +27,7 @@ def model_runs(uri: str) -> list:
 
 
 def val_auc_by_sklearn(cfg, module) -> float:
-    images, labels = zip(*domain_data(cfg).datamodule("d1").val_dataloader())
+    images, labels = zip(*read_data(cfg).datamodule("d1").val_dataloader())
     with torch.no_grad():
         probs = torch.sigmoid(module.model(torch.cat(images))[:, 0])
     return roc_auc_score(torch.cat(labels).numpy(), probs.numpy())
@@ -36,7 +37,7 @@ def test_training_is_logged_once_and_reused(tracking_uri):
     cfg = tiny_config(tracking_uri)
     experiment_id = setup_experiment(tracking_uri, "training-test")
     with mlflow.start_run(experiment_id=experiment_id, run_name="study parent"):  # as run_study calls it
-        module, val_auc, run_id = train_model(cfg, cfg.models[0])
+        module, val_auc, run_id = train_model(cfg, cfg.models[0], read_data(cfg))
         [run] = model_runs(tracking_uri)
         assert not module.training
         assert run.info.status == "FINISHED"
@@ -48,20 +49,20 @@ def test_training_is_logged_once_and_reused(tracking_uri):
         assert val_auc == pytest.approx(max(m.value for m in history), abs=1e-6)  # the best epoch is kept
         assert val_auc == pytest.approx(val_auc_by_sklearn(cfg, module), abs=1e-5)
 
-        again, again_auc, again_id = train_model(cfg, cfg.models[0])
+        again, again_auc, again_id = train_model(cfg, cfg.models[0], read_data(cfg))
         assert len(model_runs(tracking_uri)) == 1  # nothing trained
         assert (again_auc, again_id) == (val_auc, run.info.run_id) and not again.training
         for key, value in module.model.state_dict().items():
             torch.testing.assert_close(again.model.state_dict()[key], value, rtol=0, atol=0)
 
     changed = tiny_config(tracking_uri, "train.lr=0.002", "train.max_epochs=1")
-    train_model(changed, changed.models[0])
+    train_model(changed, changed.models[0], read_data(changed))
     assert len(model_runs(tracking_uri)) == 2
 
 
 def initial_weights(cfg, model_cfg) -> dict:
     """The randomly initialised weight matrices and kernels of a zoo model before training."""
-    module = initial_module(cfg, model_cfg, domain_data(cfg))
+    module = initial_module(cfg, model_cfg, read_data(cfg))
     return {k: v.detach().clone() for k, v in module.named_parameters() if v.dim() > 1}
 
 

@@ -102,7 +102,7 @@ def test_resize_is_seeded_keeps_the_size_and_pads_with_zeros():
 
 
 @pytest.mark.parametrize("cfg,message", [
-    ({"name": "blur"}, "unknown defence 'blur'; valid: jpeg, bit_depth, median, gaussian, resize"),
+    ({"name": "blur"}, "defence: unknown name 'blur'; valid: jpeg, bit_depth, median, gaussian, resize"),
     ({"name": "jpeg", "quality": 0}, "defence jpeg: quality=0 must be in 1..100"),
     ({"name": "jpeg", "quality": 101}, "defence jpeg: quality=101 must be in 1..100"),
     ({"name": "jpeg", "qualty": 50}, "defence jpeg: unknown parameter 'qualty'; valid: quality"),

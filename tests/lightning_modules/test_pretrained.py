@@ -10,7 +10,7 @@ from skimage import data as skdata
 
 from lightning_modules import build_classifier
 from lightning_modules.pretrained import (IMAGENET_MEAN, IMAGENET_STD, MissingWeightsError,
-                                         efficientnet_lite0_imagenet)
+                                          efficientnet_lite0_imagenet)
 
 # File names torchvision downloads these ImageNet weights to (facts of torchvision 0.29), and each head.
 CACHE_FILES = {

@@ -4,8 +4,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from attacks import (AdversarialSetCache, CraftingBatch, CraftingCallback, batch_seed, control_noise, craft,
-                     perturbation_metrics)
+from attacks import (AdversarialSetCache, BatchGather, CraftingBatch, CraftingModule, batch_seed,
+                     control_noise, craft, perturbation_metrics)
 from experiments.execution.evaluation import PerturbationTotals
 from lightning_modules import ClassifierModule
 
@@ -25,10 +25,11 @@ def test_streamed_set_equals_the_set_crafted_in_one_piece(data, tmp_path):
     cache = AdversarialSetCache(tmp_path)
 
     def fill(write):
-        callback = CraftingCallback(SETTING, "binary", seed=7, sink=lambda batch_id, *chunk: write(*chunk))
-        pl.Trainer(accelerator="cpu", devices=1, callbacks=[callback], logger=False, enable_progress_bar=False,
+        gather = BatchGather(lambda batch_id, *chunk: write(*chunk))
+        pl.Trainer(accelerator="cpu", devices=1, callbacks=[gather], logger=False, enable_progress_bar=False,
                    enable_model_summary=False, inference_mode=False).predict(
-            module, DataLoader(batches, batch_size=None), return_predictions=False)
+            CraftingModule(module, SETTING, "binary", seed=7), DataLoader(batches, batch_size=None),
+            return_predictions=False)
     cache.ensure("s", fill)
     chunks = list(cache.chunks("s"))
     assert [len(adv) for adv, _ in chunks] == [8, 8, 6]

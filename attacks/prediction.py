@@ -1,10 +1,11 @@
-"""Work per `trainer.predict` batch, gathered from every process and handed on in batch order.
+"""Adversarial sets as a model's predictions, gathered in batch order from every process.
 
-A predict loader yields numbered batches `(images, ..., batch_id)` (`experiments.batches`); under
-DDP each process gets its own share of the batch ids, the same number of steps each (a process
-short of batches repeats its last one). After every step the processes' results are gathered, and
-the main process hands each batch's result once, in batch-id order, to `sink(batch_id, *tensors)`:
-the whole set never has to be in memory, and one process writes it.
+A predict loader yields numbered batches `(images, ..., batch_id)`; under DDP each process gets its
+own share of the batch ids, the same number of steps each (a process short of batches repeats its
+last one). `CraftingModule.predict_step` attacks one batch; `BatchGather`, a prediction writer,
+gathers each step's predictions from every process and hands each batch's once, in batch-id order,
+to `sink(batch_id, *tensors)` on the main process: the whole set never has to be in memory, and one
+process writes it.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Callable
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import nn
 
 from .batching import CraftingBatch
@@ -28,12 +30,12 @@ def batch_seed(seed: int, batch_id: int) -> int:
     return (int(seed) * 1_000_003 + int(batch_id)) % 2**63
 
 
-class BatchGather(pl.Callback):
-    """Hands each predict batch's `compute` result (default: `predict_step`'s output) to `sink` on the
-    main process, in batch order; `sink` stays None on the other processes."""
+class BatchGather(BasePredictionWriter):
+    """Hands each predict batch's prediction (a tensor or a tuple of tensors) to `sink` on the main
+    process, in batch order; `sink` stays None on the other processes."""
 
     def __init__(self, sink: Sink | None = None):
-        super().__init__()
+        super().__init__(write_interval="batch")
         self.sink, self.next_id = sink, 0
 
     def __getstate__(self) -> dict:  # sent to the other processes without the main process's sink
@@ -42,12 +44,10 @@ class BatchGather(pl.Callback):
     def on_predict_start(self, trainer, pl_module) -> None:
         self.next_id = 0
 
-    def compute(self, pl_module, outputs, batch) -> tuple[torch.Tensor, ...]:
-        return (outputs,)
-
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
+                           dataloader_idx=0) -> None:
         batch_id = int(batch[-1])
-        parts = self.compute(pl_module, outputs, batch)
+        parts = prediction if isinstance(prediction, tuple) else (prediction,)
         if trainer.world_size > 1:
             ids, gathered = gather_batches(batch_id, parts)
         else:
@@ -60,34 +60,34 @@ class BatchGather(pl.Callback):
                 self.next_id += 1
 
 
-class CraftingCallback(BatchGather):
-    """Crafts an adversarial set during `trainer.predict`: `sink(batch_id, adversarial, control)` gets
-    each batch's adversarial images and control noise (`attacks.control_noise`).
+class CraftingModule(pl.LightningModule):
+    """A surrogate's adversarial set as its predictions: `predict_step` attacks a numbered batch
+    `(images, labels, batch_id)` and returns its adversarial images and control noise
+    (`attacks.control_noise`).
 
-    Batches are `(images, labels, batch_id)`. The attacked model is `surrogate`, or the predicted
-    LightningModule itself; each batch's random draws (random starts, input diversity, the control
-    noise) come from `batch_seed(seed, batch_id)`, so a set is the same byte for byte whether one
-    process or several craft it. `batch_size`, `auto_batch`, `precision` and `channels_last` are
-    the `crafting` speed options.
+    Each batch's random draws (random starts, input diversity, the control noise) come from
+    `batch_seed(seed, batch_id)` in a forked RNG state (the global one is left as it was), so a
+    set is the same byte for byte whichever process crafts a batch, in whatever order.
+    `batch_size`, `auto_batch`, `precision` and `channels_last` are the `crafting` speed options.
     """
 
-    def __init__(self, setting: dict, task: str, seed: int = 0, sink: Sink | None = None,
-                 surrogate: nn.Module | None = None, *, batch_size: int = 0, auto_batch: bool = True,
-                 precision: str = "fp32", channels_last: bool = False):
-        super().__init__(sink)
+    def __init__(self, surrogate: nn.Module, setting: dict, task: str, seed: int = 0, *, batch_size: int = 0,
+                 auto_batch: bool = True, precision: str = "fp32", channels_last: bool = False):
+        super().__init__()
         attack_params(setting)
-        self.setting, self.task, self.seed, self.surrogate = setting, task, int(seed), surrogate
+        self.surrogate, self.setting, self.task, self.seed = surrogate, setting, task, int(seed)
         self.batches = CraftingBatch(int(batch_size), bool(auto_batch))
         self.precision, self.channels_last = precision, bool(channels_last)
 
-    def compute(self, pl_module, outputs, batch) -> tuple[torch.Tensor, ...]:
+    def predict_step(self, batch, batch_idx):
         images, labels, batch_id = batch
         seed = batch_seed(self.seed, int(batch_id))
-        torch.manual_seed(seed)
-        model = self.surrogate if self.surrogate is not None else pl_module
-        adversarial = self.batches.map(lambda i, j: craft(
-            model, images[i:j], labels[i:j], self.setting, self.task, precision=self.precision,
-            channels_last=self.channels_last), len(images))
+        cuda = [images.device.index or 0] if images.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            adversarial = self.batches.map(lambda i, j: craft(
+                self.surrogate, images[i:j], labels[i:j], self.setting, self.task, precision=self.precision,
+                channels_last=self.channels_last), len(images))
         return adversarial, control_noise(images, adversarial, torch.Generator().manual_seed(seed))
 
 

@@ -1,0 +1,191 @@
+"""A domain study's work, one piece at a time: the functions every executor calls.
+
+`StudyWork` trains or reads back a model, crafts a set into the cache, and evaluates or reads back
+a pair, each once per process; executors only decide where and in which order these run. It is
+built from a `WorkSpec` (what any process needs to rebuild it: the domain's config with its
+locations spelled out, the shard, the study's parent run), the domain's data and the process's
+device group.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from attacks import AdversarialSetCache
+from datamodules import DomainData
+
+from ..design.identity import code, data_identity, study_key
+from ..design.scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
+from ..design.zoo import entry_params, hardening, is_ensemble
+from ..report.bootstrap import PairedBootstrap
+from ..report.outputs import example_images
+from ..store.datasets import split_dataset
+from ..store.runs import StudyRuns
+from ..store.tracking import default_tracking_uri, setup_experiment
+from .batches import SetBatches, TestBatches
+from .devices import DeviceGroup
+from .evaluation import PAIR_METRICS, evaluate_pair, load_test_set, prediction_table, set_distortion
+from .networks import ensemble_of, training_entry, with_defence
+from .predicting import Predictor
+from .training import TrainedModel, train_model
+
+
+def read_data(cfg: DictConfig) -> DomainData:
+    """A domain's data, read and checked once, with its test split and d1 checked to be non-empty
+    (d1 runs out of patients first: d2 is at least as large, d1/10 and d2/2 keep at least one)."""
+    data = DomainData(OmegaConf.to_container(cfg.data, resolve=True)).prepare()
+    data.datamodule("d1").setup()
+    return data
+
+
+def located(cfg: DictConfig) -> DictConfig:
+    """The config with the tracking store, experiment and output folder spelled out, so that a process
+    started elsewhere (another folder, environment or machine) writes where this one does."""
+    return OmegaConf.merge(cfg, {"tracking": {"uri": cfg.tracking.uri or default_tracking_uri(),
+                                              "experiment": cfg.tracking.experiment or cfg.name},
+                                 "output_dir": str(Path(cfg.output_dir).resolve())})
+
+
+@dataclass(frozen=True)
+class WorkSpec:
+    """What a process needs to rebuild a domain study's work: its config (`located`), the shard and
+    the study's parent run."""
+    cfg: DictConfig
+    shard: tuple[int, int]
+    parent_id: str
+
+
+class StudyWork:
+    """The pieces of one domain study's work in this process: each model trained or read back once,
+    each target's clean scores computed once, each set crafted once (into the on-disk cache), each
+    pair read back from the store or evaluated and logged."""
+
+    def __init__(self, spec: WorkSpec, data: DomainData, group: DeviceGroup):
+        cfg = self.cfg = spec.cfg
+        self.spec, self.data, self.group = spec, data, group
+        self.scheduler = Scheduler(cfg, spec.shard)
+        self.store = StudyRuns(cfg.tracking.uri, setup_experiment(cfg.tracking.uri, cfg.tracking.experiment),
+                               study_key(cfg), Path(cfg.output_dir) / "locks", spec.parent_id)
+        self.cache = AdversarialSetCache(Path(cfg.output_dir) / "adversarial_sets")
+        test_split = data.datamodule("d1")
+        self.test, self.test_input = load_test_set(test_split), split_dataset(cfg.data, test_split, "test")
+        self.predictor = Predictor(cfg, group)
+        self.test_batches = TestBatches(OmegaConf.to_container(cfg.data, resolve=True),
+                                        self.test.loader.dataset)
+        self.trained: dict[ModelJob, TrainedModel] = {}
+        self.clean: dict[ModelJob, torch.Tensor] = {}
+        self.bootstraps: dict[ModelJob, PairedBootstrap] = {}
+
+    def model(self, job: ModelJob) -> TrainedModel:
+        """A zoo model at a seed, trained or read back once (a defended model: its twin's training
+        run behind the defence; an ensemble: its members', `networks`)."""
+        if job not in self.trained:
+            entry = self.scheduler.zoo[job.name]
+            if is_ensemble(entry):
+                self.trained[job] = ensemble_of([self.model(m) for m in self.scheduler.members(job)], entry)
+            else:
+                trained = train_model(self.scheduler.seeded(job.seed), training_entry(entry), self.data, self.group)
+                self.trained[job] = with_defence(trained, entry)
+        return self.trained[job]
+
+    def clean_scores(self, job: ModelJob) -> torch.Tensor:
+        if job not in self.clean:
+            self.clean[job] = self.predictor.scores(self.model(job).module, self.test_batches)
+        return self.clean[job]
+
+    def craft(self, job: SetJob) -> float:
+        """Store the set in the cache unless it is there; seconds spent crafting (training excluded)."""
+        if job.key in self.cache:
+            return 0.0
+        surrogate = self.model(job.surrogate).module
+        start = time.perf_counter()
+        setting = job.setting
+        label = f"crafting {job.surrogate.name} {setting['name']} eps={setting['eps']:g}"
+        self.cache.ensure(job.key, lambda write: self.predictor.craft(
+            surrogate, self.test_batches, setting, job.seed, self.test.task, write, label))
+        return time.perf_counter() - start
+
+    def crafted(self, job: SetJob) -> dict:
+        """Craft the set unless it is cached; the numbers all its pairs share (distortion, crafting seconds)."""
+        craft_seconds = self.craft(job)
+        return {**set_distortion(self.test, self.cache.chunks(job.key)), "craft_seconds": craft_seconds}
+
+    def stored(self, group: SetGroup) -> tuple[dict[str, dict], list[PairJob]]:
+        """A set's pairs the store holds FINISHED (their rows, by pair key) and those still to do."""
+        found = {pair.key: self.store.finished_pair(pair.key) for pair in group.pairs}
+        rows = {key: stored_row(run) for key, run in found.items() if run is not None}
+        return rows, [pair for pair in group.pairs if found[pair.key] is None]
+
+    def pair_row(self, pair: PairJob, shared: dict) -> dict:
+        """A pair's numbers and run id: read back when a FINISHED run has its identity (an earlier
+        attempt's unfinished run is deleted first), else evaluated and logged."""
+        found = self.store.finished_pair(pair.key)
+        return stored_row(found) if found is not None else self.evaluate(pair, shared)
+
+    def bootstrap(self, job: ModelJob) -> PairedBootstrap | None:
+        """A target's paired bootstrap (its clean AUC per resample computed once), None when off."""
+        if self.cfg.bootstrap_resamples < 1:
+            return None
+        if job not in self.bootstraps:
+            self.bootstraps[job] = PairedBootstrap(self.test.task, self.test.labels.numpy(),
+                                                   self.clean_scores(job).numpy(),
+                                                   n_resamples=self.cfg.bootstrap_resamples, seed=job.seed)
+        return self.bootstraps[job]
+
+    def evaluate(self, pair: PairJob, shared: dict) -> dict:
+        """Score the target on the pair's set and log the pair run; the result row's numbers and run id."""
+        start = time.perf_counter()
+        target, clean = self.model(pair.target), self.clean_scores(pair.target)
+        adversarial, control = self.predictor.set_scores(target.module, SetBatches(self.cache.root, pair.set.key))
+        scores = evaluate_pair(self.test, clean, adversarial, control, self.bootstrap(pair.target))
+        metrics = {**scores.metrics, **shared, "eval_seconds": time.perf_counter() - start}
+        surrogate = self.model(pair.set.surrogate)
+        setting = pair.set.setting
+        run_id = self.store.log_pair(
+            f"{pair.set.surrogate.name}->{pair.target.name} {setting['name']} eps={setting['eps']}", pair.key,
+            self.pair_params(pair), {**self.pair_tags(pair), "set_key": pair.set.key},
+            {**metrics, "surrogate_val_auc": surrogate.val_auc, "target_val_auc": target.val_auc},
+            prediction_table(self.test, clean, scores.adversarial, scores.control), self.test_input)
+        return {**metrics, "run_id": run_id}
+
+    def pair_params(self, pair: PairJob) -> dict:
+        """The pair run's params (docs/architecture.md, "MLflow contract")."""
+        zoo = self.scheduler.zoo
+        params = {f"surrogate.{k}": v for k, v in entry_params(zoo[pair.set.surrogate.name]).items()}
+        params.update({f"target.{k}": v for k, v in entry_params(zoo[pair.target.name]).items()})
+        params.update({f"attack.{k}": v for k, v in pair.set.setting.items()})
+        params.update({f"data.{k}": v for k, v in data_identity(self.cfg).items()})
+        params["seed"] = pair.set.seed
+        return params
+
+    def pair_tags(self, pair: PairJob) -> dict:
+        """Tags that let the MLflow UI filter pairs by factor."""
+        surrogate, target = self.scheduler.zoo[pair.set.surrogate.name], self.scheduler.zoo[pair.target.name]
+        return {"domain": self.cfg.data.domain, "same_arch": str(surrogate.arch == target.arch),
+                "same_init": str(surrogate.init == target.init), "same_data": str(surrogate.dev_set == target.dev_set),
+                "whitebox": str(surrogate.name == target.name), "defended": str(hardening(target) != "none"),
+                "git_sha": code()}
+
+    def examples(self, group: SetGroup) -> dict:
+        """The report's example images: the first test batch, clean and attacked by the group's set."""
+        self.craft(group.set)
+        adv, ctrl = next(self.cache.chunks(group.set.key))
+        setting = group.set.setting
+        return example_images(next(self.test.batches()), adv, ctrl, self.cfg.data.domain,
+                              f"{group.set.surrogate.name}: {setting['name']} eps={setting['eps']:g}")
+
+
+def stored_row(run) -> dict:
+    """A pair's result numbers and run id, read back from its FINISHED run."""
+    return {**{m: run.data.metrics.get(m, float("nan")) for m in PAIR_METRICS}, "run_id": run.info.run_id}
+
+
+def group_rows(group: SetGroup, rows: dict[str, dict]) -> list[dict]:
+    """A set's result rows in target order, from each pair's numbers and run id (`rows`, by pair key)."""
+    setting = group.set.setting
+    return [{"seed": group.set.seed, "surrogate": group.set.surrogate.name, "target": pair.target.name,
+             "attack": setting["name"], "eps": setting["eps"], **rows[pair.key]} for pair in group.pairs]
