@@ -55,7 +55,7 @@ def naive(cfg, root: Path) -> pd.DataFrame:
     for surrogate, surrogate_model in models.items():
         for target, target_model in models.items():
             key = f"{surrogate}-{target}"
-            cache.ensure(key, lambda write: predictor.craft(surrogate_model, batches, setting, cfg.seed, test.task,
+            cache.ensure(key, lambda write: predictor.adversarial_set(surrogate_model, batches, setting, cfg.seed, test.task,
                                                             write, f"crafting {key}"))
             scores = dict(zip(("adv", "control"), predictor.set_scores(target_model, SetBatches(cache.root, key))))
             scores["clean"] = predictor.scores(target_model, batches)

@@ -31,7 +31,7 @@ EXECUTION = ("executor", "ray")
 # The study keys a trained model depends on (with its zoo entry, its seed and the data identity).
 MODEL_SECTIONS = ("train", "trainer")
 # The study keys a pair evaluation depends on besides its set and its target.
-PAIR_KEYS = ("bootstrap_resamples",)
+PAIR_CONFIG_KEYS = ("bootstrap_resamples",)
 
 
 def digest(payload) -> str:
@@ -169,7 +169,7 @@ def pair_key(cfg: DictConfig, surrogate_cfg, target_cfg, setting: dict, seed: in
     """Identity of a pair evaluation: the adversarial set, the target network and the evaluation keys."""
     target = network_key(OmegaConf.merge(cfg, {"seed": seed}), target_cfg)
     return digest({"set": set_key(cfg, surrogate_cfg, setting, seed), "target": target,
-                   **{key: cfg[key] for key in PAIR_KEYS}})
+                   **{key: cfg[key] for key in PAIR_CONFIG_KEYS}})
 
 
 def study_key(cfg: DictConfig) -> str:

@@ -23,6 +23,6 @@ class LocalExecutor:
     def group_rows(self, group: SetGroup) -> list[dict]:
         rows, pending = self.work.stored(group)
         if pending:
-            shared = self.work.crafted(group.set)
+            shared = self.work.set_numbers(group.set)
             rows.update({pair.key: self.work.evaluate(pair, shared) for pair in pending})
         return group_rows(group, rows)

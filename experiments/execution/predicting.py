@@ -88,7 +88,7 @@ class Predictor:
         self._run(module, batches, sink)
         return torch.cat(adversarial), torch.cat(control)
 
-    def craft(self, surrogate: torch.nn.Module, batches: Dataset, setting: dict, seed: int, task: str,
+    def adversarial_set(self, surrogate: torch.nn.Module, batches: Dataset, setting: dict, seed: int, task: str,
               write: Callable[[torch.Tensor, torch.Tensor], None], label: str) -> None:
         """Craft the set on `surrogate` (a classifier, or a plain model such as an ensemble, which the
         attack then sees as it is) batch by batch, `write(adversarial, control)` in batch order."""

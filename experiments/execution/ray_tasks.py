@@ -51,9 +51,9 @@ class StudyWorker:
         """Train (or read back) a model; its run id."""
         return self.work.model(job).run_id
 
-    def craft(self, job: SetJob) -> dict:
-        """Craft a set; the numbers its pairs share."""
-        return self.work.crafted(job)
+    def make_set(self, job: SetJob) -> dict:
+        """Craft a set (unless it is cached); the numbers its pairs share."""
+        return self.work.set_numbers(job)
 
     def evaluate(self, pair: PairJob, shared: dict) -> dict:
         """Evaluate and log a pair (or read back the run an earlier attempt finished); its row's numbers."""
@@ -95,7 +95,7 @@ class Pool:
         self.models = {job for group in groups for job in (group.set.surrogate, *(p.target for p in group.pairs))}
         self.ready = deque(("train", job) for job in self.models)
         self.queued = set(self.ready)  # every piece of work handed out so far
-        self.done: dict = {}  # ("train", job) -> run id, ("craft", set) -> shared numbers, ("evaluate", pair) -> row
+        self.done: dict = {}  # ("train", job) -> run id, ("set", set) -> shared numbers, ("evaluate", pair) -> row
         self.running: dict[ray.ObjectRef, tuple] = {}
 
     def run(self) -> dict[str, dict]:
@@ -130,18 +130,18 @@ class Pool:
     def _submit(self, actor, kind: str, job) -> None:
         if kind == "train":
             ref = actor.train.remote(job)
-        elif kind == "craft":
-            ref = actor.craft.remote(job)
+        elif kind == "set":
+            ref = actor.make_set.remote(job)
         else:
-            ref = actor.evaluate.remote(job, self.done["craft", job.set])
+            ref = actor.evaluate.remote(job, self.done["set", job.set])
         self.running[ref] = (actor, (kind, job))
 
     def _unlock(self) -> None:
         """Queue each piece of work whose needs are all done: a set once its surrogate is trained, a
         pair once its set is crafted and its target trained."""
         for group in self.groups:
-            wanted = [("craft", group.set)] if ("train", group.set.surrogate) in self.done else []
-            if ("craft", group.set) in self.done:
+            wanted = [("set", group.set)] if ("train", group.set.surrogate) in self.done else []
+            if ("set", group.set) in self.done:
                 wanted += [("evaluate", pair) for pair in group.pairs if ("train", pair.target) in self.done]
             for piece in wanted:
                 if piece not in self.queued:

@@ -97,7 +97,7 @@ class StudyWork:
             self.clean[job] = self.predictor.scores(self.model(job).module, self.test_batches)
         return self.clean[job]
 
-    def craft(self, job: SetJob) -> float:
+    def ensure_set(self, job: SetJob) -> float:
         """Store the set in the cache unless it is there; seconds spent crafting (training excluded)."""
         if job.key in self.cache:
             return 0.0
@@ -105,13 +105,13 @@ class StudyWork:
         start = time.perf_counter()
         setting = job.setting
         label = f"crafting {job.surrogate.name} {setting['name']} eps={setting['eps']:g}"
-        self.cache.ensure(job.key, lambda write: self.predictor.craft(
+        self.cache.ensure(job.key, lambda write: self.predictor.adversarial_set(
             surrogate, self.test_batches, setting, job.seed, self.test.task, write, label))
         return time.perf_counter() - start
 
-    def crafted(self, job: SetJob) -> dict:
+    def set_numbers(self, job: SetJob) -> dict:
         """Craft the set unless it is cached; the numbers all its pairs share (distortion, crafting seconds)."""
-        craft_seconds = self.craft(job)
+        craft_seconds = self.ensure_set(job)
         return {**set_distortion(self.test, self.cache.chunks(job.key)), "craft_seconds": craft_seconds}
 
     def stored(self, group: SetGroup) -> tuple[dict[str, dict], list[PairJob]]:
@@ -172,7 +172,7 @@ class StudyWork:
 
     def examples(self, group: SetGroup) -> dict:
         """The report's example images: the first test batch, clean and attacked by the group's set."""
-        self.craft(group.set)
+        self.ensure_set(group.set)
         adv, ctrl = next(self.cache.chunks(group.set.key))
         setting = group.set.setting
         return example_images(next(self.test.batches()), adv, ctrl, self.cfg.data.domain,

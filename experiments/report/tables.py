@@ -17,7 +17,7 @@ REQUIRED_COLUMNS = ("surrogate", "target", "attack", "eps", "auc_clean", "auc_ad
                     "auc_pct_clean", "asr", "linf", "l2", "ssim", "psnr", "surrogate_arch", "surrogate_init",
                     "surrogate_dev_set", "target_arch", "target_init", "target_dev_set", "same_arch",
                     "same_init", "same_data", "whitebox", "domain", "seed")
-PAIR_KEYS = ("surrogate", "target", "surrogate_arch", "target_arch", "attack")
+PAIR_COLUMNS = ("surrogate", "target", "surrogate_arch", "target_arch", "attack")
 
 # Markdown: the metrics shown (CSV has all), their headers and number formats.
 SHOWN = ("auc_clean", "auc_adv", "auc_pct_clean", "control_pct_clean", "asr", "ssim", "psnr")
@@ -101,7 +101,7 @@ def supplement_table(results: pd.DataFrame, table: PaperTable) -> pd.DataFrame:
     Bootstrap CI columns are kept when the results hold a single seed."""
     rows = check_results(results)
     rows = rows[table.select(rows)]
-    keys = _unique(["domain", *table.keys, *PAIR_KEYS, "eps"])
+    keys = _unique(["domain", *table.keys, *PAIR_COLUMNS, "eps"])
     ci = [c for c in CI_COLUMNS if c in rows.columns] if rows["seed"].nunique() <= 1 else []
     out = aggregate_seeds(rows[[*keys, "seed", *METRICS, *ci]], keys)
     return _sorted(out, keys)

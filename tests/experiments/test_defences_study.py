@@ -3,6 +3,7 @@ MLflow store): what is trained, crafted and logged once, and the one-line errors
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -90,6 +91,21 @@ def test_report_has_the_defences_table(study):
     assert row["other data"] == pytest.approx(pct, abs=1e-4)  # b is a's architecture on other data
     assert row["other data_lo"] <= pct <= row["other data_hi"]
     assert "defences" not in table.attrs["summary"].split("Findings")[0]  # paper tables: plain pairs only
+
+
+def test_every_report_file_is_an_artifact_of_the_study_run_byte_for_byte(study, tmp_path):
+    cfg, root, _ = study
+    report = root / cfg.name / "report"
+    files = {path.name for path in report.iterdir()}
+    assert {"defences.md", "defences.csv", "ensembles.csv", "results.csv", "examples_pathology.png"} <= files
+    assert any(name.startswith("defences_") and name.endswith(".png") for name in files)
+    [parent] = runs(cfg, "study")
+    client = MlflowClient(cfg.tracking.uri)
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id) if not a.is_dir}
+    assert logged == files | {"config.yaml"}
+    local = Path(client.download_artifacts(parent.info.run_id, "", str(tmp_path)))
+    for name in files:
+        assert (local / name).read_bytes() == (report / name).read_bytes(), name
 
 
 def test_adversarial_training_loses_less_auc_under_transferred_fgsm(tmp_path, smoke_config):

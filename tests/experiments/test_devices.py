@@ -103,7 +103,7 @@ for devices in (2, 1):
         assert group.world == devices
         predictor = Predictor(cfg, group)
         for name, setting in SETTINGS.items():
-            cache.ensure(name, lambda write: predictor.craft(module, TestBatches(data_cfg), setting, 3, data.task,
+            cache.ensure(name, lambda write: predictor.adversarial_set(module, TestBatches(data_cfg), setting, 3, data.task,
                                                              write, name))
         scores = {"clean": predictor.scores(module, TestBatches(data_cfg)),
                   "sets": predictor.set_scores(module, SetBatches(cache.root, "pgd"))}
