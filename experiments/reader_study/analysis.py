@@ -23,7 +23,8 @@ def wilson(detected: int, trials: int, z: float = Z95) -> tuple[float, float]:
     p, n = detected / trials, trials
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if detected == 0 else lo), (1.0 if detected == trials else hi)  # exact at the edges
 
 
 def verdict(lo: float, hi: float) -> str:

@@ -3,6 +3,7 @@ protocol (on a pipe: no extra packages), for the reader-study tests."""
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -128,6 +129,31 @@ class Chromium:
 
     def type(self, text: str) -> None:
         self.send("Input.insertText", session=True, text=text)
+
+    # a reader's actions on the study page
+    def begin(self, url: str, reader: str) -> None:
+        """Open the page, type the pseudonym, press Enter; return once the first trial shows."""
+        self.open(url)
+        self.click("#reader")
+        self.type(reader)
+        self.key("Enter")
+        self.wait_for("document.body.dataset.state === 'ready'")
+
+    def trial_index(self) -> int | None:
+        """The shown trial's index (from the progress line), None when the reader is done."""
+        state = self.wait_for("['ready', 'done'].includes(document.body.dataset.state) && document.body.dataset.state")
+        if state == "done":
+            return None
+        return int(re.match(r"Trial (\d+) of", self.evaluate("document.getElementById('progress').textContent"))[1]) - 1
+
+    def answer(self, choice: str, how: str = "click", wait: bool = True) -> None:
+        """Pick `left`, `right` or `none` with the mouse or the keyboard."""
+        if how == "key":
+            self.key({"left": "ArrowLeft", "right": "ArrowRight", "none": "n"}[choice])
+        else:
+            self.click(f"#{choice}")
+        if wait:
+            self.wait_for("document.body.dataset.state !== 'waiting'")
 
     def close(self) -> None:
         self.process.terminate()

@@ -33,38 +33,14 @@ def served(stored_study):
     server.server_close()
 
 
-def begin(chromium, url: str, reader: str) -> None:
-    chromium.open(url)
-    chromium.click("#reader")
-    chromium.type(reader)
-    chromium.key("Enter")
-    chromium.wait_for("document.body.dataset.state === 'ready'")
-
-
-def trial_index(chromium) -> int | None:
-    """The shown trial's index (from the progress line), None when the reader is done."""
-    state = chromium.wait_for("['ready', 'done'].includes(document.body.dataset.state) && document.body.dataset.state")
-    if state == "done":
-        return None
-    return int(re.match(r"Trial (\d+) of", chromium.evaluate("document.getElementById('progress').textContent"))[1]) - 1
-
-
-def answer(chromium, how: str, choice: str) -> None:
-    if how == "key":
-        chromium.key({"left": "ArrowLeft", "right": "ArrowRight", "none": "n"}[choice])
-    else:
-        chromium.click(f"#{choice}")
-    chromium.wait_for("document.body.dataset.state !== 'waiting'")
-
-
 def play(chromium, url: str, reader: str, decide, how: str = "click") -> list[str]:
     """Answer every trial with `decide(index, chromium)`; the choices in order."""
-    begin(chromium, url, reader)
+    chromium.begin(url, reader)
     choices = []
-    while (index := trial_index(chromium)) is not None:
+    while (index := chromium.trial_index()) is not None:
         assert index == len(choices)
         choices.append(decide(index, chromium))
-        answer(chromium, how, choices[-1])
+        chromium.answer(choices[-1], how)
     return choices
 
 
