@@ -55,9 +55,10 @@ class ReaderPlan:
         if test_size < 1:
             raise ValueError("reader study: the test split is empty")
         self.seed, self.per_set = int(seed), min(int(trials_per_set), test_size)
-        self.base = [(stored, int(sample)) for stored in sets
-                     for sample in np.sort(_rng(seed, "samples", stored.key).choice(test_size, self.per_set,
-                                                                                     replace=False))]
+        def drawn(stored: StoredSet) -> np.ndarray:
+            return np.sort(_rng(seed, "samples", stored.key).choice(test_size, self.per_set, replace=False))
+
+        self.base = [(stored, int(sample)) for stored in sets for sample in drawn(stored)]
         if not 0 <= repeats <= len(self.base):
             raise ValueError(f"--repeats: {repeats} must be between 0 and the {len(self.base)} base trials")
         self.repeats = int(repeats)

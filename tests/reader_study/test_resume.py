@@ -16,7 +16,6 @@ from mlflow.tracking import MlflowClient
 from experiments.config import preset_path
 
 
-
 def start(cfg, port: int, cwd: Path) -> subprocess.Popen:
     overrides = [f"tracking.uri={cfg.tracking.uri}", f"output_dir={cfg.output_dir}",
                  "train.max_epochs=1", "surrogates=[a]", "targets=[a]",
