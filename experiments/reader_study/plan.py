@@ -55,6 +55,7 @@ class ReaderPlan:
         if test_size < 1:
             raise ValueError("reader study: the test split is empty")
         self.seed, self.per_set = int(seed), min(int(trials_per_set), test_size)
+
         def drawn(stored: StoredSet) -> np.ndarray:
             return np.sort(_rng(seed, "samples", stored.key).choice(test_size, self.per_set, replace=False))
 
