@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .design.config import CONFIG_DIR, ConfigError
+from .reader_study.command import add_parser as add_readers_parser
 
 EPILOG = """\
 overrides are OmegaConf dotlist entries, for example:
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local port (default: 5000 if free, else any free port)")
     ui.add_argument("store", nargs="?", metavar="tracking.uri=URI", type=parse_store,
                     help="the tracking store to show (default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db)")
+    add_readers_parser(commands)
     return parser
 
 
@@ -106,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as err:
             print(f"medtransfer ui: error: {err}", file=sys.stderr)
             return 1
+    if args.command == "readers":
+        from .reader_study.command import readers_command
+        return readers_command(args)
     from .design.config import load_config
     from .study import format_table, run_study
 

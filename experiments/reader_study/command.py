@@ -1,0 +1,78 @@
+"""`medtransfer readers --config <yaml> [--port N] [key=value ...]`: serve the blinded reader study of
+a study's stored adversarial sets until Ctrl-C, then write its report and log it to MLflow."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from .server import ReaderServer
+
+DEFAULT_PORT = 8765
+
+
+def add_parser(commands) -> None:
+    """The `readers` subcommand on the CLI's subparsers."""
+    readers = commands.add_parser(
+        "readers", help="serve a blinded reader study (2AFC) of the study's adversarial sets",
+        description="Serve a web page where readers, under a pseudonym, pick which of two images (a clean "
+                    "test image and its attacked version, in random order) was attacked. Every answer is "
+                    "stored as it is given; a session resumes by its pseudonym. Ctrl-C stops the server, "
+                    "writes detection rates per reader and attack setting and logs a kind=readers run "
+                    "under the study's run in MLflow. Run the study first (same config and overrides).")
+    readers.add_argument("--config", required=True, metavar="YAML", help="the study's config file")
+    readers.add_argument("--port", type=int, default=None, help=f"local port (default {DEFAULT_PORT} if free, else any)")
+    readers.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    readers.add_argument("--domain", default=None, help="with several `domains`: the one to show")
+    readers.add_argument("--trials-per-set", type=int, default=20, metavar="N",
+                         help="test images shown per adversarial set (default 20)")
+    readers.add_argument("--repeats", type=int, default=None, metavar="N",
+                         help="trials each reader sees twice, for consistency (default 10%% of the others)")
+    readers.add_argument("--seed", type=int, default=None, help="the plan's seed (default: the study's seed)")
+    readers.add_argument("--zoom", type=int, default=None, metavar="K",
+                         help="show images K times their size, nearest neighbour (default: up to 480 px)")
+    readers.add_argument("overrides", nargs="*", metavar="key=value", help="the study's overrides, as given to run")
+
+
+def bind(study, host: str, port: int | None) -> ReaderServer:
+    if port is not None:
+        try:
+            return ReaderServer(study.sessions, host, port)
+        except OSError as err:
+            raise ValueError(f"--port: cannot listen on {host}:{port} ({err.strerror})") from None
+    try:
+        return ReaderServer(study.sessions, host, DEFAULT_PORT)
+    except OSError:
+        return ReaderServer(study.sessions, host, 0)
+
+
+def readers_command(args: argparse.Namespace) -> int:
+    from ..design.config import ConfigError, load_config
+    from .readers import ReaderStudy
+
+    if args.zoom is not None and args.zoom < 1:
+        print(f"medtransfer readers: error: --zoom: {args.zoom} must be at least 1", file=sys.stderr)
+        return 2
+    # from the start: a SIGTERM while the data is read must not be swallowed by a library's handler
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        study = ReaderStudy(load_config(args.config, args.overrides), args.domain, args.trials_per_set,
+                            args.repeats, args.seed, args.zoom)
+        server = bind(study, args.host, args.port)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"medtransfer readers: error: {err}", file=sys.stderr)
+        signal.signal(signal.SIGTERM, previous)
+        return 2
+    print(f"Reader study: {study.plan.length} trials per reader ({len(study.plan.base)} images, "
+          f"{study.plan.repeats} repeated); answers in {study.folder}\n  {server.url}\n"
+          "(Ctrl-C stops it and logs the results)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        signal.signal(signal.SIGTERM, previous)
+        text, link = study.finish()
+        print(f"\n{text}\nReport: {study.folder}\nMLflow run: {link}", flush=True)
+    return 0
