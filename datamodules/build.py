@@ -1,6 +1,7 @@
 """A domain's data read once (`DomainData`) and its development sets as LightningDataModules."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from .base import DevSetDataModule
 from .readers.chestxray14 import read_chestxray14
 from .readers.csv_folder import read_csv_folder
 from .readers.kaggle_dr import read_kaggle_dr
-from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, read_medmnist
+from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, read_medmnist
 from .readers.pcam import read_pcam
 from .readers.source import Source
 from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
@@ -23,13 +24,29 @@ DOMAINS = ("ophthalmology", "radiology", "pathology")
 SOURCES = ("synthetic", "pcam", "chestxray14", "kaggle_dr", "medmnist", "csv")
 # sources tied to one domain
 SOURCE_DOMAIN = {"pcam": "pathology", "chestxray14": "radiology", "kaggle_dr": "ophthalmology"}
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def domain_problem(domain: str, source: str) -> str:
+    """"" when `domain` and `source` go together: a synthetic domain has a generator; a real source
+    names any domain (one word), except the sources that hold one domain's data."""
+    if source not in SOURCES:
+        return f"data.source: unknown source {source!r}; valid: {', '.join(SOURCES)}"
+    if source == "synthetic" and domain not in DOMAINS:
+        return (f"data.domain: unknown synthetic domain {domain!r}; valid: {', '.join(DOMAINS)} "
+                "(real sources name any domain)")
+    if not DOMAIN_NAME.fullmatch(str(domain)):
+        return f"data.domain: {domain!r}; a domain is named by letters, digits, '_', '-' or '.'"
+    if SOURCE_DOMAIN.get(source, domain) != domain:
+        return f"data.source: {source} holds {SOURCE_DOMAIN[source]} data, not {domain}"
+    return ""
 
 
 class DomainData:
     """One domain's data set as `cfg` names it (keys as in experiments.config.DataConfig): domain,
     source, image_size, seed, batch_size, num_workers, pin_memory, test_fraction, val_fraction;
     synthetic: num_patients, images_per_patient, signal, cache_dir ('' = default, 'none' = off);
-    real: root; medmnist: flag, npz_size; csv: csv_file, path_column, label_column, patient_column,
+    real: root; medmnist: flag, npz_size, ordinal_threshold; csv: csv_file, path_column, label_column, patient_column,
     labels, task, channels.
 
     The names are checked when it is made; `prepare()` reads, indexes and validates the data and
@@ -40,12 +57,9 @@ class DomainData:
     def __init__(self, cfg):
         self.cfg = dict(cfg.items()) if hasattr(cfg, "items") else dict(vars(cfg))  # picklable (DDP spawn)
         domain, source = self.get("domain"), self.get("source")
-        if domain not in DOMAINS:
-            raise ValueError(f"data.domain: unknown domain {domain!r}; valid: {', '.join(DOMAINS)}")
-        if source not in SOURCES:
-            raise ValueError(f"data.source: unknown source {source!r}; valid: {', '.join(SOURCES)}")
-        if SOURCE_DOMAIN.get(source, domain) != domain:
-            raise ValueError(f"data.source: {source} holds {SOURCE_DOMAIN[source]} data, not {domain}")
+        problem = domain_problem(domain, source)
+        if problem:
+            raise ValueError(problem)
         self.domain, self.source = domain, source
         self._data: Source | None = None
         self.manifest = None
@@ -105,6 +119,14 @@ def _generated(params: tuple, cache_dir: str | None):
     return cached_generate(GENERATORS[params["domain"]][0], params, cache_dir)
 
 
+def medmnist_flag(domain: str, get) -> str:
+    """`data.flag`, or the synthetic domain's counterpart when it is empty."""
+    flag = str(get("flag", "") or DEFAULT_FLAG.get(domain, ""))
+    if not flag:
+        raise ValueError(f"data.flag: required for source medmnist with domain {domain!r}; valid: {', '.join(FLAGS)}")
+    return flag
+
+
 def _real(domain: str, source: str, get, size: int) -> Source:
     root = str(get("root", "") or "")
     if not root:
@@ -117,11 +139,9 @@ def _real(domain: str, source: str, get, size: int) -> Source:
     if source == "kaggle_dr":
         return read_kaggle_dr(root, size)
     if source == "medmnist":
-        flag = str(get("flag", "") or DEFAULT_FLAG[domain])
-        npz_size = int(get("npz_size", 0) or 0)
-        if not npz_size and flag in FLAGS:
-            npz_size = min([s for s in FLAGS[flag].available_sizes if s >= size] or [224])
-        return read_medmnist(root, flag, npz_size, size)
+        flag = medmnist_flag(domain, get)
+        npz_size = int(get("npz_size", 0) or 0) or file_size(flag, size)
+        return read_medmnist(root, flag, npz_size, size, int(get("ordinal_threshold", ORDINAL_THRESHOLD)))
     channels = int(get("channels", 0) or 0) or (1 if domain == "radiology" else 3)
     if channels not in (1, 3):
         raise ValueError(f"data.channels: {channels}; image files are read as 1 (grey) or 3 (RGB) channels")

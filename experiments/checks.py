@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from datamodules.build import DOMAINS, SOURCE_DOMAIN, SOURCES
+from datamodules.build import domain_problem
 from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
 
@@ -66,12 +66,9 @@ def checkpoint_problems(cfg: DictConfig) -> list[str]:
 
 def data_problems(data: DictConfig) -> list[str]:
     """Domain and source known and matching; a real source's root and index file present."""
-    if data.domain not in DOMAINS:
-        return [f"data.domain: unknown domain {data.domain!r}; valid: {', '.join(DOMAINS)}"]
-    if data.source not in SOURCES:
-        return [f"data.source: unknown source {data.source!r}; valid: {', '.join(SOURCES)}"]
-    if SOURCE_DOMAIN.get(data.source, data.domain) != data.domain:
-        return [f"data.source: {data.source} holds {SOURCE_DOMAIN[data.source]} data, not {data.domain}"]
+    problem = domain_problem(data.domain, data.source)
+    if problem:
+        return [problem]
     if data.source == "synthetic":
         return []
     if data.source == "csv" and data.channels not in (0, 1, 3):

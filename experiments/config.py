@@ -12,7 +12,8 @@ from omegaconf.errors import OmegaConfBaseException
 from attacks import CraftingBatch, attack_params
 from attacks.craft import PRECISIONS
 from attacks.ensemble import MODES
-from datamodules import DOMAINS, SOURCES
+from datamodules import SOURCES
+from datamodules.build import domain_problem
 from datamodules.splits import DEV_SETS, TEST_FRACTION, VAL_FRACTION
 from lightning_modules import ARCHITECTURES, TASKS
 from lightning_modules.defences import defence_params
@@ -41,8 +42,9 @@ class DataConfig:
     pin_memory: bool = False  # page-locked loader batches (faster host-to-GPU copies)
     cache_dir: str = ""  # synthetic sets: "" = ~/.cache/medtransfer (or $MEDTRANSFER_CACHE), "none" = off
     root: str = ""  # real sources: the data set's folder
-    flag: str = ""  # medmnist: pathmnist, chestmnist, retinamnist ("" = the domain's)
+    flag: str = ""  # medmnist: any 2-D flag of medmnist.INFO ("" = the synthetic domain's counterpart)
     npz_size: int = 0  # medmnist: 28, 64, 128 or 224 (0 = smallest >= image_size)
+    ordinal_threshold: int = 2  # medmnist ordinal grades (RetinaMNIST): positive = grade >= this
     csv_file: str = "labels.csv"  # csv source: relative to root
     path_column: str = "path"
     label_column: str = "label"
@@ -164,7 +166,6 @@ class ConfigError(ValueError):
 # The config's vocabularies: key -> its valid values, checked in one place (`validate`). Each list
 # is defined by the package that uses it.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.domain": DOMAINS,
     "data.source": SOURCES,
     "data.task": TASKS,
     "pairs": PAIR_MODES,
@@ -220,8 +221,10 @@ def domain_config(cfg: DictConfig, domain: str) -> DictConfig:
 
 
 def validate(cfg: DictConfig) -> None:
-    for domain in cfg.domains:
-        domain_config(cfg, domain)
+    for sub in [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]:
+        problem = domain_problem(sub.data.domain, sub.data.source)
+        if problem:
+            raise ConfigError(problem)
     try:
         zoo = expand_zoo(cfg)
     except ValueError as err:
