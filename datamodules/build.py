@@ -5,6 +5,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from lightning_modules.tasks import TASKS
 
 from .base import DevSetDataModule
@@ -14,6 +16,7 @@ from .readers.kaggle_dr import read_kaggle_dr
 from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, read_medmnist
 from .readers.pcam import read_pcam
 from .readers.source import Source
+from .split_files import file_manifest
 from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
 from .synthetic import GENERATORS
 from .synthetic.cache import cache_root, cached_generate, generator_params
@@ -44,7 +47,7 @@ def domain_problem(domain: str, source: str) -> str:
 
 class DomainData:
     """One domain's data set as `cfg` names it (keys as in experiments.config.DataConfig): domain,
-    source, image_size, seed, batch_size, num_workers, pin_memory, test_fraction, val_fraction;
+    source, image_size, seed, batch_size, num_workers, pin_memory, test_fraction, val_fraction, splits (split files, see split_files);
     synthetic: num_patients, images_per_patient, signal, cache_dir ('' = default, 'none' = off);
     real: root; medmnist: flag, npz_size, ordinal_threshold; csv: csv_file, path_column, label_column, patient_column,
     labels, task, channels.
@@ -73,9 +76,7 @@ class DomainData:
             get, size, seed = self.get, int(self.get("image_size")), int(self.get("seed", 0))
             data = (_synthetic(self.domain, get, size, seed) if self.source == "synthetic"
                     else _real(self.domain, self.source, get, size))
-            self.manifest = split_manifest(data.patients, seed, float(get("test_fraction", TEST_FRACTION)),
-                                           float(get("val_fraction", VAL_FRACTION)), sample_ids=data.sample_ids,
-                                           test_mask=data.test_mask)
+            self.manifest = domain_manifest(data, get, seed)
             self._data = data
         return self
 
@@ -89,6 +90,16 @@ class DomainData:
         get = self.get
         return DevSetDataModule(self, dev_set, batch_size=int(get("batch_size", 64)),
                                 num_workers=int(get("num_workers", 0)), pin_memory=bool(get("pin_memory", False)))
+
+
+def domain_manifest(data: Source, get, seed: int):
+    """The split manifest: from the files `data.splits` names, else drawn from `seed`."""
+    if get("splits", ""):
+        ids = data.sample_ids if data.sample_ids is not None else np.arange(len(data.patients))
+        return file_manifest(str(get("splits")), ids, data.patients)
+    return split_manifest(data.patients, seed, float(get("test_fraction", TEST_FRACTION)),
+                          float(get("val_fraction", VAL_FRACTION)), sample_ids=data.sample_ids,
+                          test_mask=data.test_mask)
 
 
 def build_datamodule(cfg) -> DevSetDataModule:

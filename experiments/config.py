@@ -36,6 +36,7 @@ class DataConfig:
     signal: float = 1.0
     test_fraction: float = TEST_FRACTION
     val_fraction: float = VAL_FRACTION
+    splits: str = ""  # split files instead of drawn splits: the authors' d0..d3 YAML folder or a sample_id,split CSV
     seed: int = 0
     batch_size: int = 64
     num_workers: int = 0
