@@ -12,6 +12,7 @@ from lightning_modules.tasks import TASKS
 from .base import DevSetDataModule
 from .readers.chestxray14 import read_chestxray14
 from .readers.csv_folder import read_csv_folder
+from .readers.dicom import read_dicom_folder
 from .readers.kaggle_dr import read_kaggle_dr
 from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, read_medmnist
 from .readers.pcam import read_pcam
@@ -24,7 +25,7 @@ from .synthetic.store import StoredImages
 
 
 DOMAINS = ("ophthalmology", "radiology", "pathology")
-SOURCES = ("synthetic", "pcam", "chestxray14", "kaggle_dr", "medmnist", "csv")
+SOURCES = ("synthetic", "pcam", "chestxray14", "kaggle_dr", "medmnist", "csv", "dicom")
 # sources tied to one domain
 SOURCE_DOMAIN = {"pcam": "pathology", "chestxray14": "radiology", "kaggle_dr": "ophthalmology"}
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -49,7 +50,7 @@ class DomainData:
     """One domain's data set as `cfg` names it (keys as in experiments.config.DataConfig): domain,
     source, image_size, seed, batch_size, num_workers, pin_memory, test_fraction, val_fraction, splits (split files, see split_files);
     synthetic: num_patients, images_per_patient, signal, cache_dir ('' = default, 'none' = off);
-    real: root; medmnist: flag, npz_size, ordinal_threshold; csv: csv_file, path_column, label_column, patient_column,
+    real: root; medmnist: flag, npz_size, ordinal_threshold; csv and dicom: csv_file, path_column, label_column, patient_column,
     labels, task, channels.
 
     The names are checked when it is made; `prepare()` reads, indexes and validates the data and
@@ -153,12 +154,13 @@ def _real(domain: str, source: str, get, size: int) -> Source:
         flag = medmnist_flag(domain, get)
         npz_size = int(get("npz_size", 0) or 0) or file_size(flag, size)
         return read_medmnist(root, flag, npz_size, size, int(get("ordinal_threshold", ORDINAL_THRESHOLD)))
-    channels = int(get("channels", 0) or 0) or (1 if domain == "radiology" else 3)
+    channels = int(get("channels", 0) or 0) or (1 if domain == "radiology" or source == "dicom" else 3)
     if channels not in (1, 3):
         raise ValueError(f"data.channels: {channels}; image files are read as 1 (grey) or 3 (RGB) channels")
     task = str(get("task", "") or "binary")
     if task not in TASKS:
         raise ValueError(f"data.task: unknown task {task!r}; valid: {', '.join(TASKS)}")
-    return read_csv_folder(root, size, str(get("csv_file", "") or "labels.csv"), channels, task,
+    read = read_dicom_folder if source == "dicom" else read_csv_folder
+    return read(root, size, str(get("csv_file", "") or "labels.csv"), channels, task,
                            list(get("labels", None) or []), str(get("path_column", "") or "path"),
                            str(get("label_column", "") or "label"), str(get("patient_column", "") or ""))

@@ -71,14 +71,14 @@ def data_problems(data: DictConfig) -> list[str]:
         return [problem]
     if data.source == "synthetic":
         return []
-    if data.source == "csv" and data.channels not in (0, 1, 3):
+    if data.source in ("csv", "dicom") and data.channels not in (0, 1, 3):
         return [f"data.channels: {data.channels}; image files are read as 1 (grey) or 3 (RGB) channels"]
     if not data.root:
         return [f"data.root ({data.domain}): required for source {data.source}"]
     root = Path(str(data.root)).expanduser()
     if not root.is_dir():
         return [f"{root}: data root not found (data.root, {data.domain})"]
-    index = INDEX_FILES.get(data.source) or (data.csv_file if data.source == "csv" else None)
+    index = INDEX_FILES.get(data.source) or (data.csv_file if data.source in ("csv", "dicom") else None)
     if index and not (root / index).is_file():
         return [f"{root / index}: index file not found (data.root, {data.domain})"]
     return []

@@ -46,13 +46,13 @@ class DataConfig:
     flag: str = ""  # medmnist: any 2-D flag of medmnist.INFO ("" = the synthetic domain's counterpart)
     npz_size: int = 0  # medmnist: 28, 64, 128 or 224 (0 = smallest >= image_size)
     ordinal_threshold: int = 2  # medmnist ordinal grades (RetinaMNIST): positive = grade >= this
-    csv_file: str = "labels.csv"  # csv source: relative to root
+    csv_file: str = "labels.csv"  # csv and dicom sources: relative to root
     path_column: str = "path"
     label_column: str = "label"
     patient_column: str = ""
     labels: list[str] = field(default_factory=list)  # csv source: label names (multiclass, multilabel)
     task: str = "binary"  # csv source: binary, multiclass or multilabel
-    channels: int = 0  # csv source: 1 or 3 (0 = 1 for radiology, else 3)
+    channels: int = 0  # csv and dicom sources: 1 or 3 (0 = 1 for radiology and dicom, else 3)
 
 
 @dataclass

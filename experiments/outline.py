@@ -83,7 +83,7 @@ def domain_data(data: DictConfig, dev_sets: set[str]) -> tuple[DomainData, list[
     those of `dev_sets`."""
     source, domain, size = data.source, data.domain, int(data.image_size)
     channels = 1 if domain == "radiology" else 3
-    if source == "csv" and data.channels:
+    if source in ("csv", "dicom") and data.channels:
         channels = int(data.channels)
     if source == "synthetic":
         patients = np.arange(data.num_patients).repeat(data.images_per_patient)
@@ -113,7 +113,7 @@ def domain_data(data: DictConfig, dev_sets: set[str]) -> tuple[DomainData, list[
 
 def real_image_count(data: DictConfig) -> int | None:
     """Rows of a real source's index file (one image each), when it exists; None otherwise."""
-    index = INDEX_FILES.get(data.source) or (data.csv_file if data.source == "csv" else None)
+    index = INDEX_FILES.get(data.source) or (data.csv_file if data.source in ("csv", "dicom") else None)
     if not index or not data.root:
         return None
     path = Path(str(data.root)).expanduser() / index
