@@ -10,13 +10,17 @@ import numpy as np
 from lightning_modules.tasks import TASKS
 
 from .base import DevSetDataModule
+from .readers.chestxray14 import CSV_NAME as NIH_CSV
 from .readers.chestxray14 import read_chestxray14
 from .readers.csv_folder import read_csv_folder
 from .readers.dicom import read_dicom_folder
+from .readers.kaggle_dr import CSV_NAME as KAGGLE_CSV
 from .readers.kaggle_dr import read_kaggle_dr
-from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, read_medmnist
-from .readers.pcam import read_pcam
+from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, npz_path, read_medmnist
+from .readers.pcam import SPLITS as PCAM_SPLITS
+from .readers.pcam import pcam_file, read_pcam
 from .readers.source import Source
+from .real_cache import decoded, identity, indexed
 from .split_files import file_manifest
 from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
 from .synthetic import GENERATORS
@@ -81,6 +85,16 @@ class DomainData:
             self._data = data
         return self
 
+    def index(self):
+        """(the data's index, its split manifest) without decoding any image: a real source's
+        cached index, else its reader's (checked; cached by `prepare`); synthetic data is prepared."""
+        if self._data is not None or self.source == "synthetic":
+            self.prepare()
+            return self._data, self.manifest
+        get = self.get
+        data = _real(self.domain, self.source, get, int(get("image_size")), decode=False)
+        return data, domain_manifest(data, get, int(get("seed", 0)))
+
     def __getattr__(self, name: str):
         if name in ("task", "label_names", "channels", "labels", "images", "reader"):
             return getattr(self.prepare()._data, name)
@@ -139,21 +153,34 @@ def medmnist_flag(domain: str, get) -> str:
     return flag
 
 
-def _real(domain: str, source: str, get, size: int) -> Source:
+def _real(domain: str, source: str, get, size: int, decode: bool = True) -> Source:
+    """A real source's data through the cache (`real_cache`): its index, and with `decode` its
+    images at `size` px (decoded once)."""
     root = str(get("root", "") or "")
     if not root:
         raise ValueError(f"data.root: required for source {source}")
     root = Path(root).expanduser()
+    read, files = _reader(domain, source, get, root, size)
+    key = identity(source, root, lambda k, d=None: domain if k == "domain" else get(k, d), files)
+    cache = cache_root(get("cache_dir", ""))
+    if not decode:
+        return indexed(key, read, cache, source)
+    return decoded(key, read, cache, source, size, int(get("num_workers", 0) or 0))
+
+
+def _reader(domain: str, source: str, get, root: Path, size: int):
+    """(a call that reads and checks the source, the files that index it)."""
     if source == "pcam":
-        return read_pcam(root, size)
+        return (lambda: read_pcam(root, size)), [pcam_file(root, s, k) for s in PCAM_SPLITS for k in ("x", "y")]
     if source == "chestxray14":
-        return read_chestxray14(root, size)
+        return (lambda: read_chestxray14(root, size)), [root / NIH_CSV]
     if source == "kaggle_dr":
-        return read_kaggle_dr(root, size)
+        return (lambda: read_kaggle_dr(root, size)), [root / KAGGLE_CSV]
     if source == "medmnist":
         flag = medmnist_flag(domain, get)
         npz_size = int(get("npz_size", 0) or 0) or file_size(flag, size)
-        return read_medmnist(root, flag, npz_size, size, int(get("ordinal_threshold", ORDINAL_THRESHOLD)))
+        threshold = int(get("ordinal_threshold", ORDINAL_THRESHOLD))
+        return (lambda: read_medmnist(root, flag, npz_size, size, threshold)), [npz_path(root, flag, npz_size)]
     channels = int(get("channels", 0) or 0) or (1 if domain == "radiology" or source == "dicom" else 3)
     if channels not in (1, 3):
         raise ValueError(f"data.channels: {channels}; image files are read as 1 (grey) or 3 (RGB) channels")
@@ -161,6 +188,8 @@ def _real(domain: str, source: str, get, size: int) -> Source:
     if task not in TASKS:
         raise ValueError(f"data.task: unknown task {task!r}; valid: {', '.join(TASKS)}")
     read = read_dicom_folder if source == "dicom" else read_csv_folder
-    return read(root, size, str(get("csv_file", "") or "labels.csv"), channels, task,
-                           list(get("labels", None) or []), str(get("path_column", "") or "path"),
-                           str(get("label_column", "") or "label"), str(get("patient_column", "") or ""))
+    csv_file = str(get("csv_file", "") or "labels.csv")
+    args = (root, size, csv_file, channels, task, list(get("labels", None) or []),
+            str(get("path_column", "") or "path"), str(get("label_column", "") or "label"),
+            str(get("patient_column", "") or ""))
+    return (lambda: read(*args)), [root / csv_file]
