@@ -1,8 +1,11 @@
 """A domain's data read once (`DomainData`) and its development sets as LightningDataModules."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 from lightning_modules.tasks import TASKS
 
@@ -10,28 +13,49 @@ from .base import DevSetDataModule
 from .readers import chestxray14, kaggle_dr
 from .readers.chestxray14 import read_chestxray14
 from .readers.csv_folder import read_csv_folder
+from .readers.dicom import read_dicom_folder
+from .readers.kaggle_dr import CSV_NAME as KAGGLE_CSV
 from .readers.kaggle_dr import read_kaggle_dr
-from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, read_medmnist
-from .readers.pcam import read_pcam
+from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, npz_path, read_medmnist
+from .readers.pcam import SPLITS as PCAM_SPLITS
+from .readers.pcam import pcam_file, read_pcam
 from .readers.source import Source
+from .real_cache import decoded, identity, indexed
+from .split_files import file_manifest
 from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
 from .synthetic import GENERATORS
 from .synthetic.cache import cache_root, cached_generate, generator_params
 from .synthetic.store import StoredImages
 
 DOMAINS = ("ophthalmology", "radiology", "pathology")
-SOURCES = ("synthetic", "pcam", "chestxray14", "kaggle_dr", "medmnist", "csv")
+SOURCES = ("synthetic", "pcam", "chestxray14", "kaggle_dr", "medmnist", "csv", "dicom")
 # sources tied to one domain
 SOURCE_DOMAIN = {"pcam": "pathology", "chestxray14": "radiology", "kaggle_dr": "ophthalmology"}
 # the index file a real source's reader starts from (csv: data.csv_file)
 INDEX_FILES = {"chestxray14": chestxray14.CSV_NAME, "kaggle_dr": kaggle_dr.CSV_NAME}
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def domain_problem(domain: str, source: str) -> str:
+    """"" when `domain` and `source` go together: a synthetic domain has a generator; a real source
+    names any domain (one word), except the sources that hold one domain's data."""
+    if source not in SOURCES:
+        return f"data.source: unknown source {source!r}; valid: {', '.join(SOURCES)}"
+    if source == "synthetic" and domain not in DOMAINS:
+        return (f"data.domain: unknown synthetic domain {domain!r}; valid: {', '.join(DOMAINS)} "
+                "(real sources name any domain)")
+    if not DOMAIN_NAME.fullmatch(str(domain)):
+        return f"data.domain: {domain!r}; a domain is named by letters, digits, '_', '-' or '.'"
+    if SOURCE_DOMAIN.get(source, domain) != domain:
+        return f"data.source: {source} holds {SOURCE_DOMAIN[source]} data, not {domain}"
+    return ""
 
 
 class DomainData:
     """One domain's data set as `cfg` names it (keys as in experiments.config.DataConfig): domain,
-    source, image_size, seed, batch_size, num_workers, pin_memory, test_fraction, val_fraction;
+    source, image_size, seed, batch_size, num_workers, pin_memory, test_fraction, val_fraction, splits (split files, see split_files);
     synthetic: num_patients, images_per_patient, signal, cache_dir ('' = default, 'none' = off);
-    real: root; medmnist: flag, npz_size; csv: csv_file, path_column, label_column, patient_column,
+    real: root; medmnist: flag, npz_size, ordinal_threshold; csv and dicom: csv_file, path_column, label_column, patient_column,
     labels, task, channels.
 
     The names are checked when it is made; `prepare()` reads, indexes and validates the data and
@@ -42,12 +66,9 @@ class DomainData:
     def __init__(self, cfg):
         self.cfg = dict(cfg.items()) if hasattr(cfg, "items") else dict(vars(cfg))  # picklable (DDP spawn)
         domain, source = self.get("domain"), self.get("source")
-        if domain not in DOMAINS:
-            raise ValueError(f"data.domain: unknown domain {domain!r}; valid: {', '.join(DOMAINS)}")
-        if source not in SOURCES:
-            raise ValueError(f"data.source: unknown source {source!r}; valid: {', '.join(SOURCES)}")
-        if SOURCE_DOMAIN.get(source, domain) != domain:
-            raise ValueError(f"data.source: {source} holds {SOURCE_DOMAIN[source]} data, not {domain}")
+        problem = domain_problem(domain, source)
+        if problem:
+            raise ValueError(problem)
         self.domain, self.source = domain, source
         self._data: Source | None = None
         self.manifest = None
@@ -61,11 +82,19 @@ class DomainData:
             get, size, seed = self.get, int(self.get("image_size")), int(self.get("seed", 0))
             data = (_synthetic(self.domain, get, size, seed) if self.source == "synthetic"
                     else _real(self.domain, self.source, get, size))
-            self.manifest = split_manifest(data.patients, seed, float(get("test_fraction", TEST_FRACTION)),
-                                           float(get("val_fraction", VAL_FRACTION)), sample_ids=data.sample_ids,
-                                           test_mask=data.test_mask)
+            self.manifest = domain_manifest(data, get, seed)
             self._data = data
         return self
+
+    def index(self):
+        """(the data's index, its split manifest) without decoding any image: a real source's
+        cached index, else its reader's (checked; cached by `prepare`); synthetic data is prepared."""
+        if self._data is not None or self.source == "synthetic":
+            self.prepare()
+            return self._data, self.manifest
+        get = self.get
+        data = _real(self.domain, self.source, get, int(get("image_size")), decode=False)
+        return data, domain_manifest(data, get, int(get("seed", 0)))
 
     def __getattr__(self, name: str):
         if name in ("task", "label_names", "channels", "labels", "images", "reader"):
@@ -77,6 +106,16 @@ class DomainData:
         get = self.get
         return DevSetDataModule(self, dev_set, batch_size=int(get("batch_size", 64)),
                                 num_workers=int(get("num_workers", 0)), pin_memory=bool(get("pin_memory", False)))
+
+
+def domain_manifest(data: Source, get, seed: int):
+    """The split manifest: from the files `data.splits` names, else drawn from `seed`."""
+    if get("splits", ""):
+        ids = data.sample_ids if data.sample_ids is not None else np.arange(len(data.patients))
+        return file_manifest(str(get("splits")), ids, data.patients)
+    return split_manifest(data.patients, seed, float(get("test_fraction", TEST_FRACTION)),
+                          float(get("val_fraction", VAL_FRACTION)), sample_ids=data.sample_ids,
+                          test_mask=data.test_mask)
 
 
 def build_datamodule(cfg) -> DevSetDataModule:
@@ -107,29 +146,51 @@ def _generated(params: tuple, cache_dir: str | None):
     return cached_generate(GENERATORS[params["domain"]][0], params, cache_dir)
 
 
-def _real(domain: str, source: str, get, size: int) -> Source:
+def medmnist_flag(domain: str, get) -> str:
+    """`data.flag`, or the synthetic domain's counterpart when it is empty."""
+    flag = str(get("flag", "") or DEFAULT_FLAG.get(domain, ""))
+    if not flag:
+        raise ValueError(f"data.flag: required for source medmnist with domain {domain!r}; valid: {', '.join(FLAGS)}")
+    return flag
+
+
+def _real(domain: str, source: str, get, size: int, decode: bool = True) -> Source:
+    """A real source's data through the cache (`real_cache`): its index, and with `decode` its
+    images at `size` px (decoded once)."""
     root = str(get("root", "") or "")
     if not root:
         raise ValueError(f"data.root: required for source {source}")
     root = Path(root).expanduser()
+    read, files = _reader(domain, source, get, root, size)
+    key = identity(source, root, lambda k, d=None: domain if k == "domain" else get(k, d), files)
+    cache = cache_root(get("cache_dir", ""))
+    if not decode:
+        return indexed(key, read, cache, source)
+    return decoded(key, read, cache, source, size, int(get("num_workers", 0) or 0))
+
+
+def _reader(domain: str, source: str, get, root: Path, size: int):
+    """(a call that reads and checks the source, the files that index it)."""
     if source == "pcam":
-        return read_pcam(root, size)
+        return (lambda: read_pcam(root, size)), [pcam_file(root, s, k) for s in PCAM_SPLITS for k in ("x", "y")]
     if source == "chestxray14":
-        return read_chestxray14(root, size)
+        return (lambda: read_chestxray14(root, size)), [root / chestxray14.CSV_NAME]
     if source == "kaggle_dr":
-        return read_kaggle_dr(root, size)
+        return (lambda: read_kaggle_dr(root, size)), [root / KAGGLE_CSV]
     if source == "medmnist":
-        flag = str(get("flag", "") or DEFAULT_FLAG[domain])
-        npz_size = int(get("npz_size", 0) or 0)
-        if not npz_size and flag in FLAGS:
-            npz_size = min([s for s in FLAGS[flag].available_sizes if s >= size] or [224])
-        return read_medmnist(root, flag, npz_size, size)
-    channels = int(get("channels", 0) or 0) or (1 if domain == "radiology" else 3)
+        flag = medmnist_flag(domain, get)
+        npz_size = int(get("npz_size", 0) or 0) or file_size(flag, size)
+        threshold = int(get("ordinal_threshold", ORDINAL_THRESHOLD))
+        return (lambda: read_medmnist(root, flag, npz_size, size, threshold)), [npz_path(root, flag, npz_size)]
+    channels = int(get("channels", 0) or 0) or (1 if domain == "radiology" or source == "dicom" else 3)
     if channels not in (1, 3):
         raise ValueError(f"data.channels: {channels}; image files are read as 1 (grey) or 3 (RGB) channels")
     task = str(get("task", "") or "binary")
     if task not in TASKS:
         raise ValueError(f"data.task: unknown task {task!r}; valid: {', '.join(TASKS)}")
-    return read_csv_folder(root, size, str(get("csv_file", "") or "labels.csv"), channels, task,
-                           list(get("labels", None) or []), str(get("path_column", "") or "path"),
-                           str(get("label_column", "") or "label"), str(get("patient_column", "") or ""))
+    read = read_dicom_folder if source == "dicom" else read_csv_folder
+    csv_file = str(get("csv_file", "") or "labels.csv")
+    args = (root, size, csv_file, channels, task, list(get("labels", None) or []),
+            str(get("path_column", "") or "path"), str(get("label_column", "") or "label"),
+            str(get("patient_column", "") or ""))
+    return (lambda: read(*args)), [root / csv_file]

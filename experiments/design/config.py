@@ -12,7 +12,8 @@ from omegaconf.errors import OmegaConfBaseException
 from attacks import CraftingBatch, attack_params
 from attacks.craft import PRECISIONS
 from attacks.ensemble import MODES
-from datamodules import DOMAINS, SOURCES
+from datamodules import SOURCES
+from datamodules.build import domain_problem
 from datamodules.splits import DEV_SETS, TEST_FRACTION, VAL_FRACTION
 from lightning_modules import ARCHITECTURES, TASKS
 from lightning_modules.defences import defence_params
@@ -35,21 +36,23 @@ class DataConfig:
     signal: float = 1.0
     test_fraction: float = TEST_FRACTION
     val_fraction: float = VAL_FRACTION
+    splits: str = ""  # split files instead of drawn splits: the authors' d0..d3 YAML folder or a sample_id,split CSV
     seed: int = 0
     batch_size: int = 64
     num_workers: int = 0
     pin_memory: bool = False  # page-locked loader batches (faster host-to-GPU copies)
     cache_dir: str = ""  # synthetic sets: "" = ~/.cache/medtransfer (or $MEDTRANSFER_CACHE), "none" = off
     root: str = ""  # real sources: the data set's folder
-    flag: str = ""  # medmnist: pathmnist, chestmnist, retinamnist ("" = the domain's)
+    flag: str = ""  # medmnist: any 2-D flag of medmnist.INFO ("" = the synthetic domain's counterpart)
     npz_size: int = 0  # medmnist: 28, 64, 128 or 224 (0 = smallest >= image_size)
-    csv_file: str = "labels.csv"  # csv source: relative to root
+    ordinal_threshold: int = 2  # medmnist ordinal grades (RetinaMNIST): positive = grade >= this
+    csv_file: str = "labels.csv"  # csv and dicom sources: relative to root
     path_column: str = "path"
     label_column: str = "label"
     patient_column: str = ""
     labels: list[str] = field(default_factory=list)  # csv source: label names (multiclass, multilabel)
     task: str = "binary"  # csv source: binary, multiclass or multilabel
-    channels: int = 0  # csv source: 1 or 3 (0 = 1 for radiology, else 3)
+    channels: int = 0  # csv and dicom sources: 1 or 3 (0 = 1 for radiology and dicom, else 3)
 
 
 @dataclass
@@ -164,7 +167,6 @@ class ConfigError(ValueError):
 # The config's vocabularies: key -> its valid values, checked in one place (`validate`). Each list
 # is defined by the package that uses it.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.domain": DOMAINS,
     "data.source": SOURCES,
     "data.task": TASKS,
     "pairs": PAIR_MODES,
@@ -220,8 +222,10 @@ def domain_config(cfg: DictConfig, domain: str) -> DictConfig:
 
 
 def validate(cfg: DictConfig) -> None:
-    for domain in cfg.domains:
-        domain_config(cfg, domain)
+    for sub in [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]:
+        problem = domain_problem(sub.data.domain, sub.data.source)
+        if problem:
+            raise ConfigError(problem)
     try:
         zoo = expand_zoo(cfg)
     except ValueError as err:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from datamodules.build import DOMAINS, INDEX_FILES, SOURCE_DOMAIN, SOURCES
+from datamodules.build import INDEX_FILES, domain_problem
 from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
 
@@ -66,22 +66,19 @@ def checkpoint_problems(cfg: DictConfig) -> list[str]:
 
 def data_problems(data: DictConfig) -> list[str]:
     """Domain and source known and matching; a real source's root and index file present."""
-    if data.domain not in DOMAINS:
-        return [f"data.domain: unknown domain {data.domain!r}; valid: {', '.join(DOMAINS)}"]
-    if data.source not in SOURCES:
-        return [f"data.source: unknown source {data.source!r}; valid: {', '.join(SOURCES)}"]
-    if SOURCE_DOMAIN.get(data.source, data.domain) != data.domain:
-        return [f"data.source: {data.source} holds {SOURCE_DOMAIN[data.source]} data, not {data.domain}"]
+    problem = domain_problem(data.domain, data.source)
+    if problem:
+        return [problem]
     if data.source == "synthetic":
         return []
-    if data.source == "csv" and data.channels not in (0, 1, 3):
+    if data.source in ("csv", "dicom") and data.channels not in (0, 1, 3):
         return [f"data.channels: {data.channels}; image files are read as 1 (grey) or 3 (RGB) channels"]
     if not data.root:
         return [f"data.root ({data.domain}): required for source {data.source}"]
     root = Path(str(data.root)).expanduser()
     if not root.is_dir():
         return [f"{root}: data root not found (data.root, {data.domain})"]
-    index = INDEX_FILES.get(data.source) or (data.csv_file if data.source == "csv" else None)
+    index = INDEX_FILES.get(data.source) or (data.csv_file if data.source in ("csv", "dicom") else None)
     if index and not (root / index).is_file():
         return [f"{root / index}: index file not found (data.root, {data.domain})"]
     return []

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from datamodules.build import INDEX_FILES
+from datamodules import DomainData
 from datamodules.splits import DEV_SETS, dev_set_indices, split_manifest
 from datamodules.synthetic.cache import cache_root, entry_path, generator_params
 
@@ -27,7 +27,6 @@ class DataOutline:
     channels: int
     size: int
     split_sizes: dict[str, int] = field(default_factory=dict)  # test, <dev_set>/train, <dev_set>/val
-    estimated: bool = False  # split sizes from fractions of the image count (patients unknown)
     cache_file: Path | None = None  # synthetic: where the generated set is (or will be) cached
 
     @property
@@ -81,7 +80,7 @@ def data_outline(data: DictConfig, dev_sets: set[str]) -> tuple[DataOutline, lis
     those of `dev_sets`."""
     source, domain, size = data.source, data.domain, int(data.image_size)
     channels = 1 if domain == "radiology" else 3
-    if source == "csv" and data.channels:
+    if source in ("csv", "dicom") and data.channels:
         channels = int(data.channels)
     if source == "synthetic":
         patients = np.arange(data.num_patients).repeat(data.images_per_patient)
@@ -91,34 +90,36 @@ def data_outline(data: DictConfig, dev_sets: set[str]) -> tuple[DataOutline, lis
         info = DataOutline(source, "", len(patients), channels, size,
                           cache_file=entry_path(params, cache) if cache is not None else None)
     else:
-        count = real_image_count(data)
-        patients = None if count is None else np.arange(count)
-        info = DataOutline(source, str(data.root), count, channels, size, estimated=True)
-    if patients is None or len(patients) == 0:
-        return info, []
+        return real_data_outline(data, dev_sets, size)
     manifest = split_manifest(patients, int(data.seed), float(data.test_fraction), float(data.val_fraction))
+    return info, split_problems(info, manifest, domain, dev_sets)
+
+
+def real_data_outline(data: DictConfig, dev_sets: set[str], size: int) -> tuple[DataOutline, list[str]]:
+    """A real source indexed and checked as `run` checks it (its cached index read back when there
+    is one; nothing written), with the exact split sizes of its manifest; its problems as lines."""
+    info = DataOutline(data.source, str(data.root), None, 1, size)
+    if not data.root or not Path(str(data.root)).expanduser().is_dir():
+        return info, []  # named by the up-front checks (checks.data_problems)
+    try:
+        source, manifest = DomainData(data).index()
+    except (ValueError, FileNotFoundError) as err:
+        return info, [f"data ({data.domain}): {err}"]
+    info.images, info.channels = len(source.labels), int(source.channels)
+    return info, split_problems(info, manifest, str(data.domain), dev_sets)
+
+
+def split_problems(info: DataOutline, manifest, domain: str, dev_sets: set[str]) -> list[str]:
+    """Fill `info.split_sizes`; the empty splits among the test set and those of `dev_sets`."""
     problems = []
     for dev_set, stage in [(None, "test")] + [(d, s) for d in DEV_SETS for s in ("train", "val")]:
         try:
             info.split_sizes[f"{dev_set}/{stage}" if dev_set else stage] = len(
                 dev_set_indices(manifest, dev_set or "d1", stage))
         except ValueError as err:
-            # real sources: sizes from the index file, patients unknown; their reader checks the splits
-            if source == "synthetic" and (dev_set is None or dev_set in dev_sets):
+            if dev_set is None or dev_set in dev_sets:
                 problems.append(f"data ({domain}): {err}")
-    return info, problems
-
-
-def real_image_count(data: DictConfig) -> int | None:
-    """Rows of a real source's index file (one image each), when it exists; None otherwise."""
-    index = INDEX_FILES.get(data.source) or (data.csv_file if data.source == "csv" else None)
-    if not index or not data.root:
-        return None
-    path = Path(str(data.root)).expanduser() / index
-    if not path.is_file():
-        return None
-    with open(path, "rb") as handle:
-        return max(0, sum(1 for _ in handle) - 1)
+    return problems
 
 
 def attack_steps(setting: dict) -> int:

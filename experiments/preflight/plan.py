@@ -215,13 +215,12 @@ def data_line(d: DomainWork) -> str:
     data, cfg = d.data, d.cfg.data
     shape = f"{data.channels}x{data.size}x{data.size}"
     if data.images is None:
-        return f"{data.source} at {data.root or '(no data.root)'}, size unknown until indexed, read at {shape}"
-    approx = "~" if data.estimated else ""
+        return f"{data.source} at {data.root or '(no data.root)'}, not indexed (see Problems), read at {shape}"
     splits = ", ".join(f"{dev} {data.split_sizes.get(dev + '/train', 0)}+{data.split_sizes.get(dev + '/val', 0)}"
                        for dev in ("d1", "d2", "d2/2", "d1/10"))
     head = (f"synthetic, {data.images} images ({cfg.num_patients} patients x {cfg.images_per_patient})"
-            if data.source == "synthetic" else f"{data.source} at {data.root}, {approx}{data.images} images")
-    line = f"{head} at {shape}; test {approx}{data.split_sizes.get('test', 0)}, train+val {splits}"
+            if data.source == "synthetic" else f"{data.source} at {data.root}, {data.images} images")
+    line = f"{head} at {shape}; test {data.split_sizes.get('test', 0)}, train+val {splits}"
     if data.source == "synthetic":
         if data.cache_file is None:
             line += f"; generated in memory ({human_bytes(data.images * data.image_bytes)}, data.cache_dir=none)"

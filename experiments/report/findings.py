@@ -28,6 +28,8 @@ from .tables import markdown_table, plain_pairs
 
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 BAND = 2.0  # finding (d): control noise keeps the AUC within this many points of clean
+CHANCE = 0.5  # a target whose clean-AUC interval reaches this AUC never learned: its pairs are left out
+AT_CHANCE_TAG = "target_at_chance"
 Terms = list[tuple[pd.Series, str, float]]  # (row mask, quantity, weight)
 
 
@@ -149,12 +151,22 @@ def finding_effects(results: pd.DataFrame, predictions: dict[str, Predictions], 
                     seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
     """One row per (finding, domain) whose groups all have pairs: group means, effect, interval, verdict."""
     rows = []
+    at_chance = targets_at_chance(results, predictions, n_resamples, seed, confidence)
     for domain in dict.fromkeys(results["domain"]):
-        frame = results[results["domain"] == domain]
-        draws = PairDraws(frame, predictions, n_resamples, seed)
+        everything = results[results["domain"] == domain]
+        frame = everything[~at_chance[everything.index]]
+        draws = PairDraws(frame, predictions, n_resamples, seed) if not frame.empty else None
         for finding in FINDINGS:
-            terms = finding.terms(frame)
-            if any(not mask.any() for mask, _, _ in terms):
+            wanted = finding.terms(everything)
+            if any(not mask.any() for mask, _, _ in wanted):
+                continue
+            left_out = int(sum((mask & at_chance[everything.index]).sum() for mask, _, _ in wanted))
+            terms = finding.terms(frame) if draws is not None else []
+            if not terms or any(not mask.any() for mask, _, _ in terms):
+                rows.append({"finding": finding.key, "domain": domain, "claim": finding.claim,
+                             "group_a_is": finding.groups[0], "group_b_is": finding.groups[1],
+                             "group_a": np.nan, "group_b": np.nan, "effect": np.nan, "lo": np.nan, "hi": np.nan,
+                             "verdict": "no verdict", "runs": 0, "left_out": left_out, "seeds": 0})
                 continue
             point, resampled = draws.effect(terms)
             point, resampled = point + finding.constant, resampled + finding.constant
@@ -165,8 +177,39 @@ def finding_effects(results: pd.DataFrame, predictions: dict[str, Predictions], 
                          "group_a": groups[0], "group_b": groups[1] if len(groups) > 1 else np.nan,
                          "effect": point, "lo": float(lo), "hi": float(hi),
                          "verdict": verdict(float(lo), float(hi), finding.band),
-                         "runs": int(sum(mask.sum() for mask, _, _ in terms)), "seeds": len(draws.seeds)})
+                         "runs": int(sum(mask.sum() for mask, _, _ in terms)), "left_out": left_out,
+                         "seeds": len(draws.seeds)})
     return pd.DataFrame(rows)
+
+
+def targets_at_chance(results: pd.DataFrame, predictions: dict[str, Predictions], n_resamples: int = 1000,
+                      seed: int = 0, confidence: float = 0.95) -> pd.Series:
+    """Per result row: True where the pair's target is not clearly above chance at some seed (the
+    bootstrap interval of its clean AUC over test images reaches `CHANCE`); such a pair is left out
+    of every finding at all seeds, so each seed keeps the same pairs."""
+    lower = clean_auc_lower(results, predictions, n_resamples, seed, confidence)
+    low = pd.Series([lower[s, t] <= CHANCE for s, t in zip(results["seed"], results["target"])], index=results.index)
+    columns = [c for c in ("domain", "surrogate", "target", "attack", "eps") if c in results]
+    pair = list(results[columns].itertuples(index=False, name=None))
+    bad = {key for key, flag in zip(pair, low) if flag}
+    return pd.Series([key in bad for key in pair], index=results.index, dtype=bool)
+
+
+def clean_auc_lower(results: pd.DataFrame, predictions: dict[str, Predictions], n_resamples: int, seed: int,
+                    confidence: float) -> dict[tuple, float]:
+    """(seed, target) -> lower end of the percentile interval of the target's clean AUC, resampling
+    the test images (`default_rng(seed).integers(0, N, (B, N))`, in blocks)."""
+    lower = {}
+    for key, run_id in results.groupby(["seed", "target"])["run_id"].first().items():
+        p = predictions[run_id]
+        n, rng, aucs = len(p.labels), np.random.default_rng(seed), []
+        for start in range(0, max(1, n_resamples), 100):
+            draws = rng.integers(0, n, (min(100, n_resamples - start), n))
+            counts = np.zeros(draws.shape, dtype=np.float32)
+            np.add.at(counts, (np.arange(len(draws))[:, None], draws), 1.0)
+            aucs.append(resampled_macro_auc(counts, p.labels, p.clean))
+        lower[key] = float(np.nanpercentile(np.concatenate(aucs), 100 * (1 - confidence) / 2))
+    return lower
 
 
 def verdict(lo: float, hi: float, band: float | None = None) -> str:
@@ -244,13 +287,15 @@ class PairDraws:
 
 
 def findings_section(results: pd.DataFrame, predictions: dict[str, Predictions], out_dir: Path,
-                     n_resamples: int, seed: int) -> str:
+                     n_resamples: int, seed: int, tracking_uri: str) -> str:
     """The findings table and one line per finding, written to `out_dir/findings.{csv,md}`; "" when
     no finding's pairs are in the results (pairs with a hardened model or an ensemble left out).
-    `predictions`: each pair run's, by run id (`load_predictions`)."""
-    results = plain_pairs(results)
+    `predictions`: each pair run's, by run id (`load_predictions`); the pair runs of targets at chance
+    get the `target_at_chance` tag in the store at `tracking_uri`."""
+    everything, results = results, plain_pairs(results)
     if n_resamples < 1 or results.empty:
         return ""
+    mark_at_chance(everything, results, predictions, tracking_uri, n_resamples, seed)
     table = finding_effects(results, predictions, n_resamples, seed)
     if table.empty:
         return ""
@@ -263,24 +308,42 @@ def findings_section(results: pd.DataFrame, predictions: dict[str, Predictions],
     return text
 
 
+def mark_at_chance(everything: pd.DataFrame, plain: pd.DataFrame, predictions: dict[str, Predictions],
+                   tracking_uri: str, n_resamples: int, seed: int) -> None:
+    """Column `target_at_chance` on the result rows (in place; hardened and ensemble pairs: False)
+    and the same tag on each plain pair run."""
+    flags = targets_at_chance(plain, predictions, n_resamples, seed)
+    by_run = dict(zip(plain["run_id"], flags))
+    everything[AT_CHANCE_TAG] = [bool(by_run.get(r, False)) for r in everything["run_id"]]
+    client = MlflowClient(tracking_uri)
+    for run_id, flag in by_run.items():
+        client.set_tag(run_id, AT_CHANCE_TAG, str(bool(flag)).lower())
+
+
 def display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "finding": table["finding"], "domain": table["domain"],
-        "A % clean": table["group_a"].map("{:.1f}".format),
+        "A % clean": table["group_a"].map(lambda v: "–" if pd.isna(v) else f"{v:.1f}"),
         "B % clean": table["group_b"].map(lambda v: "–" if pd.isna(v) else f"{v:.1f}"),
-        "effect": table["effect"].map("{:+.1f}".format),
-        "95% CI": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(table["lo"], table["hi"])],
-        "verdict": table["verdict"], "pair runs": table["runs"], "seeds": table["seeds"]})
+        "effect": table["effect"].map(lambda v: "–" if pd.isna(v) else f"{v:+.1f}"),
+        "95% CI": ["–" if pd.isna(lo) else f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(table["lo"], table["hi"])],
+        "verdict": table["verdict"], "pair runs": table["runs"],
+        "left out (target at chance)": table["left_out"], "seeds": table["seeds"]})
 
 
 def finding_lines(table: pd.DataFrame) -> list[str]:
     """One sentence per finding row, saying what the table shows."""
     lines = []
     for row in table.itertuples(index=False):
+        if row.verdict == "no verdict":
+            lines.append(f"({row.finding}) {row.domain}: {row.claim}: no verdict, all {row.left_out} pair runs "
+                         f"left out (their targets' clean AUC intervals include {CHANCE})")
+            continue
         if row.finding == "d":
             shows = f"control noise leaves {row.group_a:.1f} % of clean AUC"
         else:
             shows = f"{row.group_a_is} {row.group_a:.1f} vs {row.group_b_is} {row.group_b:.1f} % of clean AUC"
         lines.append(f"({row.finding}) {row.domain}: {row.claim}: {shows}, effect {row.effect:+.1f} points "
-                     f"[{row.lo:+.1f}, {row.hi:+.1f}]: {row.verdict}")
+                     f"[{row.lo:+.1f}, {row.hi:+.1f}]: {row.verdict}"
+                     + (f" ({row.left_out} pair runs left out: target at chance)" if row.left_out else ""))
     return lines

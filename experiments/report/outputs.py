@@ -56,7 +56,7 @@ def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, ma
     sections = ["", ""]  # no findings, no defences
     if not results.empty and n_resamples >= 1:
         predictions = load_predictions(results["run_id"], tracking_uri)
-        sections = [findings_section(results, predictions, out_dir, n_resamples, seed),
+        sections = [findings_section(results, predictions, out_dir, n_resamples, seed, tracking_uri),
                     defences_section(results, predictions, out_dir, n_resamples, seed)]
     mlflow.log_artifacts(str(out_dir))
     return "\n".join([summary(results) if not results.empty else "(no results)", *sections])

@@ -16,9 +16,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from omegaconf import DictConfig, OmegaConf
 
 # the `data` settings that decide which images and splits a data set holds (not how they are loaded)
-COMMON_KEYS = ("source", "domain", "image_size", "seed", "test_fraction", "val_fraction")
+COMMON_KEYS = ("source", "domain", "image_size", "seed", "test_fraction", "val_fraction", "splits")
 SOURCE_KEYS = {"synthetic": ("num_patients", "images_per_patient", "signal"), "csv": ("root", "csv_file"),
-               "medmnist": ("root", "flag", "npz_size")}
+               "dicom": ("root", "csv_file"), "medmnist": ("root", "flag", "npz_size", "ordinal_threshold")}
 
 
 class StudyDataSource(DatasetSource):

@@ -240,8 +240,10 @@ def test_config_errors_name_the_key(tmp_path):
         build_datamodule(_cfg("pcam", "radiology", tmp_path))
     with pytest.raises(ValueError, match=r"data.root: required for source kaggle_dr"):
         build_datamodule(_cfg("kaggle_dr", "ophthalmology", ""))
-    with pytest.raises(ValueError, match=r"data.domain: unknown domain 'dermatology'"):
-        build_datamodule(_cfg("csv", "dermatology", tmp_path))
+    with pytest.raises(ValueError, match=r"data.domain: unknown synthetic domain 'dermatology'"):
+        build_datamodule(_cfg("synthetic", "dermatology", tmp_path))
+    with pytest.raises(ValueError, match=r"data.domain: 'derm/a'; a domain is named by letters"):
+        build_datamodule(_cfg("csv", "derm/a", tmp_path))
 
 
 def test_pcam_reader_works_in_worker_processes(tmp_path):

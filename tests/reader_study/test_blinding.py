@@ -70,8 +70,8 @@ def test_an_oracle_detects_every_attack_and_the_images_are_the_stored_ones(serve
 
     # the two images of a trial, fetched as the browser does, decode to the stored pixels
     from attacks import AdversarialSetCache
-    from experiments.evaluation import load_test_set
-    from experiments.study import read_data
+    from experiments.execution import read_data
+    from experiments.execution.evaluation import load_test_set
     clean = np.concatenate([b.numpy() for b in load_test_set(read_data(study.cfg).datamodule("d1")).batches()])
     cache = AdversarialSetCache(f"{study.cfg.output_dir}/adversarial_sets")
     state = study.sessions.state("pixel-check")

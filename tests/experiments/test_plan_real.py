@@ -1,0 +1,57 @@
+"""`plan` and the up-front checks see a real source: its flag, files and splits, and its exact split
+sizes; a small study runs end to end on the real PneumoniaMNIST images."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import run_study
+from experiments.preflight.checks import StudyProblems, require_ready
+
+REAL = os.environ.get("MEDTRANSFER_REAL_DATA", "")
+
+
+def write_breast(root, n=(30, 10, 12)):
+    root.mkdir(parents=True, exist_ok=True)
+    rng, arrays = np.random.default_rng(0), {}
+    for split, count in zip(("train", "val", "test"), n):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(count) % 2).reshape(-1, 1).astype(np.uint8)
+    np.savez(root / "breastmnist.npz", **arrays)
+    return root
+
+
+def medmnist(root, flag, *more):
+    return ["data.source=medmnist", "data.domain=breast", f"data.flag={flag}", f"data.root={root}",
+            "data.image_size=28", "data.val_fraction=0.2", *more]
+
+
+def test_plan_names_a_bad_flag_and_gives_exact_split_sizes(tmp_path, smoke_config):
+    root = write_breast(tmp_path / "data")
+    plan = run_study(smoke_config(tmp_path, *medmnist(root, "breastmnistt")), dry_run=True)
+    assert any("data.flag: unknown MedMNIST flag 'breastmnistt'" in p for p in plan.problems)
+    with pytest.raises(StudyProblems, match="data.flag: unknown MedMNIST flag"):
+        require_ready(smoke_config(tmp_path, *medmnist(root, "breastmnistt")))
+    plan = run_study(smoke_config(tmp_path, *medmnist(root, "breastmnist")), dry_run=True)
+    assert plan.problems == []
+    # official test split = the test set (12); the 40 others split in halves, 20 % of each for validation
+    assert "52 images at 1x28x28; test 12, train+val d1 16+4, d2 16+4" in plan.text
+    assert not (tmp_path / "mlflow.db").exists()  # a plan writes no store
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL, reason="MEDTRANSFER_REAL_DATA is not set (the folder holding pneumoniamnist.npz)")
+def test_small_study_end_to_end_on_real_pneumoniamnist(tmp_path, smoke_config):
+    cfg = smoke_config(tmp_path, *medmnist(REAL, "pneumoniamnist"), "data.domain=chest", "train.max_epochs=1",
+                       "bootstrap_resamples=50", "attacks=[{name: fgsm, eps: [0.02]}]")
+    plan = run_study(cfg, dry_run=True)
+    assert "5030 images at 1x28x28; test 624" in plan.text and plan.problems == []
+    table = run_study(cfg)
+    assert len(table) == 4 and set(table["target"]) == {"a", "b"}
+    with np.load(Path(REAL) / "pneumoniamnist.npz") as npz:
+        prevalence = npz["test_labels"].mean()
+    assert abs(prevalence - 390 / 624) < 1e-9  # the file's own test split is what the pairs score
+    # one epoch on real chest X-rays: each target is above chance on its clean test images
+    assert (table.groupby("target")["auc_clean"].first() > 0.6).all()
+    assert "target_at_chance" in table and not table["target_at_chance"].any()
