@@ -13,7 +13,6 @@ from datamodules import DomainData
 
 from .design.config import domain_config, load_config
 from .design.identity import code, study_key
-from .design.scheduler import Scheduler
 from .execution import DeviceGroup, StudyWork, WorkSpec, executor, located, read_data
 from .execution.evaluation import PAIR_METRICS
 from .preflight import require_ready, study_plan
@@ -63,7 +62,8 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group
     store = StudyRuns(uri, experiment_id, study_key(cfg), output_dir / "locks")
 
     with store.parent(cfg.name):
-        scheduler = Scheduler(cfg, shard)
+        work = StudyWork(WorkSpec(located(cfg), shard, store.parent_id), data, group)
+        scheduler = work.scheduler
         settings = scheduler.settings
         mlflow.log_params({"study": cfg.name, "seeds": ",".join(map(str, scheduler.seeds)),
                            "models": ",".join(scheduler.zoo),
@@ -72,14 +72,12 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group
                            "pairs": cfg.pairs, "data.domain": cfg.data.domain})
         mlflow.set_tags({"git_sha": code(), "domain": cfg.data.domain})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-        work = StudyWork(WorkSpec(located(cfg), shard, store.parent_id), data, group)
         mlflow.log_input(work.test_input, context="evaluation")
-        rows = executor(cfg.executor, work).rows(work.scheduler.groups)
+        rows = executor(cfg.executor, work).rows(scheduler.groups)
         table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), scheduler.zoo, cfg.data.domain)
         table.attrs["ui"] = ui_hint(uri, bool(cfg.tracking.uri), experiment_id, store.parent_id, cfg.data.domain)
         if shard == (0, 1):
-            groups = work.scheduler.groups
-            examples = work.examples(groups[0]) if groups else None
+            examples = work.examples(scheduler.groups[0]) if scheduler.groups else None
             table.attrs["summary"] = write_report(table, output_dir / cfg.name / "report", examples, data.manifest,
                                                   uri, cfg.bootstrap_resamples, cfg.seed)
     return table

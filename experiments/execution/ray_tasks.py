@@ -92,7 +92,8 @@ class Pool:
 
     def __init__(self, work: StudyWork, groups: list[SetGroup]):
         self.work, self.groups = work, groups
-        self.models = {job for group in groups for job in (group.set.surrogate, *(p.target for p in group.pairs))}
+        needed = (job for group in groups for job in (group.set.surrogate, *(p.target for p in group.pairs)))
+        self.models = list(dict.fromkeys(needed))
         self.ready = deque(("train", job) for job in self.models)
         self.queued = set(self.ready)  # every piece of work handed out so far
         self.done: dict = {}  # ("train", job) -> run id, ("set", set) -> shared numbers, ("evaluate", pair) -> row
@@ -100,7 +101,7 @@ class Pool:
 
     def run(self) -> dict[str, dict]:
         cfg = self.work.cfg
-        resources = ray.available_resources()
+        resources = ray.cluster_resources()
         slots = int(resources.get("CPU", 1) // cfg.ray.cpus_per_task)
         if cfg.ray.gpus_per_task:
             slots = min(slots, int(resources.get("GPU", 0) // cfg.ray.gpus_per_task))

@@ -101,11 +101,11 @@ for devices in (2, 1):
     cache = AdversarialSetCache(out / f"sets-{devices}")
     with DeviceGroup(cfg) as group:
         assert group.world == devices
-        predictor = Predictor(cfg, group)
+        predictor, batches = Predictor(cfg, group), TestBatches(data_cfg).on(group)
         for name, setting in SETTINGS.items():
-            cache.ensure(name, lambda write: predictor.adversarial_set(module, TestBatches(data_cfg), setting, 3, data.task,
-                                                             write, name))
-        scores = {"clean": predictor.scores(module, TestBatches(data_cfg)),
+            cache.ensure(name, lambda write: predictor.adversarial_set(module, batches, setting, 3, data.task, write,
+                                                                       name))
+        scores = {"clean": predictor.scores(module, batches),
                   "sets": predictor.set_scores(module, SetBatches(cache.root, "pgd"))}
     torch.save(scores, out / f"scores-{devices}.pt")
     torch.save(module.model.state_dict(), out / "model.pt")
