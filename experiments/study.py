@@ -3,6 +3,7 @@ set once and evaluate every target, through a scheduler, an executor and the MLf
 the report into the study's parent run."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import mlflow
@@ -17,6 +18,7 @@ from .design.scheduler import Scheduler
 from .execution import DeviceGroup, StudyWork, WorkSpec, executor, located, read_data
 from .execution.evaluation import PAIR_METRICS
 from .preflight import require_ready, study_plan
+from .preflight.externals import pin_externals
 from .report import markdown_table, with_factors, write_report
 from .store.runs import StudyRuns
 from .store.tracking import default_tracking_uri, setup_experiment, ui_hint
@@ -36,7 +38,7 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     The unsharded run also writes each domain's report (tables, plots, examples, findings,
     defences) into its parent run and puts the terminal summary in `table.attrs["summary"]`. Every
     problem found up front (weights, checkpoints, data roots, tracking server, devices, disk space)
-    is raised together before any work starts. `dry_run=True` returns the study's plan
+    is raised together before any work starts; external models are then probed on the data's layout. `dry_run=True` returns the study's plan
     (`experiments.preflight.StudyPlan`) instead and writes nothing.
     """
     if not isinstance(cfg, DictConfig):
@@ -46,6 +48,7 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     require_ready(cfg)
     studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
     data = [read_data(study) for study in studies]  # all of it, before any store or folder is made
+    studies = [pin_externals(study, domain) for study, domain in zip(studies, data)]  # probed: their identity
     with DeviceGroup(cfg) as group:  # followers for the trainer's further devices, if any
         tables = [_run_domain(study, domain, shard, group) for study, domain in zip(studies, data)]
     table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
@@ -73,6 +76,8 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group
         mlflow.set_tags({"git_sha": code(), "domain": cfg.data.domain})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         work = StudyWork(WorkSpec(located(cfg), shard, store.parent_id), data, group)
+        for line in work.external_changes():
+            print(line, file=sys.stderr)
         mlflow.log_input(work.test_input, context="evaluation")
         rows = executor(cfg.executor, work).rows(work.scheduler.groups)
         table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), scheduler.zoo, cfg.data.domain)
