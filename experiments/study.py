@@ -3,6 +3,7 @@ set once and evaluate every target, through a scheduler, an executor and the MLf
 the report into the study's parent run."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import mlflow
@@ -16,6 +17,7 @@ from .design.identity import code, study_key
 from .execution import DeviceGroup, StudyWork, WorkSpec, executor, located, read_data
 from .execution.evaluation import PAIR_METRICS
 from .preflight import require_ready, study_plan
+from .preflight.externals import pin_externals
 from .report import markdown_table, with_factors, write_report
 from .store.runs import StudyRuns
 from .store.tracking import default_tracking_uri, setup_experiment, ui_hint
@@ -35,8 +37,9 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     The unsharded run also writes each domain's report (tables, plots, examples, findings,
     defences) into its parent run and puts the terminal summary in `table.attrs["summary"]`. Every
     problem found up front (weights, checkpoints, data roots, tracking server, devices, disk space)
-    is raised together before any work starts. `dry_run=True` returns the study's plan
-    (`experiments.preflight.StudyPlan`) instead and writes nothing.
+    is raised together before any work starts; external models are then probed on the data's
+    layout. `dry_run=True` returns the study's plan (`experiments.preflight.StudyPlan`) instead and
+    writes nothing.
     """
     if not isinstance(cfg, DictConfig):
         cfg = load_config(cfg)
@@ -45,6 +48,7 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     require_ready(cfg)
     studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
     data = [read_data(study) for study in studies]  # all of it, before any store or folder is made
+    studies = [pin_externals(study, domain) for study, domain in zip(studies, data)]  # probed: their identity
     with DeviceGroup(cfg) as group:  # followers for the trainer's further devices, if any
         tables = [_run_domain(study, domain, shard, group) for study, domain in zip(studies, data)]
     table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
@@ -63,6 +67,8 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group
 
     with store.parent(cfg.name):
         work = StudyWork(WorkSpec(located(cfg), shard, store.parent_id), data, group)
+        for line in work.external_changes():
+            print(line, file=sys.stderr)
         scheduler = work.scheduler
         settings = scheduler.settings
         mlflow.log_params({"study": cfg.name, "seeds": ",".join(map(str, scheduler.seeds)),

@@ -19,11 +19,13 @@ from lightning_modules import ARCHITECTURES, TASKS
 from lightning_modules.defences import defence_params
 from lightning_modules.model import INITS
 
+from .external import is_external
 from .resources import MULTI_PROCESS_STRATEGIES, world_size
 from .zoo import PAIR_MODES, expand_zoo, is_ensemble
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs"
 EXECUTORS = ("local", "ray")
+NON_DIFFERENTIABLE = ("onnx", "http")  # external formats that can only be targets
 
 
 @dataclass
@@ -68,6 +70,8 @@ class ModelConfig:
     adversarial_training: Optional[dict[str, Any]] = None
     ensemble: list[str] = field(default_factory=list)  # names of trained zoo models: a surrogate ensemble
     mode: str = "logits"  # ensemble: attack the mean of the logits or of the members' losses
+    # a model trained elsewhere: {format: export|onnx|mlflow|http, path|uri, input, output, ...} (design.external)
+    external: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -247,6 +251,10 @@ def validate(cfg: DictConfig) -> None:
                 raise ConfigError(f"{key}: unknown model {name!r}; valid: {', '.join(names)}")
             if key.endswith("targets") and is_ensemble(zoo[names.index(name)]):
                 raise ConfigError(f"{key}: {name!r} is an ensemble, which can only be a surrogate")
+            external = zoo[names.index(name)].get("external")
+            if key.endswith("surrogates") and external and external["format"] in NON_DIFFERENTIABLE:
+                raise ConfigError(f"{key}: {name!r} is an external {external['format']} model, which gives no "
+                                  "gradients: it can only be a target")
     for key, valid in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in valid:
@@ -281,6 +289,8 @@ def _validate_crafting_device(device: str) -> None:
 def _validate_model(model: dict) -> None:
     """Architecture, init and development set known; defence, adversarial training and ensemble mode valid."""
     where = f"models.{model['name']}"
+    if is_external(model):  # its settings are checked by `expand_zoo` (design.external)
+        return
     if is_ensemble(model):
         if model["mode"] not in MODES:
             raise ConfigError(f"{where}.mode: unknown ensemble mode {model['mode']!r}; valid: {', '.join(MODES)}")

@@ -11,14 +11,16 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from .identity import attack_grid, model_key, network_key, pair_key, set_key
-from .zoo import expand_zoo, is_ensemble, select_pairs
+from .external import is_external
+from .zoo import default_surrogate, expand_zoo, is_ensemble, select_pairs
 
 
 @dataclass(frozen=True)
 class ModelJob:
     """One zoo model at one study seed, trained or read back. `key` is its training identity
     (`model_key`), which a defended model shares with its undefended twin; an ensemble is not
-    trained: its key is its `network_key` and its members are jobs of their own."""
+    trained: its key is its `network_key` and its members are jobs of their own; nor is an external
+    model (its key is its `network_key`)."""
     name: str
     seed: int
     key: str
@@ -59,7 +61,8 @@ class Scheduler:
         self.cfg = cfg
         self.zoo = {m["name"]: OmegaConf.create(m) for m in expand_zoo(cfg)}
         pairs = select_pairs(list(self.zoo), list(cfg.surrogates), list(cfg.targets), cfg.pairs,
-                             list(cfg.designs), [n for n, m in self.zoo.items() if not is_ensemble(m)])
+                             list(cfg.designs), [n for n, m in self.zoo.items() if not is_ensemble(m)],
+                             [n for n, m in self.zoo.items() if default_surrogate(m)])
         self.settings = attack_grid(cfg)
         self.seeds = [int(s) for s in cfg.seeds] or [int(cfg.seed)]
         surrogates = [s for s in self.zoo if any(p[0] == s for p in pairs)]
@@ -68,7 +71,7 @@ class Scheduler:
         def model(name: str, seed: int) -> ModelJob:
             if (name, seed) not in models:
                 entry = self.zoo[name]
-                identity = network_key if is_ensemble(entry) else model_key
+                identity = network_key if is_ensemble(entry) or is_external(entry) else model_key
                 models[name, seed] = ModelJob(name, seed, identity(self.seeded(seed), entry))
                 if is_ensemble(entry):
                     self.ensembles[models[name, seed]] = [model(m, seed) for m in entry.ensemble]
@@ -98,8 +101,10 @@ class Scheduler:
 
     def model_jobs(self) -> list[ModelJob]:
         """Every trained model some set or pair of this shard needs, each training identity once
-        (ensembles stand for their members; a defended model and its twin are one training)."""
-        jobs = [job for group in self.groups for job in (group.set.surrogate, *(p.target for p in group.pairs))]
+        (ensembles stand for their members; a defended model and its twin are one training;
+        external models are not trained)."""
+        jobs = [job for group in self.groups for job in (group.set.surrogate, *(p.target for p in group.pairs))
+                if not is_external(self.zoo[job.name])]
         trainings: dict[str, ModelJob] = {}
         for job in jobs:
             for member in self.members(job):

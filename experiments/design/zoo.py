@@ -3,13 +3,16 @@
 A zoo entry is a trained model (`arch`, `init`, `dev_set`, `instance`, optional
 `adversarial_training`), optionally behind an input `defence`, or an `ensemble` of other entries
 (surrogates only). An ensemble entry holds its members' entries (`members`) and takes `arch`, `init`
-and `dev_set` from them (the common value, or `mixed`).
+and `dev_set` from them (the common value, or `mixed`). An `external` entry (`design.external`) is a
+model trained elsewhere: its settings complete, `arch` and `dev_set` are `external`, `init` its format.
 """
 from __future__ import annotations
 
 from itertools import product
 
 from omegaconf import DictConfig, OmegaConf
+
+from .external import DIFFERENTIABLE, external_settings, is_external
 
 PAIR_MODES = ("all", "whitebox", "transfer")
 
@@ -21,6 +24,7 @@ def model_name(arch: str, init: str, dev_set: str, instance: int) -> str:
 
 OPTIONAL = ("defence", "adversarial_training")  # left out of an entry when not set
 MIXED = "mixed"
+EXTERNAL = "external"
 
 
 def expand_zoo(cfg: DictConfig) -> list[dict]:
@@ -42,6 +46,9 @@ def expand_zoo(cfg: DictConfig) -> list[dict]:
 
 def _entry(model: dict) -> dict:
     """A zoo entry without its unset optional keys (a plain entry has exactly the factor keys)."""
+    if model.get("external"):
+        return _external_entry(model)
+    model.pop("external", None)
     entry = {k: v for k, v in model.items() if k not in (*OPTIONAL, "ensemble", "mode") or v}
     if not model.get("ensemble"):
         entry.pop("mode", None)
@@ -54,6 +61,16 @@ def _entry(model: dict) -> dict:
     return entry
 
 
+def _external_entry(model: dict) -> dict:
+    """An external entry: its complete settings; training keys and hardening are refused."""
+    for key in (*OPTIONAL, "ensemble"):
+        if model.get(key):
+            raise ValueError(f"models.{model['name']}.{key}: an external model takes none (it is not trained here)")
+    settings = external_settings(model["name"], model["external"])
+    return {"name": model["name"], "arch": EXTERNAL, "init": settings["format"], "dev_set": EXTERNAL,
+            "external": settings}
+
+
 def _resolve(model: dict, by_name: dict) -> None:
     where = f"models.{model['name']}.ensemble"
     members = []
@@ -62,6 +79,8 @@ def _resolve(model: dict, by_name: dict) -> None:
             raise ValueError(f"{where}: unknown member {name!r}; valid: {', '.join(by_name)}")
         if "ensemble" in by_name[name] or name == model["name"]:
             raise ValueError(f"{where}: member {name!r} is an ensemble (members are trained models)")
+        if is_external(by_name[name]):
+            raise ValueError(f"{where}: member {name!r} is an external model (members are trained models)")
         members.append(by_name[name])
     model["members"] = members
     for factor in ("arch", "init", "dev_set"):
@@ -77,7 +96,14 @@ def training_twins(first, second) -> bool:
     """Whether two entries are one trained model (equal but for their defences; never ensembles)."""
     def trained(entry):
         return {k: v for k, v in entry.items() if k not in ("name", "defence")}
-    return not is_ensemble(first) and not is_ensemble(second) and trained(first) == trained(second)
+    return (not is_ensemble(first) and not is_ensemble(second) and not is_external(first)
+            and trained(first) == trained(second))
+
+
+def default_surrogate(entry) -> bool:
+    """Whether an entry is a surrogate when `surrogates` is empty: trained models, ensembles and
+    externals of a differentiable format (other externals only when named, and checked then)."""
+    return not is_external(entry) or entry["external"]["format"] in DIFFERENTIABLE
 
 
 def hardening(entry) -> str:
@@ -110,14 +136,17 @@ def entry_params(entry) -> dict:
 
 
 def select_pairs(names: list[str], surrogates: list[str], targets: list[str], mode: str,
-                 designs: list | None = None, target_names: list[str] | None = None) -> list[tuple[str, str]]:
+                 designs: list | None = None, target_names: list[str] | None = None,
+                 surrogate_names: list[str] | None = None) -> list[tuple[str, str]]:
     """(surrogate, target) pairs: the union of each design's surrogates x targets when designs are
-    given, else every surrogate x every target (empty lists mean the whole zoo, or `target_names`
-    for targets: the zoo without its ensembles); then filtered by `mode`: all, whitebox
-    (surrogate = target) or transfer (surrogate != target)."""
+    given, else every surrogate x every target (empty lists mean `surrogate_names`, or
+    `target_names` for targets, both by default the whole zoo); then filtered by `mode`: all,
+    whitebox (surrogate = target) or transfer (surrogate != target)."""
     blocks = [(d["surrogates"], d["targets"]) for d in designs] if designs else [(surrogates, targets)]
     target_names = names if target_names is None else target_names
-    pairs = list(dict.fromkeys((s, t) for ss, ts in blocks for s in (ss or names) for t in (ts or target_names)))
+    surrogate_names = names if surrogate_names is None else surrogate_names
+    pairs = list(dict.fromkeys((s, t) for ss, ts in blocks for s in (ss or surrogate_names)
+                               for t in (ts or target_names)))
     if mode == "whitebox":
         return [(s, t) for s, t in pairs if s == t]
     if mode == "transfer":

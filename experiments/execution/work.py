@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from attacks import AdversarialSetCache
 from datamodules import DomainData
 
-from ..design.identity import code, data_identity, study_key
+from ..design.external import external_source, is_external
+from ..design.identity import code, data_identity, digest, external_key, study_key
 from ..design.scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
 from ..design.zoo import entry_params, hardening, is_ensemble
 from ..report.bootstrap import PairedBootstrap
@@ -29,6 +30,7 @@ from ..store.tracking import default_tracking_uri, setup_experiment
 from .batches import SetBatches, TestBatches
 from .devices import DeviceGroup
 from .evaluation import PAIR_METRICS, evaluate_pair, load_test_set, prediction_table, set_distortion
+from .external import load_external, study_layout
 from .networks import ensemble_of, training_entry, with_defence
 from .predicting import Predictor
 from .training import TrainedModel, train_model
@@ -82,11 +84,16 @@ class StudyWork:
 
     def model(self, job: ModelJob) -> TrainedModel:
         """A zoo model at a seed, trained or read back once (a defended model: its twin's training
-        run behind the defence; an ensemble: its members', `networks`)."""
+        run behind the defence; an ensemble: its members', `networks`; an external model: loaded,
+        `external`, an endpoint's answers cached under `output_dir/external_scores`)."""
         if job not in self.trained:
             entry = self.scheduler.zoo[job.name]
             if is_ensemble(entry):
                 self.trained[job] = ensemble_of([self.model(m) for m in self.scheduler.members(job)], entry)
+            elif is_external(entry):  # never trained: no validation AUC, no training run
+                module = load_external(entry, study_layout(self.cfg, self.data), self.cfg.tracking.uri,
+                                       Path(self.cfg.output_dir) / "external_scores" / job.key)
+                self.trained[job] = TrainedModel(module, float("nan"), "")
             else:
                 trained = train_model(self.scheduler.seeded(job.seed), training_entry(entry), self.data, self.group)
                 self.trained[job] = with_defence(trained, entry)
@@ -140,9 +147,13 @@ class StudyWork:
         """Score the target on the pair's set and log the pair run; the result row's numbers and run id."""
         start = time.perf_counter()
         target, clean = self.model(pair.target), self.clean_scores(pair.target)
+        endpoint = getattr(target.module, "endpoint", None)
+        queried = endpoint.queries if endpoint is not None else 0
         adversarial, control = self.predictor.set_scores(target.module, SetBatches(self.cache.root, pair.set.key))
         scores = evaluate_pair(self.test, clean, adversarial, control, self.bootstrap(pair.target))
         metrics = {**scores.metrics, **shared, "eval_seconds": time.perf_counter() - start}
+        if endpoint is not None:  # the set's images whose scores came from the endpoint (now or before)
+            metrics["queries"] = endpoint.queries - queried
         surrogate = self.model(pair.set.surrogate)
         setting = pair.set.setting
         run_id = self.store.log_pair(
@@ -168,7 +179,25 @@ class StudyWork:
         return {"domain": self.cfg.data.domain, "same_arch": str(surrogate.arch == target.arch),
                 "same_init": str(surrogate.init == target.init), "same_data": str(surrogate.dev_set == target.dev_set),
                 "whitebox": str(surrogate.name == target.name), "defended": str(hardening(target) != "none"),
-                "git_sha": code()}
+                "git_sha": code(), **external_tags(target, pair.target.key)}
+
+    def external_changes(self) -> list[str]:
+        """One line per external target whose earlier pairs in the store were evaluated on another
+        model behind the same path, URI or endpoint (those pairs are not read back as its own)."""
+        lines = []
+        for name, entry in self.scheduler.zoo.items():
+            if not is_external(entry):
+                continue
+            tags = external_tags(entry, external_key(entry))
+            runs = self.store.client.search_runs(
+                [self.store.experiment_id], f"tags.kind = 'pair' and tags.external_source = '{tags['external_source']}'",
+                max_results=1000)
+            earlier = {run.data.tags.get("target_network") for run in runs} - {tags["target_network"]}
+            if earlier:
+                where = entry.external.path or entry.external.uri
+                lines.append(f"models.{name}: the model behind {where} has changed since {len(runs)} earlier pair "
+                             "run(s) (its file, registry version or probe scores differ); its pairs are evaluated anew")
+        return lines
 
     def examples(self, group: SetGroup) -> dict:
         """The report's example images: the first test batch, clean and attacked by the group's set."""
@@ -177,6 +206,13 @@ class StudyWork:
         setting = group.set.setting
         return example_images(next(self.test.batches()), adv, ctrl, self.cfg.data.domain,
                               f"{group.set.surrogate.name}: {setting['name']} eps={setting['eps']:g}")
+
+
+def external_tags(entry, key: str) -> dict:
+    """An external target's pair-run tags: its declared source's digest and its network identity."""
+    if not is_external(entry):
+        return {}
+    return {"external_source": digest(external_source(entry.external)), "target_network": key}
 
 
 def stored_row(run) -> dict:

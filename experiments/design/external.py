@@ -1,0 +1,125 @@
+"""External zoo entries: a team's own model, trained elsewhere, as a target (or a differentiable surrogate).
+
+An entry `{name, external: {format, path | uri, input, output, ...}}` is never trained. This module
+holds its schema and contract checks (pure: nothing is loaded here); `experiments.execution.external`
+loads and scores it, `experiments.preflight.externals` probes it before a study starts.
+
+The contract (docs/architecture.md, "External models"): the model takes NCHW float images of
+`input.size` and `input.channels`, normalised as `(pixel - mean) / std` from [0, 1] pixels; its
+outputs are `output.kind` (logits or probabilities), named by `output.labels` in output order.
+"""
+from __future__ import annotations
+
+FORMATS = ("export", "onnx", "mlflow", "http")
+DIFFERENTIABLE = ("export",)  # an `mlflow` model is when it has a pt2 PyTorch flavour (seen when loaded)
+OUTPUT_KINDS = ("logits", "probabilities")
+DEVICES = ("cpu", "cuda")
+# Keys of an entry and their defaults; `fingerprint` is set by the run (the probe's digest), never by hand.
+DEFAULTS = {"path": "", "uri": "", "device": "cpu", "batch_size": 32, "timeout": 30.0, "retries": 3,
+            "backoff": 0.5, "concurrency": 2, "token_env": "", "fingerprint": ""}
+HTTP_KEYS = ("batch_size", "timeout", "retries", "backoff", "concurrency", "token_env")
+MLFLOW_SCHEMES = ("models:/", "runs:/")
+
+
+class ContractError(ValueError):
+    """An external entry that cannot be used as declared (the message names the entry's key)."""
+
+
+def is_external(entry) -> bool:
+    return bool(entry.get("external"))
+
+
+def external_settings(name: str, external: dict) -> dict:
+    """The complete settings of entry `name`'s `external` mapping (defaults filled in), or
+    ContractError naming the key."""
+    where = f"models.{name}.external"
+    known = {"format", "input", "output", *DEFAULTS}
+    unknown = sorted(set(external) - known)
+    if unknown:
+        raise ContractError(f"{where}.{unknown[0]}: unknown key; valid: {', '.join(sorted(known))}")
+    settings = {**DEFAULTS, **external}
+    fmt = settings.get("format")
+    if fmt not in FORMATS:
+        raise ContractError(f"{where}.format: unknown {fmt!r}; valid: {', '.join(FORMATS)}")
+    location = "path" if fmt in ("export", "onnx") else "uri"
+    if not settings[location]:
+        raise ContractError(f"{where}.{location}: required for format {fmt}")
+    if fmt == "mlflow" and not str(settings["uri"]).startswith(MLFLOW_SCHEMES):
+        raise ContractError(f"{where}.uri: {settings['uri']!r}; an MLflow model URI is models:/<name>/<version>, "
+                            "models:/<name>@<alias> or runs:/<run id>/<path>")
+    if fmt == "http" and not str(settings["uri"]).startswith(("http://", "https://")):
+        raise ContractError(f"{where}.uri: {settings['uri']!r}; a scoring endpoint is http(s)://host:port")
+    if settings["device"] not in DEVICES:
+        raise ContractError(f"{where}.device: unknown {settings['device']!r}; valid: {', '.join(DEVICES)}")
+    for key in ("batch_size", "concurrency"):
+        if int(settings[key]) < 1:
+            raise ContractError(f"{where}.{key}: {settings[key]}; must be at least 1")
+    if int(settings["retries"]) < 0 or float(settings["timeout"]) <= 0 or float(settings["backoff"]) < 0:
+        raise ContractError(f"{where}: timeout must be above 0, retries and backoff at least 0")
+    settings["input"] = _input(where, settings.get("input") or {})
+    settings["output"] = _output(where, settings.get("output") or {})
+    return settings
+
+
+def _input(where: str, given: dict) -> dict:
+    unknown = sorted(set(given) - {"size", "channels", "mean", "std"})
+    if unknown:
+        raise ContractError(f"{where}.input.{unknown[0]}: unknown key; valid: channels, mean, size, std")
+    size, channels = int(given.get("size", 0)), int(given.get("channels", 0))
+    if size < 0 or channels < 0:
+        raise ContractError(f"{where}.input: size and channels must be positive (0 = the study's)")
+    mean = [float(v) for v in given.get("mean", [0.0])]
+    std = [float(v) for v in given.get("std", [1.0])]
+    for key, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, channels or len(values)):
+            raise ContractError(f"{where}.input.{key}: {len(values)} values for {channels} channels")
+    if any(s <= 0 for s in std):
+        raise ContractError(f"{where}.input.std: {std}; every value must be above 0")
+    return {"size": size, "channels": channels, "mean": mean, "std": std}
+
+
+def _output(where: str, given: dict) -> dict:
+    unknown = sorted(set(given) - {"kind", "labels"})
+    if unknown:
+        raise ContractError(f"{where}.output.{unknown[0]}: unknown key; valid: kind, labels")
+    kind = given.get("kind", "logits")
+    if kind not in OUTPUT_KINDS:
+        raise ContractError(f"{where}.output.kind: unknown {kind!r}; valid: {', '.join(OUTPUT_KINDS)}")
+    labels = [str(label) for label in given.get("labels", [])]
+    if len(set(labels)) != len(labels):
+        raise ContractError(f"{where}.output.labels: {labels} names a label twice")
+    return {"kind": kind, "labels": labels}
+
+
+def output_columns(name: str, output: dict, task: str, label_names: list[str]) -> list[int]:
+    """Which model output is each score of the study's task layout, in the study's label order
+    (binary: [positive] or [positive, negative]); ContractError naming the entry when the declared
+    labels cannot give the task's scores."""
+    where = f"models.{name}.external.output.labels"
+    labels = output["labels"]
+    if task == "binary":
+        positive = label_names[0]
+        if len(labels) <= 1:
+            if labels and labels != [positive]:
+                raise ContractError(f"{where}: {labels}; the study's positive label is {positive!r}")
+            return [0]
+        if len(labels) != 2 or positive not in labels:
+            raise ContractError(f"{where}: {labels}; a binary model has one output, or two outputs of "
+                                f"which one is the study's positive label {positive!r}")
+        return [labels.index(positive), 1 - labels.index(positive)]
+    if not labels:
+        return list(range(len(label_names)))
+    missing = [label for label in label_names if label not in labels]
+    if missing:
+        raise ContractError(f"{where}: no output for the study's label {missing[0]!r}")
+    if task == "multiclass" and len(labels) != len(label_names):
+        raise ContractError(f"{where}: {len(labels)} outputs for the study's {len(label_names)} classes "
+                            "(a softmax over other classes is not the study's)")
+    return [labels.index(label) for label in label_names]
+
+
+def external_source(settings: dict) -> dict:
+    """The declared part of an external model's identity: format, location and contract (what the
+    probe finds is added as `fingerprint`)."""
+    return {"format": settings["format"], "location": settings["path"] or settings["uri"],
+            "input": settings["input"], "output": settings["output"]}
