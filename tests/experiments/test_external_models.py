@@ -146,7 +146,6 @@ def external_models(root: Path, url: str, names=("a", "b", "a_pt2", "a_onnx", "a
             "attacks=[{name: ifgsm, eps: [0.02], params: {alpha: 0.005, steps: 3}}]"]
 
 
-@pytest.mark.slow
 def test_every_format_gives_the_in_process_numbers(exported, smoke_config):
     root, url = exported["root"], exported["url"]
     proxy = Proxy(url)
@@ -170,7 +169,6 @@ def test_every_format_gives_the_in_process_numbers(exported, smoke_config):
     assert (again.loc[:, "run_id"] == table.loc[:, "run_id"]).all()
 
 
-@pytest.mark.slow
 def test_an_endpoint_failing_mid_pair_leaves_no_finished_run_and_the_rerun_resumes(exported, smoke_config,
                                                                                   tmp_path):
     root, url = exported["root"], exported["url"]
