@@ -20,6 +20,7 @@ from lightning_modules.pretrained import load_state_dict_file
 from .outline import INDEX_FILES, DomainWork, human_bytes, outline
 from .ranks import device_count
 from .ray_cluster import ray_problems
+from .sqlite_store import store_problem
 from .tracking import artifact_root, check_tracking_uri, default_tracking_uri
 from .weights import weight_problems
 from .zoo import expand_zoo, is_ensemble
@@ -98,7 +99,8 @@ def tracking_problems(cfg: DictConfig) -> list[str]:
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not os.access(existing_ancestor(folder), os.W_OK):
             return [f"tracking.uri: {folder} cannot be written"]
-    return []
+    problem = store_problem(uri)  # a half-built store without runs is replaced, not a problem
+    return [problem] if problem else []
 
 
 def device_problems(cfg: DictConfig) -> list[str]:
