@@ -97,7 +97,13 @@ class LocalExecutor:
         return self.bootstraps[job]
 
     def evaluate(self, pair: PairJob, shared: dict) -> dict:
-        """Score the target on the pair's set and log the pair run; the result row's numbers and run id."""
+        """Score the target on the pair's set and log the pair run; the result row's numbers and run id.
+        Under the pair's lock: a pair another process logged meanwhile is read back, not done twice."""
+        with self.store.pair_lock(pair.key):
+            found = self.store.finished_pair(pair.key)
+            return stored_row(found) if found is not None else self._evaluate(pair, shared)
+
+    def _evaluate(self, pair: PairJob, shared: dict) -> dict:
         start = time.perf_counter()
         target, clean = self.model(pair.target), self.clean_scores(pair.target)
         adversarial, control = self.predictor.set_scores(target.module, SetBatches(self.cache.root, pair.set.key))

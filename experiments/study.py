@@ -6,6 +6,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from attacks import AdversarialSetCache
@@ -59,8 +60,9 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     table.attrs["ui"] = "\n".join(dict.fromkeys(line for t in tables for line in t.attrs["ui"].splitlines()))
     if shard == (0, 1):
         uri, report = cfg.tracking.uri or default_tracking_uri(), Path(cfg.output_dir) / cfg.name / "report"
-        findings = findings_section(table, uri, report, cfg.bootstrap_resamples, cfg.seed)
-        defences = defences_section(table, uri, report, cfg.bootstrap_resamples, cfg.seed)
+        with report_lock(cfg):
+            findings = findings_section(table, uri, report, cfg.bootstrap_resamples, cfg.seed)
+            defences = defences_section(table, uri, report, cfg.bootstrap_resamples, cfg.seed)
         table.attrs["summary"] = "\n".join([*(t.attrs.get("summary", "") for t in tables), findings, defences])
     return table
 
@@ -102,8 +104,17 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int]) -> pd
         table.attrs["ui"] = ui_hint(uri, bool(cfg.tracking.uri), experiment_id, store.parent_id, cfg.data.domain)
         if shard == (0, 1):
             examples = examples_of(executor, scheduler.groups[0], cfg.data.domain) if scheduler.groups else None
-            table.attrs["summary"] = write_outputs(table, output_dir / cfg.name / "report", examples, data.manifest)
+            with report_lock(cfg):
+                table.attrs["summary"] = write_outputs(table, output_dir / cfg.name / "report", examples,
+                                                       data.manifest)
     return table
+
+
+def report_lock(cfg: DictConfig) -> FileLock:
+    """Held while a study's report folder is written: two processes of one study never write it at once."""
+    locks = Path(cfg.output_dir) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"report-{cfg.name}.lock"))
 
 
 def domain_executor(cfg: DictConfig, scheduler: Scheduler, store: StudyRuns, data: DomainData) -> LocalExecutor:
