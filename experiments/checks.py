@@ -75,8 +75,6 @@ def data_problems(data: DictConfig) -> list[str]:
         return [f"data.source: {data.source} holds {SOURCE_DOMAIN[data.source]} data, not {data.domain}"]
     if data.source == "synthetic":
         return []
-    if data.source == "csv" and data.channels not in (0, 1, 3):
-        return [f"data.channels: {data.channels}; image files are read as 1 (grey) or 3 (RGB) channels"]
     if not data.root:
         return [f"data.root ({data.domain}): required for source {data.source}"]
     root = Path(str(data.root)).expanduser()

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import CONFIG_DIR, ConfigError
+from .stopping import StopSignals, exit_at_once
 
 EPILOG = """\
 overrides are OmegaConf dotlist entries, for example:
@@ -27,6 +27,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import CONFIG_DIR
+
     parser = argparse.ArgumentParser(
         prog="medtransfer",
         description="Measure how adversarial attacks crafted on surrogate medical-image classifiers "
@@ -85,7 +87,23 @@ def parse_store(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command line; a Ctrl-C (exit 130) or SIGTERM (exit 143) at any moment, start-up included,
+    is one line: the study's open runs end KILLED, finished work is kept."""
+    with exit_at_once():
+        args = build_parser().parse_args(argv)
+        if args.command != "models":
+            from . import console, study, tracking  # noqa: F401 (torch, Lightning, MLflow)
+    with StopSignals() as stop:
+        try:
+            return command(args)
+        except KeyboardInterrupt:
+            print(stop.line(), file=sys.stderr)
+            return stop.exit_status()
+
+
+def command(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+
     if args.command == "models":
         from lightning_modules import architecture_listing
         print(architecture_listing())
@@ -122,10 +140,6 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(err).splitlines():  # several problems found up front: one line each
             print(f"medtransfer: error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("medtransfer: interrupted; finished work is kept, run the same command again to resume",
-              file=sys.stderr)
-        return 130
     print()
     print(table.attrs.get("summary") or format_table(table))
     if "summary" in table.attrs:
@@ -136,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def weights_command(args) -> int:
     """`medtransfer weights`: list (and with --from, install) the ImageNet files; 2 if any is unusable."""
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .weights import all_torchvision_files, install_from, listing, needed_files
 
     if args.config is None and args.source is None:

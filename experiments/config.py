@@ -19,6 +19,7 @@ from lightning_modules.defences import defence_params
 from lightning_modules.model import INITS
 
 from .ranks import MULTI_PROCESS_STRATEGIES, world_size
+from .value_ranges import location_problem, range_problem
 from .zoo import PAIR_MODES, expand_zoo, is_ensemble
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -220,8 +221,10 @@ def domain_config(cfg: DictConfig, domain: str) -> DictConfig:
 
 
 def validate(cfg: DictConfig) -> None:
-    for domain in cfg.domains:
-        domain_config(cfg, domain)
+    for study in [cfg, *(domain_config(cfg, domain) for domain in cfg.domains)]:
+        problem = range_problem(study) or location_problem(study)
+        if problem:
+            raise ConfigError(problem if study is cfg else f"domains.{study.data.domain}: {problem}")
     try:
         zoo = expand_zoo(cfg)
     except ValueError as err:
