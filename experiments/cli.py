@@ -126,6 +126,7 @@ def command(args: argparse.Namespace) -> int:
             return 1
     from .config import load_config
     from .study import format_table, run_study
+    from .write_errors import WriteFailed
 
     try:
         if args.command == "weights":
@@ -140,6 +141,9 @@ def command(args: argparse.Namespace) -> int:
         for line in str(err).splitlines():  # several problems found up front: one line each
             print(f"medtransfer: error: {line}", file=sys.stderr)
         return 2
+    except WriteFailed as err:  # a full disk or a read-only folder, met while working
+        print(f"medtransfer: error: {err}", file=sys.stderr)
+        return 1
     print()
     print(table.attrs.get("summary") or format_table(table))
     if "summary" in table.attrs:

@@ -24,6 +24,7 @@ from .predicting import Predictor
 from .runs import StudyRuns
 from .scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
 from .training import TrainedModel, train_model
+from .write_errors import writing
 from .zoo import entry_params, hardening, is_ensemble
 from .zoo_models import ensemble_of, training_entry, with_defence
 
@@ -66,8 +67,9 @@ class LocalExecutor:
         start = time.perf_counter()
         setting = job.setting
         label = f"crafting {job.surrogate.name} {setting['name']} eps={setting['eps']:g}"
-        self.cache.ensure(job.key, lambda write: self.predictor.craft(
-            surrogate, self.test_batches, setting, job.seed, self.test.task, write, label))
+        with writing(self.cache.root, f"adversarial set {job.key}"):
+            self.cache.ensure(job.key, lambda write: self.predictor.craft(
+                surrogate, self.test_batches, setting, job.seed, self.test.task, write, label))
         return time.perf_counter() - start
 
     def run_group(self, group: SetGroup) -> list[dict]:

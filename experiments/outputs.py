@@ -9,6 +9,7 @@ import torch
 
 from .plots import epsilon_curves, example_grid, transfer_heatmaps
 from .reports import markdown_table, summary, write_tables
+from .write_errors import writing
 from .zoo import hardening, training_twins
 
 EXAMPLE_IMAGES = 6
@@ -48,7 +49,8 @@ def write_outputs(results: pd.DataFrame, out_dir: Path, examples: dict | None, m
         n = EXAMPLE_IMAGES
         example_grid(examples["clean"][:n], examples["adv"][:n], examples["control"][:n],
                      out_dir / f"examples_{examples['domain']}.png", title=examples["title"])
-    mlflow.log_artifacts(str(out_dir))
+    with writing(mlflow.get_artifact_uri().removeprefix("file://"), "the report's copy in the study run"):
+        mlflow.log_artifacts(str(out_dir))
     return summary(results) if not results.empty else "(no results)"
 
 

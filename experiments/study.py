@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attacks import AdversarialSetCache
 from datamodules import DomainData
+from datamodules.synthetic.cache import cache_root
 
 from .config import domain_config, load_config
 from .console import stage_bar
@@ -25,8 +26,10 @@ from .ranks import DeviceGroup
 from .reports import markdown_table
 from .runs import StudyRuns
 from .scheduler import Scheduler
-from .tracking import default_tracking_uri, setup_experiment, ui_hint
+from .sqlite_store import sqlite_path
+from .tracking import artifact_root, default_tracking_uri, setup_experiment, ui_hint
 from .training import domain_data
+from .write_errors import store_writes, writing
 
 RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "auc_clean", "auc_adv", "auc_control",
                   "auc_pct_clean", "asr"]
@@ -53,6 +56,12 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     from .checks import require_ready
     require_ready(cfg)
     studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
+    uri = cfg.tracking.uri or default_tracking_uri()
+    with store_writes(sqlite_path(uri), artifact_root(uri) and Path(artifact_root(uri).removeprefix("file://"))):
+        return _run_studies(cfg, studies, shard)
+
+
+def _run_studies(cfg: DictConfig, studies: list[DictConfig], shard: tuple[int, int]) -> pd.DataFrame:
     data = [read_data(study) for study in studies]  # all of it, before any store or folder is made
     with DeviceGroup(cfg):  # followers for the trainer's further devices, if any
         tables = [_run_domain(study, domain, shard) for study, domain in zip(studies, data)]
@@ -60,7 +69,7 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     table.attrs["ui"] = "\n".join(dict.fromkeys(line for t in tables for line in t.attrs["ui"].splitlines()))
     if shard == (0, 1):
         uri, report = cfg.tracking.uri or default_tracking_uri(), Path(cfg.output_dir) / cfg.name / "report"
-        with report_lock(cfg):
+        with report_lock(cfg), writing(report, "the findings and defences tables"):
             findings = findings_section(table, uri, report, cfg.bootstrap_resamples, cfg.seed)
             defences = defences_section(table, uri, report, cfg.bootstrap_resamples, cfg.seed)
         table.attrs["summary"] = "\n".join([*(t.attrs.get("summary", "") for t in tables), findings, defences])
@@ -70,7 +79,8 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
 def read_data(cfg: DictConfig) -> DomainData:
     """A domain's data, read and checked once, with its test split and d1 checked to be non-empty
     (d1 runs out of patients first: d2 is at least as large, d1/10 and d2/2 keep at least one)."""
-    data = domain_data(cfg).prepare()
+    with writing(cache_root(cfg.data.cache_dir) or "the data cache", f"the generated {cfg.data.domain} data"):
+        data = domain_data(cfg).prepare()
     data.datamodule("d1").setup()
     return data
 
@@ -104,8 +114,9 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int]) -> pd
         table.attrs["ui"] = ui_hint(uri, bool(cfg.tracking.uri), experiment_id, store.parent_id, cfg.data.domain)
         if shard == (0, 1):
             examples = examples_of(executor, scheduler.groups[0], cfg.data.domain) if scheduler.groups else None
-            with report_lock(cfg):
-                table.attrs["summary"] = write_outputs(table, output_dir / cfg.name / "report", examples,
+            report = output_dir / cfg.name / "report"
+            with report_lock(cfg), writing(report, "the report"):
+                table.attrs["summary"] = write_outputs(table, report, examples,
                                                        data.manifest)
     return table
 
