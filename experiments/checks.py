@@ -125,11 +125,6 @@ def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int,
     manifest) and, for a local store, its database (schema and runs) and run artifacts (model
     checkpoints, per-pair predictions, the report's copy). Upper estimates, from a smoke study's files."""
     needs = []
-    database = sqlite_path(cfg.tracking.uri or default_tracking_uri())
-    if database is not None:
-        runs = sum(len(domain.models) + len(domain.pairs) + 1 for domain in work)
-        needs.append((database.parent, (0 if database.is_file() else STORE_BYTES) + runs * RUN_BYTES,
-                      f"tracking store ({runs} runs)"))
     for domain in work:
         data = domain.data
         if data.cache_file is not None and not data.cache_file.is_file():
@@ -149,6 +144,11 @@ def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int,
                           f"{len(domain.pairs)} pair predictions and the report's copy"))
         needs.append((Path(domain.cfg.output_dir) / domain.cfg.name / "report", report_bytes(domain),
                       f"{domain.cfg.data.domain} report"))
+    database = sqlite_path(cfg.tracking.uri or default_tracking_uri())
+    if database is not None:
+        runs = sum(len(domain.models) + len(domain.pairs) + 1 for domain in work)
+        needs.append((database.parent, (0 if database.is_file() else STORE_BYTES) + runs * RUN_BYTES,
+                      f"tracking store ({runs} runs)"))
     return needs
 
 
