@@ -5,7 +5,8 @@ again, unkilled: it exits 0 and the store holds exactly the pair runs of an unin
 params, metrics equal to 1e-6 apart from timings), no duplicate and no unfinished run, and the
 earlier study's runs exactly as they were.
 
-The pairs' identities hold the code version, so the work tree must not change while it runs.
+The processes run a copy of the code outside git, so that edits to the work tree meanwhile do not
+change the identities (which hold the code version).
 Slow (about 15 minutes on 2 shared cores): `pytest -m slow tests/reliability/test_kill_anywhere.py -s`
 prints one line per instant (what the store and folders held when the kill landed)."""
 import os
@@ -28,15 +29,24 @@ from .test_faults import ENV, TIMINGS, sqlite_uri, study_args
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = preset_path("smoke")
+PACKAGES = ("attacks", "datamodules", "experiments", "lightning_modules")
 EARLIER = ["seed=1"]  # another study in the same experiment: other models, sets and pairs
 
 
-def launch(uri: str, root: Path, log: Path) -> subprocess.Popen:
-    """The CLI on the smoke study in its own process group, with its own synthetic-data cache."""
+def snapshot_code(folder: Path) -> Path:
+    """A copy of the packages outside git: its code version is fixed ("unknown"), so the identities
+    stay the same however the work tree changes while the test runs."""
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, folder / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+def launch(code: Path, uri: str, root: Path, log: Path) -> subprocess.Popen:
+    """The CLI (of the code copy) on the smoke study in its own process group, with its own data cache."""
     with open(log, "w") as stderr:
         return subprocess.Popen([sys.executable, "-m", "experiments", "run", "--config", str(CONFIG),
-                                 *study_args(uri, root / "out")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
-                                env={**ENV, "PYTHONPATH": str(REPO), "MEDTRANSFER_CACHE": str(root / "cache")},
+                                 *study_args(uri, root / "out")], cwd=code, stdout=subprocess.DEVNULL, stderr=stderr,
+                                env={**ENV, "PYTHONPATH": str(code), "MEDTRANSFER_CACHE": str(root / "cache")},
                                 start_new_session=True)
 
 
@@ -90,7 +100,8 @@ def timeline(process: subprocess.Popen, uri: str, root: Path) -> dict[str, float
 def test_sigkill_at_any_instant_then_rerun_gives_the_uninterrupted_pairs(tmp_path, capsys):
     reference_root = tmp_path / "reference"
     reference_uri = sqlite_uri(reference_root)
-    process = launch(reference_uri, reference_root, tmp_path / "reference.txt")
+    code = snapshot_code(tmp_path / "code")
+    process = launch(code, reference_uri, reference_root, tmp_path / "reference.txt")
     times = timeline(process, reference_uri, reference_root)
     assert process.returncode == 0, (tmp_path / "reference.txt").read_text()[-3000:]
     expected = {r.data.tags["config_hash"]: pair_record(r) for r in all_runs(reference_uri)
@@ -114,14 +125,14 @@ def test_sigkill_at_any_instant_then_rerun_gives_the_uninterrupted_pairs(tmp_pat
         if existing:
             shutil.copy(prepared / "mlflow.db", root / "mlflow.db")
         uri = sqlite_uri(root)
-        killed = launch(uri, root, root / "killed.txt")
+        killed = launch(code, uri, root, root / "killed.txt")
         time.sleep(instant)
         if killed.poll() is None:
             os.killpg(killed.pid, signal.SIGKILL)
         code = killed.wait()
         at_kill = state(uri, root)
 
-        rerun = launch(uri, root, root / "rerun.txt")
+        rerun = launch(code, uri, root, root / "rerun.txt")
         assert rerun.wait(timeout=600) == 0, f"instant {instant:.2f} s: " + (root / "rerun.txt").read_text()[-3000:]
         runs = all_runs(uri)
         active = [r for r in runs if r.info.lifecycle_stage == "active"]
