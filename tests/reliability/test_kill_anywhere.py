@@ -129,7 +129,7 @@ def test_sigkill_at_any_instant_then_rerun_gives_the_uninterrupted_pairs(tmp_pat
         time.sleep(instant)
         if killed.poll() is None:
             os.killpg(killed.pid, signal.SIGKILL)
-        code = killed.wait()
+        status = killed.wait()
         at_kill = state(uri, root)
 
         rerun = launch(code, uri, root, root / "rerun.txt")
@@ -155,5 +155,5 @@ def test_sigkill_at_any_instant_then_rerun_gives_the_uninterrupted_pairs(tmp_pat
         assert not list((root / "out" / "adversarial_sets").glob("*.tmp"))
         assert (root / "out" / "smoke" / "report" / "results.csv").is_file()
         with capsys.disabled():
-            print(f"{instant:6.2f} s  {'existing' if existing else 'fresh':8}  exit {code:4}  "
+            print(f"{instant:6.2f} s  {'existing' if existing else 'fresh':8}  exit {status:4}  "
                   f"at kill: {at_kill}  ->  rerun exit 0, 8 pairs as uninterrupted", flush=True)

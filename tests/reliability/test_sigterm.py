@@ -4,7 +4,6 @@ the study run (and the training run in progress) end KILLED, no temporary file i
 finishes the work with one FINISHED run per piece of it."""
 import signal
 import time
-from pathlib import Path
 
 import pytest
 from filelock import FileLock, Timeout
@@ -68,39 +67,3 @@ def test_sigterm_stops_cleanly_and_the_rerun_finishes(stage, tmp_path, monkeypat
     assert sorted(r.info.run_id for r in pairs) == sorted(table["run_id"])
     assert [r.info.status for r in runs(uri, "study")] == ["FINISHED"]
 
-
-def followers_of(pid: int) -> list[int]:
-    """The study's follower processes (`python -m experiments.follower`, children of `pid`)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if b"experiments.follower" in command and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-@pytest.mark.slow
-def test_sigterm_during_a_two_process_fit_stops_the_followers(tmp_path):
-    """`trainer.devices=2` on the CPU (gloo): SIGTERM to the main process during a DDP fit: exit 143
-    with one line, the study and training runs KILLED, the follower process gone."""
-    uri, output_dir = sqlite_uri(tmp_path), tmp_path / "out"
-    args = study_args(uri, output_dir, *SLOW_STAGES, "trainer.accelerator=cpu", "trainer.devices=2",
-                      "trainer.strategy=ddp")
-    process = start(args, tmp_path / "stderr.txt")
-    caught = wait_for(process, "training", uri, output_dir)
-    followers = followers_of(process.pid)
-    assert len(followers) == 1
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 143, (tmp_path / "stderr.txt").read_text()[-3000:]
-    stderr = (tmp_path / "stderr.txt").read_text()
-    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == STOPPED
-    assert [r.info.status for r in runs(uri, "study")] == ["KILLED"]
-    assert MlflowClient(uri).get_run(caught.info.run_id).info.status == "KILLED"
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{followers[0]}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not Path(f"/proc/{followers[0]}").exists(), "the follower outlived the study"
