@@ -67,12 +67,12 @@ def pair_record(run) -> tuple[dict, dict]:
     return run.data.params, {k: v for k, v in run.data.metrics.items() if k not in TIMINGS}
 
 
-def state(uri: str, root: Path) -> str:
-    """What the study had written when it was killed, in words."""
+def state(uri: str, root: Path, earlier: dict) -> str:
+    """What the study had written when it was killed (the earlier study's runs left out), in words."""
     db = Path(uri.removeprefix("sqlite:///"))
     if not db.is_file():
         return "no store yet" + (" (store being built)" if list(db.parent.glob("*.tmp")) else "")
-    runs = [r for r in all_runs(uri) if r.data.tags.get("mlflow.parentRunId") != "earlier"]
+    runs = [r for r in all_runs(uri) if r.info.run_id not in earlier]
     count = {kind: sum(r.data.tags.get("kind") == kind and r.info.status == "FINISHED" for r in runs)
              for kind in ("model", "pair")}
     running = sorted({r.data.tags.get("kind") for r in runs if r.info.status == "RUNNING"} - {"study"})
@@ -130,7 +130,7 @@ def test_sigkill_at_any_instant_then_rerun_gives_the_uninterrupted_pairs(tmp_pat
         if killed.poll() is None:
             os.killpg(killed.pid, signal.SIGKILL)
         status = killed.wait()
-        at_kill = state(uri, root)
+        at_kill = state(uri, root, earlier if existing else {})
 
         rerun = launch(code, uri, root, root / "rerun.txt")
         assert rerun.wait(timeout=600) == 0, f"instant {instant:.2f} s: " + (root / "rerun.txt").read_text()[-3000:]
