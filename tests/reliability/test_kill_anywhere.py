@@ -1,6 +1,7 @@
-"""Kill anywhere (issue 23): the smoke study's whole process group is SIGKILLed at 13 instants spread
-over a run, from its first 100 ms to the report, on a fresh store for some instants and on a store
-that already holds another finished study for the others. After each kill the same command runs
+"""Kill anywhere (issue 23): the smoke study's whole process group is SIGKILLed at 14 instants spread
+over a run, from its first 100 ms to the report (each a moment the killed run itself shows: its start,
+its store being built, a set being written, the report folder, plus a delay), on a fresh store for
+some instants and on a store that already holds another finished study for the others. After each kill the same command runs
 again, unkilled: it exits 0 and the store holds exactly the pair runs of an uninterrupted run (same
 params, metrics equal to 1e-6 apart from timings), no duplicate and no unfinished run, and the
 earlier study's runs exactly as they were.
@@ -48,6 +49,24 @@ def launch(code: Path, uri: str, root: Path, log: Path) -> subprocess.Popen:
                                  *study_args(uri, root / "out")], cwd=code, stdout=subprocess.DEVNULL, stderr=stderr,
                                 env={**ENV, "PYTHONPATH": str(code), "MEDTRANSFER_CACHE": str(root / "cache")},
                                 start_new_session=True)
+
+
+OUT = Path("out")
+# when a killed run shows each event: a file or folder appears under its root
+EVENTS = {
+    "start": lambda root: True,
+    "store-tmp": lambda root: bool(list(root.glob("mlflow.db.*.tmp"))),  # the store being built
+    "store": lambda root: (root / "mlflow.db").is_file(),
+    "set-tmp": lambda root: bool(list((root / OUT / "adversarial_sets").glob("*.tmp"))),  # a set being written
+    "set": lambda root: bool(list((root / OUT / "adversarial_sets").glob("*.pt"))),
+    "report": lambda root: (root / OUT / "smoke" / "report").is_dir(),
+    "results": lambda root: (root / OUT / "smoke" / "report" / "results.csv").is_file(),
+}
+# (event, seconds after it, on a store holding the earlier study): from the first 100 ms to the report
+INSTANTS = [("start", 0.05, False), ("start", 0.5, True), ("start", 3.0, False), ("store-tmp", 0.0, False),
+            ("store-tmp", 0.5, False), ("store", 0.2, False), ("set-tmp", 0.0, True), ("set", 0.0, True),
+            ("set", 1.5, False), ("middle", 0.5, True), ("report", 0.0, True), ("report", 0.3, False),
+            ("results", 0.1, True), ("results", 1.0, False)]
 
 
 def all_runs(uri: str) -> list:
@@ -113,27 +132,30 @@ def test_sigkill_at_any_instant_then_rerun_gives_the_uninterrupted_pairs(tmp_pat
     earlier = {r.info.run_id: snapshot(r) for r in all_runs(sqlite_uri(prepared))}
 
     end, report = times["end"], times.get("report", times["end"] - 1.0)
-    instants = [0.05, 0.5, 1.5, *(end * f for f in (0.15, 0.3, 0.45, 0.6, 0.7, 0.8, 0.9)),
-                report + 0.05, (report + end) / 2, end - 0.3]
     with capsys.disabled():
         print(f"\nuninterrupted run: store at {times.get('store', float('nan')):.2f} s, report at {report:.2f} s, "
               f"end at {end:.2f} s", flush=True)
-    for i, instant in enumerate(instants):
-        existing = i % 2 == 1
+    for i, (event, delay, existing) in enumerate(INSTANTS):
         root = tmp_path / f"kill{i}"
         root.mkdir()
         if existing:
             shutil.copy(prepared / "mlflow.db", root / "mlflow.db")
         uri = sqlite_uri(root)
         killed = launch(code, uri, root, root / "killed.txt")
-        time.sleep(instant)
+        started = time.monotonic()
+        if event == "middle":  # half the uninterrupted run's time
+            event, delay = "start", end * delay
+        while killed.poll() is None and not EVENTS[event](root):
+            time.sleep(0.005)
+        time.sleep(delay)
         if killed.poll() is None:
             os.killpg(killed.pid, signal.SIGKILL)
+        instant = time.monotonic() - started
         status = killed.wait()
         at_kill = state(uri, root, earlier if existing else {})
 
         rerun = launch(code, uri, root, root / "rerun.txt")
-        assert rerun.wait(timeout=600) == 0, f"instant {instant:.2f} s: " + (root / "rerun.txt").read_text()[-3000:]
+        assert rerun.wait(timeout=600) == 0, f"{event} + {delay} s: " + (root / "rerun.txt").read_text()[-3000:]
         runs = all_runs(uri)
         active = [r for r in runs if r.info.lifecycle_stage == "active"]
         ours = [r for r in active if r.info.run_id not in earlier]
@@ -155,5 +177,6 @@ def test_sigkill_at_any_instant_then_rerun_gives_the_uninterrupted_pairs(tmp_pat
         assert not list((root / "out" / "adversarial_sets").glob("*.tmp"))
         assert (root / "out" / "smoke" / "report" / "results.csv").is_file()
         with capsys.disabled():
-            print(f"{instant:6.2f} s  {'existing' if existing else 'fresh':8}  exit {status:4}  "
+            print(f"{event:>9} + {delay:4.2f} s = {instant:6.2f} s  {'existing' if existing else 'fresh':8}  "
+                  f"exit {status:4}  "
                   f"at kill: {at_kill}  ->  rerun exit 0, 8 pairs as uninterrupted", flush=True)
