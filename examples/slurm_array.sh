@@ -11,6 +11,12 @@
 # the same model wait for the one training it, and adversarial_sets/ is read by the report run).
 # Shards split the adversarial sets (with their pairs); choose N up to the study's number of sets
 # (`medtransfer plan --config ...` lists them). Adjust the #SBATCH lines to your cluster.
+#
+# Time limit and grace period: at the limit SLURM sends SIGTERM, then SIGKILL after KillWait (30 s
+# by default). medtransfer stops on SIGTERM as on Ctrl-C: it ends its open MLflow runs KILLED and
+# exits 143 within seconds, keeping every finished model, set and pair; resubmitting the shard redoes
+# only the rest. `--signal=B:TERM@120` sends that SIGTERM 120 s before the limit, to this script's
+# process (which `exec` makes medtransfer itself), so the stop never races the SIGKILL.
 #SBATCH --job-name=medtransfer
 #SBATCH --array=0-7
 #SBATCH --gres=gpu:1
@@ -18,6 +24,7 @@
 #SBATCH --mem=32G
 #SBATCH --time=12:00:00
 #SBATCH --output=medtransfer-%A_%a.out
+#SBATCH --signal=B:TERM@120
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then

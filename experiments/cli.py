@@ -5,8 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .design.config import CONFIG_DIR, ConfigError
-from .reader_study.command import add_parser as add_readers_parser
+from .stopping import StopSignals, exit_at_once
 
 EPILOG = """\
 overrides are OmegaConf dotlist entries, for example:
@@ -28,6 +27,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .design.config import CONFIG_DIR
+    from .reader_study.command import add_parser as add_readers_parser
+
     parser = argparse.ArgumentParser(
         prog="medtransfer",
         description="Measure how adversarial attacks crafted on surrogate medical-image classifiers "
@@ -87,13 +89,30 @@ def parse_store(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command line; a Ctrl-C (exit 130) or SIGTERM (exit 143) at any moment, start-up included,
+    is one line: the study's open runs end KILLED, finished work is kept."""
+    with exit_at_once():
+        args = build_parser().parse_args(argv)
+        if args.command != "models":
+            from . import console, study  # noqa: F401 (torch, Lightning, MLflow)
+    with StopSignals() as stop:
+        try:
+            return command(args)
+        except KeyboardInterrupt:
+            print(stop.line(), file=sys.stderr)
+            return stop.exit_status()
+
+
+def command(args: argparse.Namespace) -> int:
+    from .design.config import ConfigError
+
     if args.command == "models":
         from lightning_modules import architecture_listing
         print(architecture_listing())
         return 0
     from .console import quiet_third_party
-    from .store.tracking import check_tracking_uri, default_tracking_uri
+    from .design.locations import default_tracking_uri
+    from .store.tracking import check_tracking_uri
 
     quiet_third_party()
     if args.command == "ui":
@@ -113,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return readers_command(args)
     from .design.config import load_config
     from .study import format_table, run_study
+    from .write_errors import WriteFailed
 
     try:
         if args.command == "weights":
@@ -127,10 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(err).splitlines():  # several problems found up front: one line each
             print(f"medtransfer: error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("medtransfer: interrupted; finished work is kept, run the same command again to resume",
-              file=sys.stderr)
-        return 130
+    except WriteFailed as err:  # a full disk or a read-only folder, met while working
+        print(f"medtransfer: error: {err}", file=sys.stderr)
+        return 1
     print()
     print(table.attrs.get("summary") or format_table(table))
     if "summary" in table.attrs:
@@ -141,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def weights_command(args) -> int:
     """`medtransfer weights`: list (and with --from, install) the ImageNet files; 2 if any is unusable."""
-    from .design.config import load_config
+    from .design.config import ConfigError, load_config
     from .preflight.weights import all_torchvision_files, install_from, listing, needed_files
 
     if args.config is None and args.source is None:

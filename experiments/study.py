@@ -8,19 +8,23 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules import DomainData
 
 from .design.config import domain_config, load_config
 from .design.identity import code, study_key
+from .design.locations import default_tracking_uri
 from .execution import DeviceGroup, StudyWork, WorkSpec, executor, located, read_data
 from .execution.evaluation import PAIR_METRICS
 from .preflight import require_ready, study_plan
 from .preflight.externals import pin_externals
 from .report import markdown_table, with_factors, write_report
 from .store.runs import StudyRuns
-from .store.tracking import default_tracking_uri, setup_experiment, ui_hint
+from .store.sqlite_store import sqlite_path
+from .store.tracking import artifact_root, setup_experiment, ui_hint
+from .write_errors import store_writes, writing
 
 RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "auc_clean", "auc_adv", "auc_control",
                   "auc_pct_clean", "asr"]
@@ -47,6 +51,12 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
         return study_plan(cfg)
     require_ready(cfg)
     studies = [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
+    uri = cfg.tracking.uri or default_tracking_uri()
+    with store_writes(sqlite_path(uri), artifact_root(uri) and Path(artifact_root(uri).removeprefix("file://"))):
+        return _run_studies(cfg, studies, shard)
+
+
+def _run_studies(cfg: DictConfig, studies: list[DictConfig], shard: tuple[int, int]) -> pd.DataFrame:
     data = [read_data(study) for study in studies]  # all of it, before any store or folder is made
     studies = [pin_externals(study, domain) for study, domain in zip(studies, data)]  # probed: their identity
     with DeviceGroup(cfg) as group:  # followers for the trainer's further devices, if any
@@ -84,9 +94,18 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group
         table.attrs["ui"] = ui_hint(uri, bool(cfg.tracking.uri), experiment_id, store.parent_id, cfg.data.domain)
         if shard == (0, 1):
             examples = work.examples(scheduler.groups[0]) if scheduler.groups else None
-            table.attrs["summary"] = write_report(table, output_dir / cfg.name / "report", examples, data.manifest,
-                                                  uri, cfg.bootstrap_resamples, cfg.seed)
+            report = output_dir / cfg.name / "report"
+            with report_lock(cfg), writing(report, "the report"):
+                table.attrs["summary"] = write_report(table, report, examples, data.manifest, uri,
+                                                      cfg.bootstrap_resamples, cfg.seed)
     return table
+
+
+def report_lock(cfg: DictConfig) -> FileLock:
+    """Held while a study's report folder is written: two processes of one study never write it at once."""
+    locks = Path(cfg.output_dir) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"report-{cfg.name}.lock"))
 
 
 def format_table(table: pd.DataFrame) -> str:

@@ -20,7 +20,9 @@ from lightning_modules.defences import defence_params
 from lightning_modules.model import INITS
 
 from .external import is_external
+from .locations import location_problem
 from .resources import MULTI_PROCESS_STRATEGIES, world_size
+from .value_ranges import range_problem
 from .zoo import PAIR_MODES, expand_zoo, is_ensemble
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs"
@@ -230,6 +232,10 @@ def validate(cfg: DictConfig) -> None:
         problem = domain_problem(sub.data.domain, sub.data.source)
         if problem:
             raise ConfigError(problem)
+    for study in [cfg, *(domain_config(cfg, domain) for domain in cfg.domains)]:
+        problem = range_problem(study) or location_problem(study)
+        if problem:
+            raise ConfigError(problem if study is cfg else f"domains.{study.data.domain}: {problem}")
     try:
         zoo = expand_zoo(cfg)
     except ValueError as err:

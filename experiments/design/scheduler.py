@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from .identity import attack_grid, model_key, network_key, pair_key, set_key
 from .external import is_external
+from .identity import attack_grid, model_key, network_key, pair_key, set_key
 from .zoo import default_surrogate, expand_zoo, is_ensemble, select_pairs
 
 

@@ -9,7 +9,7 @@ test set) once, from the driver's `WorkSpec`, and keeps its trained models and c
 piece of work is exactly the local executor's.
 
 Faults: an actor whose process dies is restarted and its piece of work retried (`RETRIES`); the
-retry deletes the dead attempt's unfinished run (`train_model` for models, `StudyWork.pair_row` for
+retry deletes the dead attempt's unfinished run (`train_model` for models, `StudyWork.evaluate` for
 pairs) or reads back the run it had finished, so each piece of work keeps exactly one FINISHED run.
 A Ctrl-C (or any error) cancels the study's work: Ray flags the running pieces, which stop at their
 next batch (`devices.Process.callbacks`) and end their runs KILLED.
@@ -57,7 +57,7 @@ class StudyWorker:
 
     def evaluate(self, pair: PairJob, shared: dict) -> dict:
         """Evaluate and log a pair (or read back the run an earlier attempt finished); its row's numbers."""
-        return self.work.pair_row(pair, shared)
+        return self.work.evaluate(pair, shared)
 
 
 class RayExecutor:

@@ -23,11 +23,12 @@ from lightning_modules.pretrained import load_state_dict_file
 
 from ..console import TrainingBar
 from ..design.identity import adversarial_training, model_identity, model_key, model_seed
+from ..design.locations import default_tracking_uri
 from ..store.datasets import log_dataset, split_dataset
 from ..store.logged_models import log_trained_model
 from ..store.model_store import (CHECKPOINT_ARTIFACT, EpochMetrics, download_checkpoint, find_trained,
                                  find_unfinished, finish_training_run, start_training_run)
-from ..store.tracking import default_tracking_uri, setup_experiment
+from ..store.tracking import setup_experiment
 from .devices import Process
 
 

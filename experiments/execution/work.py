@@ -17,16 +17,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from attacks import AdversarialSetCache
 from datamodules import DomainData
+from datamodules.synthetic.cache import cache_root
 
 from ..design.external import external_source, is_external
 from ..design.identity import code, data_identity, digest, external_key, study_key
+from ..design.locations import default_tracking_uri
 from ..design.scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
 from ..design.zoo import entry_params, hardening, is_ensemble
 from ..report.bootstrap import PairedBootstrap
 from ..report.outputs import example_images
 from ..store.datasets import split_dataset
 from ..store.runs import StudyRuns
-from ..store.tracking import default_tracking_uri, setup_experiment
+from ..store.tracking import setup_experiment
+from ..write_errors import writing
 from .batches import SetBatches, TestBatches
 from .devices import DeviceGroup
 from .evaluation import PAIR_METRICS, evaluate_pair, load_test_set, prediction_table, set_distortion
@@ -39,7 +42,8 @@ from .training import TrainedModel, train_model
 def read_data(cfg: DictConfig) -> DomainData:
     """A domain's data, read and checked once, with its test split and d1 checked to be non-empty
     (d1 runs out of patients first: d2 is at least as large, d1/10 and d2/2 keep at least one)."""
-    data = DomainData(OmegaConf.to_container(cfg.data, resolve=True)).prepare()
+    with writing(cache_root(cfg.data.cache_dir) or "the data cache", f"the generated {cfg.data.domain} data"):
+        data = DomainData(OmegaConf.to_container(cfg.data, resolve=True)).prepare()
     data.datamodule("d1").setup()
     return data
 
@@ -112,8 +116,9 @@ class StudyWork:
         start = time.perf_counter()
         setting = job.setting
         label = f"crafting {job.surrogate.name} {setting['name']} eps={setting['eps']:g}"
-        self.cache.ensure(job.key, lambda write: self.predictor.adversarial_set(
-            surrogate, self.test_batches, setting, job.seed, self.test.task, write, label))
+        with writing(self.cache.root, f"adversarial set {job.key}"):
+            self.cache.ensure(job.key, lambda write: self.predictor.adversarial_set(
+                surrogate, self.test_batches, setting, job.seed, self.test.task, write, label))
         return time.perf_counter() - start
 
     def set_numbers(self, job: SetJob) -> dict:
@@ -127,12 +132,6 @@ class StudyWork:
         rows = {key: stored_row(run) for key, run in found.items() if run is not None}
         return rows, [pair for pair in group.pairs if found[pair.key] is None]
 
-    def pair_row(self, pair: PairJob, shared: dict) -> dict:
-        """A pair's numbers and run id: read back when a FINISHED run has its identity (an earlier
-        attempt's unfinished run is deleted first), else evaluated and logged."""
-        found = self.store.finished_pair(pair.key)
-        return stored_row(found) if found is not None else self.evaluate(pair, shared)
-
     def bootstrap(self, job: ModelJob) -> PairedBootstrap | None:
         """A target's paired bootstrap (its clean AUC per resample computed once), None when off."""
         if self.cfg.bootstrap_resamples < 1:
@@ -144,7 +143,14 @@ class StudyWork:
         return self.bootstraps[job]
 
     def evaluate(self, pair: PairJob, shared: dict) -> dict:
-        """Score the target on the pair's set and log the pair run; the result row's numbers and run id."""
+        """A pair's numbers and run id, under the pair's lock: read back when a FINISHED run has its
+        identity (logged meanwhile by another process, or by an earlier attempt whose unfinished run
+        is deleted), else the target scored on the pair's set and the pair run logged."""
+        with self.store.pair_lock(pair.key):
+            found = self.store.finished_pair(pair.key)
+            return stored_row(found) if found is not None else self._evaluate(pair, shared)
+
+    def _evaluate(self, pair: PairJob, shared: dict) -> dict:
         start = time.perf_counter()
         target, clean = self.model(pair.target), self.clean_scores(pair.target)
         endpoint = getattr(target.module, "endpoint", None)

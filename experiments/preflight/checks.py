@@ -17,10 +17,12 @@ from datamodules.build import INDEX_FILES, domain_problem
 from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
 
+from ..design.locations import default_tracking_uri
 from ..design.resources import device_count
 from ..design.zoo import expand_zoo, is_ensemble
 from ..execution.ray_cluster import ray_problems
-from ..store.tracking import artifact_root, check_tracking_uri, default_tracking_uri
+from ..store.sqlite_store import sqlite_path, store_problem
+from ..store.tracking import artifact_root, check_tracking_uri
 from .outline import DomainWork, human_bytes, outline
 from .weights import weight_problems
 
@@ -71,8 +73,6 @@ def data_problems(data: DictConfig) -> list[str]:
         return [problem]
     if data.source == "synthetic":
         return []
-    if data.source in ("csv", "dicom") and data.channels not in (0, 1, 3):
-        return [f"data.channels: {data.channels}; image files are read as 1 (grey) or 3 (RGB) channels"]
     if not data.root:
         return [f"data.root ({data.domain}): required for source {data.source}"]
     root = Path(str(data.root)).expanduser()
@@ -95,7 +95,8 @@ def tracking_problems(cfg: DictConfig) -> list[str]:
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not os.access(existing_ancestor(folder), os.W_OK):
             return [f"tracking.uri: {folder} cannot be written"]
-    return []
+    problem = store_problem(uri)  # a half-built store without runs is replaced, not a problem
+    return [problem] if problem else []
 
 
 def device_problems(cfg: DictConfig) -> list[str]:
@@ -118,7 +119,9 @@ def device_problems(cfg: DictConfig) -> list[str]:
 
 def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int, str]]:
     """(folder, bytes, what) the study will write: generated data sets not cached yet, adversarial
-    sets (float32 adversarial + control images of the test set) and model checkpoints in a local store."""
+    sets (float32 adversarial + control images of the test set), the report (tables, figures,
+    manifest) and, for a local store, its database (schema and runs) and run artifacts (model
+    checkpoints, per-pair predictions, the report's copy). Upper estimates, from a smoke study's files."""
     needs = []
     for domain in work:
         data = domain.data
@@ -133,18 +136,42 @@ def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int,
         if artifacts is not None:
             weights = sum(parameter_count(domain.zoo_entry(job).arch, data.channels) * 4
                           for job in domain.models)
-            needs.append((Path(artifacts.removeprefix("file://")), weights,
-                          f"{len(domain.models)} {domain.cfg.data.domain} model checkpoints"))
+            predictions = len(domain.pairs) * test * PREDICTION_ROW_BYTES
+            needs.append((Path(artifacts.removeprefix("file://")), weights + predictions + report_bytes(domain),
+                          f"{len(domain.models)} {domain.cfg.data.domain} model checkpoints, "
+                          f"{len(domain.pairs)} pair predictions and the report's copy"))
+        needs.append((Path(domain.cfg.output_dir) / domain.cfg.name / "report", report_bytes(domain),
+                      f"{domain.cfg.data.domain} report"))
+    database = sqlite_path(cfg.tracking.uri or default_tracking_uri())
+    if database is not None:
+        runs = sum(len(domain.models) + len(domain.pairs) + 1 for domain in work)
+        needs.append((database.parent, (0 if database.is_file() else STORE_BYTES) + runs * RUN_BYTES,
+                      f"tracking store ({runs} runs)"))
     return needs
 
 
+STORE_BYTES, RUN_BYTES = 1_200_000, 32_000  # an empty MLflow 3 SQLite store; params, tags, metrics of a run
+PREDICTION_ROW_BYTES, FIGURE_BYTES, TABLES_BYTES = 200, 120_000, 100_000  # the smoke study: 40, 51 000, 30 000
+
+
+def report_bytes(domain: DomainWork) -> int:
+    """A domain's report: a heatmap per attack setting, epsilon curves per attack, the example grid,
+    the tables and the split manifest (one row per image)."""
+    settings = {(job.setting["name"], job.setting["eps"]) for job in domain.sets}
+    figures = len(settings) + len({name for name, _ in settings}) + 1
+    return figures * FIGURE_BYTES + TABLES_BYTES + (domain.data.images or 0) * 40
+
+
 def disk_problems(cfg: DictConfig, work: list[DomainWork]) -> list[str]:
-    """One line per file system that lacks the space the study's caches and checkpoints need."""
+    """One line per folder the study cannot write (read-only, not permitted) and per file system that
+    lacks the space the study's store, artifacts, report and caches need."""
     by_device: dict[int, list] = {}
+    problems = []
     for folder, size, what in disk_needs(cfg, work):
         anchor = existing_ancestor(folder)
+        if not os.access(anchor, os.W_OK) and not what.startswith("tracking store"):  # that: tracking_problems
+            problems.append(f"disk: {folder} cannot be written (read-only or not permitted): {what}")
         by_device.setdefault(os.stat(anchor).st_dev, []).append((anchor, folder, size, what))
-    problems = []
     for needs in by_device.values():
         total, free = sum(n[2] for n in needs), shutil.disk_usage(needs[0][0]).free
         if total > free:

@@ -17,8 +17,9 @@ from omegaconf import DictConfig
 from lightning_modules import tasks
 from lightning_modules.model import build_classifier
 
+from ..design.locations import default_tracking_uri
 from ..design.scheduler import ModelJob, PairJob, SetJob
-from ..store.tracking import default_tracking_uri
+from ..store.sqlite_store import COMPLETE, sqlite_path, store_state
 from .checks import study_problems
 from .outline import DomainWork, attack_steps, human_bytes, human_count, human_seconds, outline
 
@@ -50,8 +51,10 @@ class StudyPlan:
 
 
 def read_only_client(uri: str) -> MlflowClient | None:
-    """A client for a store that exists (a missing SQLite file is not created: nothing is done yet)."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    """A client for a store that exists (a missing or half-built SQLite file is not created or
+    repaired: nothing is done yet)."""
+    path = sqlite_path(uri)
+    if path is not None and store_state(path)[0] != COMPLETE:
         return None
     return MlflowClient(uri)
 

@@ -15,9 +15,10 @@ from attacks import AdversarialSetCache
 
 from ..design.config import ConfigError, domain_config
 from ..design.identity import digest, study_key
+from ..design.locations import default_tracking_uri
 from ..execution import read_data
 from ..execution.evaluation import load_test_set
-from ..store.tracking import default_tracking_uri, setup_experiment, ui_address, ui_link
+from ..store.tracking import setup_experiment, ui_address, ui_link
 from .answers import AnswerStore
 from .mlflow_run import log_reader_run, study_run_id
 from .plan import ReaderPlan

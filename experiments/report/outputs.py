@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from ..design.zoo import hardening, training_twins
+from ..write_errors import writing
 from .defences import defences_section
 from .findings import findings_section, load_predictions
 from .plots import epsilon_curves, example_grid, transfer_heatmaps
@@ -58,7 +59,8 @@ def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, ma
         predictions = load_predictions(results["run_id"], tracking_uri)
         sections = [findings_section(results, predictions, out_dir, n_resamples, seed, tracking_uri),
                     defences_section(results, predictions, out_dir, n_resamples, seed)]
-    mlflow.log_artifacts(str(out_dir))
+    with writing(mlflow.get_artifact_uri().removeprefix("file://"), "the report's copy in the study run"):
+        mlflow.log_artifacts(str(out_dir))
     return "\n".join([summary(results) if not results.empty else "(no results)", *sections])
 
 

@@ -5,6 +5,6 @@ models' runs (`model_store`), dataset inputs, logged and registered models, and 
 May import `design` and the library packages.
 """
 from .runs import StudyRuns
-from .tracking import default_tracking_uri, setup_experiment
+from .tracking import setup_experiment
 
-__all__ = ["StudyRuns", "default_tracking_uri", "setup_experiment"]
+__all__ = ["StudyRuns", "setup_experiment"]

@@ -31,9 +31,18 @@ class StudyRuns:
                  parent_id: str | None = None):
         self.client = MlflowClient(uri)
         self.experiment_id, self.study_hash = experiment_id, study_hash
-        Path(lock_dir).mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(str(Path(lock_dir) / f"study-{study_hash}.lock"))
+        self.lock_dir = Path(lock_dir)
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(str(self.lock_dir / f"study-{study_hash}.lock"))
+        self.pair_locks: dict[str, FileLock] = {}
         self.parent_id = parent_id  # the study's parent run, once `parent` has started or resumed it
+
+    def pair_lock(self, pair_key: str) -> FileLock:
+        """The lock of one pair identity, held while a process finds, or evaluates and logs, that pair
+        (reentrant: one lock object per pair)."""
+        if pair_key not in self.pair_locks:
+            self.pair_locks[pair_key] = FileLock(str(self.lock_dir / f"pair-{pair_key}.lock"))
+        return self.pair_locks[pair_key]
 
     def _search(self, query: str) -> list[Run]:
         return self.client.search_runs([self.experiment_id], query, max_results=10000)
@@ -61,13 +70,15 @@ class StudyRuns:
 
     def finished_pair(self, pair_key: str) -> Run | None:
         """The FINISHED pair run with this identity in the experiment; this study's unfinished runs
-        of it are deleted."""
+        of it are deleted. Under the pair's lock, so a run another process is logging is waited for,
+        never taken for a stale one."""
         finished = None
-        for run in self._search(f"tags.kind = 'pair' and tags.config_hash = '{pair_key}'"):
-            if run.info.status == "FINISHED" and finished is None:
-                finished = run
-            elif run.info.status != "FINISHED" and run.data.tags.get("mlflow.parentRunId") == self.parent_id:
-                self.client.delete_run(run.info.run_id)
+        with self.pair_lock(pair_key):
+            for run in self._search(f"tags.kind = 'pair' and tags.config_hash = '{pair_key}'"):
+                if run.info.status == "FINISHED" and finished is None:
+                    finished = run
+                elif run.info.status != "FINISHED" and run.data.tags.get("mlflow.parentRunId") == self.parent_id:
+                    self.client.delete_run(run.info.run_id)
         return finished
 
     def log_pair(self, run_name: str, pair_key: str, params: dict, tags: dict, metrics: dict,

@@ -11,16 +11,13 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-STORE_DIR = Path("mlruns")
+from .sqlite_store import ensure_store, store_lock
+
 # MLflow's experiment kind for classical model development (vs. GenAI)
 KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
-
-
-def default_tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` if set, else an SQLite database in ./mlruns."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
 
 
 def artifact_root(uri: str) -> str | None:
@@ -31,17 +28,25 @@ def artifact_root(uri: str) -> str | None:
 
 
 def setup_experiment(uri: str, name: str) -> str:
-    """Point MLflow at `uri` and return the id of experiment `name`, creating it if needed."""
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
+    """Point MLflow at `uri` and return the id of experiment `name`, creating it if needed. A local
+    store is created atomically first (`sqlite_store`); both happen under the store's lock, so
+    concurrent processes neither build the schema nor create the experiment twice."""
+    with store_lock(uri):
+        ensure_store(uri, artifact_root(uri))
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                return client.create_experiment(name, artifact_location=artifact_root(uri),
+                                                tags={KIND_TAG: MODEL_DEVELOPMENT})
+            except MlflowException:  # a tracking server: another process created it first
+                found = client.get_experiment_by_name(name)
+                if found is None:
+                    raise
         if KIND_TAG not in found.tags:  # created before experiments were tagged
             client.set_experiment_tag(found.experiment_id, KIND_TAG, MODEL_DEVELOPMENT)
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root(uri), tags={KIND_TAG: MODEL_DEVELOPMENT})
 
 
 def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
