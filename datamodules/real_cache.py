@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .readers.source import Source
 from .synthetic.store import StoredImages
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: images reduced in blocks before filtering, JPEGs decoded at reduced scale
 # the `data` keys each reader reads (besides root and image size)
 READER_KEYS = {"medmnist": ("flag", "npz_size", "ordinal_threshold"),
                "csv": ("csv_file", "path_column", "label_column", "patient_column", "labels", "task", "channels"),

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import ImageFileReader, check_image, index_images, inside_root, progress, require_dir
+from .images import ImageFileReader, check_image, index_images, progress, require_dir
 from .source import Source
 from .tables import read_table, row_ref
 
@@ -32,7 +32,7 @@ def read_chestxray14(root: str | Path, size: int) -> Source:
             labels[i, LABEL_NAMES.index(finding)] = 1
         if name not in files:
             raise FileNotFoundError(f"{row_ref(csv, i)}: image {name!r} not found under {root}")
-        path = inside_root(root, str(files[name].relative_to(root)), row_ref(csv, i))
+        path = files[name]  # index_images keeps only files inside the root
         check_image(path, row_ref(csv, i))
         paths.append(path)
     return Source(labels=torch.from_numpy(labels), patients=table["Patient ID"].to_numpy(),

@@ -1,6 +1,7 @@
 """Image files: path checks, cheap up-front validation and per-item loading as uint8 CHW."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -36,23 +37,41 @@ def inside_root(root: Path, relative: str, where: str) -> Path:
     return path
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def check_image(path: Path, where: str) -> None:
-    """Header readable; for PNG/JPEG the end-of-image marker present (catches truncation); for
-    floating-point images (TIFF mode F) every pixel finite."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}: image file {path} not found")
+    """Header readable (PNG: signature and IHDR chunk; JPEG: start-of-image marker; any other format
+    through PIL), for PNG/JPEG the end-of-image marker present (catches truncation), for
+    floating-point images (TIFF mode F) every pixel finite. One open of the file; the pixels are
+    checked when they are decoded."""
     try:
-        with Image.open(path) as img:
-            fmt = img.format
-            if img.mode == "F" and not np.isfinite(np.asarray(img)).all():
-                raise ValueError(f"{path}: NaN or inf pixels")
-    except (UnidentifiedImageError, OSError) as err:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: image file {path} not found") from None
+    except OSError as err:
         raise ValueError(f"{path}: unreadable image ({err.__class__.__name__})") from None
-    with open(path, "rb") as fh:
-        fh.seek(max(0, path.stat().st_size - 64))
-        tail = fh.read()
-    if (fmt == "PNG" and b"IEND" not in tail) or (fmt == "JPEG" and b"\xff\xd9" not in tail):
-        raise ValueError(f"{path}: truncated {fmt} image")
+    with handle:
+        head = handle.read(16)
+        if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":
+            fmt = "PNG"
+        elif head.startswith(b"\xff\xd8\xff"):
+            fmt = "JPEG"
+        else:
+            handle.seek(0)
+            try:
+                with Image.open(handle) as img:
+                    fmt = img.format
+                    if img.mode == "F" and not np.isfinite(np.asarray(img)).all():
+                        raise ValueError(f"{path}: NaN or inf pixels")
+            except (UnidentifiedImageError, OSError) as err:
+                raise ValueError(f"{path}: unreadable image ({err.__class__.__name__})") from None
+        if fmt in ("PNG", "JPEG"):
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - 64))
+            tail = handle.read()
+            if (fmt == "PNG" and b"IEND" not in tail) or (fmt == "JPEG" and b"\xff\xd9" not in tail):
+                raise ValueError(f"{path}: truncated {fmt} image")
 
 
 def crop_field_of_view(img: Image.Image, threshold: int = 10) -> Image.Image:
@@ -70,8 +89,8 @@ def crop_field_of_view(img: Image.Image, threshold: int = 10) -> Image.Image:
 
 def to_chw(img: Image.Image, channels: int, size: int) -> torch.Tensor:
     img = img.convert("L" if channels == 1 else "RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
+    if img.size != (size, size):  # a large reduction first averages whole blocks (Image.reduce), then filters
+        img = img.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
     array = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(array.copy()).view(size, size, -1).permute(2, 0, 1).contiguous()
 
@@ -86,6 +105,8 @@ class ImageFileReader:
         path = self.paths[i]
         try:
             with Image.open(path) as img:
+                if not self.fov_crop:  # JPEG: decode at the smallest DCT scale still >= size
+                    img.draft("L" if self.channels == 1 else "RGB", (self.size, self.size))
                 img.load()
                 if self.fov_crop:
                     img = crop_field_of_view(img)
@@ -95,10 +116,30 @@ class ImageFileReader:
 
 
 def index_images(root: Path) -> dict[str, Path]:
-    """File name -> path for every image file under `root` (any folder layout); symlinks that lead
-    outside `root` are left out."""
-    found, inside = {}, root.resolve()
-    for path in sorted(progress(root.rglob("*"), None, f"indexing {root}")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and path.resolve().is_relative_to(inside):
-            found.setdefault(path.name, path)
+    """File name -> path for every image file under `root` (any folder layout; symlinked folders are
+    not entered); symlinked files that lead outside `root` are left out. One directory scan: a
+    regular file found this way is inside `root` without resolving its path."""
+    inside, paths = root.resolve(), []
+    bar = progress(iter(()), None, f"indexing {root}")
+
+    def scan(folder: str) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    scan(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    if entry.is_symlink():
+                        target = Path(entry.path).resolve()
+                        if not (target.is_file() and target.is_relative_to(inside)):
+                            continue
+                    elif not entry.is_file(follow_symlinks=False):
+                        continue
+                    paths.append(entry.path)
+                    bar.update()
+
+    scan(str(root))
+    bar.close()
+    found = {}
+    for path in sorted(paths):
+        found.setdefault(os.path.basename(path), Path(path))
     return found

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import ImageFileReader, check_image, index_images, inside_root, progress, require_dir
+from .images import ImageFileReader, check_image, index_images, progress, require_dir
 from .source import Source
 from .tables import read_table, row_ref
 
@@ -29,7 +29,7 @@ def read_kaggle_dr(root: str | Path, size: int) -> Source:
             raise ValueError(f"{row_ref(csv, i)}: image {name!r} is not named <patient>_left|right")
         if name not in files:
             raise FileNotFoundError(f"{row_ref(csv, i)}: image {name!r} not found under {root}")
-        path = inside_root(root, str(files[name].relative_to(root)), row_ref(csv, i))
+        path = files[name]  # index_images keeps only files inside the root
         check_image(path, row_ref(csv, i))
         labels.append(int(level) >= 2)
         patients.append(patient)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from attacks import attack_params
+from datamodules.split_files import AUTHOR_FILES, sha256_of
 from lightning_modules.defences import defence_params
 
 from .external import external_source
@@ -63,8 +64,31 @@ def _section(cfg: DictConfig, name: str) -> dict:
 
 
 def data_identity(cfg: DictConfig) -> dict:
-    """The `data` keys that decide the images, labels and splits (loader and cache options left out)."""
-    return _section(cfg, "data")
+    """The `data` keys that decide the images, labels and splits (loader and cache options left out).
+    Split files (`data.splits`) count by their content: `sha256:<hex>` of the file or the authors'
+    folder, so a file edited in place makes new work and a moved one reuses the old."""
+    values = _section(cfg, "data")
+    if values.get("splits"):
+        values["splits"] = _splits_content(str(values["splits"]))
+    return values
+
+
+def _splits_content(splits: str) -> str:
+    """`sha256:<hex>` of the split file or folder at `splits`; the path itself while it cannot be
+    read (the up-front checks stop such a study with the reason)."""
+    path = Path(splits).expanduser().resolve()
+    files = [path / name for name in AUTHOR_FILES.values()] if path.is_dir() else [path]
+    try:
+        stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        return "sha256:" + _sha256_at(path, stamp)
+    except OSError:
+        return splits
+
+
+@lru_cache(maxsize=16)
+def _sha256_at(path: Path, stamp: tuple) -> str:
+    """sha256_of `path`, once per (path, its files' modification times and sizes)."""
+    return sha256_of(path)
 
 
 def attack_grid(cfg: DictConfig) -> list[dict]:
@@ -191,5 +215,6 @@ def study_key(cfg: DictConfig) -> str:
     resolved = {name: _section(cfg, name) if name in SPEED_OPTIONS else value
                 for name, value in OmegaConf.to_container(cfg, resolve=True).items()
                 if name not in LOCATIONS + EXECUTION}
+    resolved["data"] = data_identity(cfg)
     resolved["attacks"] = attack_grid(cfg)
     return digest({"config": resolved, "code": code()})

@@ -35,7 +35,8 @@ def test_second_run_reads_the_cache_not_the_files(tmp_path):
     pixels = write_folder(tmp_path / "data")
     first = samples(DomainData(cfg(tmp_path / "data", tmp_path / "cache")))
     # the decoded images are the files resized to 10 px (PIL's bilinear, as the reader resizes)
-    expected = [np.asarray(Image.fromarray(p).resize((10, 10), Image.BILINEAR)) / 255 for p in pixels]
+    expected = [np.asarray(Image.fromarray(p).resize((10, 10), Image.BILINEAR, reducing_gap=2.0)) / 255
+                for p in pixels]
     np.testing.assert_allclose(first[0][:, 0], np.stack(expected), atol=1e-6)
     entries = sorted(p.name.split("-", 2)[2].split(".", 1)[1] for p in (tmp_path / "cache").iterdir())
     assert entries == ["images", "index.npz", "pt"]
@@ -72,3 +73,16 @@ def test_a_failed_decode_leaves_no_entry(tmp_path):
     with pytest.raises(ValueError, match=r"5.png: unreadable image"):
         DomainData(cfg(tmp_path / "data", tmp_path / "cache")).prepare()
     assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix in (".images", ".pt", ".tmp")]
+
+
+def test_a_large_reduction_stays_close_to_the_full_bilinear_filter(tmp_path):
+    from datamodules.readers.images import ImageFileReader
+
+    y, x = np.mgrid[0:512, 0:512]
+    pixels = (127 + 60 * np.sin(x / 23.0) + 60 * np.cos(y / 31.0)).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "big.png")
+    Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=95)
+    exact = np.asarray(Image.fromarray(pixels).resize((64, 64), Image.BILINEAR), dtype=float)
+    for name in ("big.png", "big.jpg"):
+        got = ImageFileReader([tmp_path / name], 1, 64)(0)[0].numpy().astype(float)
+        assert np.abs(got - exact).mean() < 1.5 and np.abs(got - exact).max() < 8, name

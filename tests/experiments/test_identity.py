@@ -1,4 +1,6 @@
 """Identities: a speed option never changes one; a result key changes exactly the work it affects."""
+import hashlib
+
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -126,3 +128,25 @@ def test_speed_options_reuse_every_run_and_set_and_a_result_key_redoes_its_work(
     assert redone.auc_adv.tolist() == first.auc_adv.tolist()  # the same sets and targets
     assert not redone.auc_adv_lo.equals(first.auc_adv_lo)
 
+
+
+def test_split_files_count_by_their_content_not_their_path(smoke_config, tmp_path, base):
+    csv = tmp_path / "splits.csv"
+    csv.write_text("sample_id,split\np0_0,test\np1_0,d1_train\n")
+    folder = tmp_path / "authors"
+    folder.mkdir()
+    for k in range(4):
+        (folder / f"d{k}_filenames.yml").write_text(f"testIDs:\n- 00000000_000\ntrainIDs:\n- 0000000{k}_001\n")
+    first, authors = work(smoke_config(tmp_path, f"data.splits={csv}")), work(smoke_config(tmp_path, f"data.splits={folder}"))
+    assert changed(work(base), first) == {kind: set(keys) for kind, keys in first.items()}
+    assert changed(first, authors) == {kind: set(keys) for kind, keys in first.items()}
+
+    moved = tmp_path / "elsewhere.csv"
+    moved.write_bytes(csv.read_bytes())
+    assert work(smoke_config(tmp_path, f"data.splits={moved}")) == first  # same content, same work
+    csv.write_text("sample_id,split\np0_0,test\np2_0,d1_train\n")  # edited in place: new work everywhere
+    assert changed(first, work(smoke_config(tmp_path, f"data.splits={csv}"))) == {kind: set(keys) for kind, keys in first.items()}
+    (folder / "d3_filenames.yml").write_text("testIDs:\n- 00000000_000\ntrainIDs:\n- 00000009_001\n")
+    assert changed(authors, work(smoke_config(tmp_path, f"data.splits={folder}"))) == {kind: set(keys) for kind, keys in first.items()}
+    expected = "sha256:" + hashlib.sha256(moved.read_bytes()).hexdigest()
+    assert identity.data_identity(smoke_config(tmp_path, f"data.splits={moved}"))["splits"] == expected
