@@ -126,7 +126,7 @@ def training_worker(root: Path):
 def when_training(root: Path, action, caught: list) -> threading.Thread:
     """A thread that waits for a Ray worker's training run, notes it in `caught` and calls `action(run)`."""
     def watch():
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # the workers start (and read the data) first
         while (run := training_worker(root)) is None and time.monotonic() < deadline:
             time.sleep(0.02)
         if run is not None:
