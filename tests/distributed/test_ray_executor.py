@@ -123,19 +123,32 @@ def training_worker(root: Path):
     return next((run for run in running if worker_pid(run) != os.getpid()), None)
 
 
-def when_training(root: Path, action, caught: list) -> threading.Thread:
-    """A thread that waits for a Ray worker's training run, notes it in `caught` and calls `action(run)`."""
-    def watch():
-        deadline = time.monotonic() + 600  # the workers start (and read the data) first
-        while (run := training_worker(root)) is None and time.monotonic() < deadline:
+class Watcher(threading.Thread):
+    """Waits for a Ray worker's training run, notes it in `caught` and calls `action(run)`; `join`
+    (after the study) ends the wait if no training run was seen."""
+
+    def __init__(self, root: Path, action, caught: list):
+        super().__init__(daemon=True)
+        self.root, self.action, self.caught, self.done = root, action, caught, threading.Event()
+
+    def run(self):
+        while (run := training_worker(self.root)) is None and not self.done.is_set():
             time.sleep(0.02)
         if run is not None:
-            caught.append(run)
-            action(run)
-    setup_experiment(f"sqlite:///{root / 'mlflow.db'}", "smoke")  # the store exists before the poll
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
+            self.caught.append(run)
+            self.action(run)
+
+    def join(self, timeout=None):
+        self.done.set()
+        super().join(timeout)
+
+
+def when_training(root: Path, action, caught: list) -> Watcher:
+    """A started `Watcher` (the store made first, so that it can be polled)."""
+    setup_experiment(f"sqlite:///{root / 'mlflow.db'}", "smoke")
+    watcher = Watcher(root, action, caught)
+    watcher.start()
+    return watcher
 
 
 @pytest.mark.slow
