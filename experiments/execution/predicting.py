@@ -91,13 +91,13 @@ class Predictor:
     def adversarial_set(self, surrogate: torch.nn.Module, batches: Dataset, setting: dict, seed: int, task: str,
               write: Callable[[torch.Tensor, torch.Tensor], None], label: str) -> None:
         """Craft the set on `surrogate` (a classifier, or a plain model such as an ensemble, which the
-        attack then sees as it is) batch by batch, `write(adversarial, control)` in batch order."""
+        attack then sees as it is) batch by batch, `write(clean, adversarial)` in batch order."""
         crafting = self.cfg.crafting
         module = CraftingModule(surrogate, setting, task, seed, batch_size=crafting.batch_size,
                                 auto_batch=crafting.auto_batch, precision=crafting.precision,
                                 channels_last=crafting.channels_last)
         with stage_bar([], label, total=len(batches), unit="batch") as bar:
-            def sink(batch_id: int, adversarial: torch.Tensor, control: torch.Tensor) -> None:
-                write(adversarial, control)
+            def sink(batch_id: int, clean: torch.Tensor, adversarial: torch.Tensor) -> None:
+                write(clean, adversarial)
                 bar.update()
             self._run(module, batches, sink)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from attacks.cache import stored_bytes
 from datamodules.build import DOMAINS, INDEX_FILES, SOURCE_DOMAIN, SOURCES
 from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
@@ -121,7 +122,7 @@ def device_problems(cfg: DictConfig) -> list[str]:
 
 def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int, str]]:
     """(folder, bytes, what) the study will write: generated data sets not cached yet, adversarial
-    sets (float32 adversarial + control images of the test set) and model checkpoints in a local store."""
+    sets (`attacks.cache.stored_bytes` of the test set's values) and model checkpoints in a local store."""
     needs = []
     for domain in work:
         data = domain.data
@@ -129,9 +130,10 @@ def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int,
             needs.append((data.cache_file.parent, data.images * data.image_bytes,
                           f"generated {domain.cfg.data.domain} set"))
         test = data.split_sizes.get("test", 0)
-        sets, set_bytes = len(domain.sets), 2 * test * data.image_bytes * 4
-        needs.append((Path(domain.cfg.output_dir) / "adversarial_sets", sets * set_bytes,
-                      f"{sets} {domain.cfg.data.domain} adversarial sets"))
+        sets = domain.sets
+        set_bytes = sum(stored_bytes(test * data.image_bytes, bool(job.setting.get("quantize"))) for job in sets)
+        needs.append((Path(domain.cfg.output_dir) / "adversarial_sets", set_bytes,
+                      f"{len(sets)} {domain.cfg.data.domain} adversarial sets"))
         artifacts = artifact_root(cfg.tracking.uri or default_tracking_uri())
         if artifacts is not None:
             weights = sum(parameter_count(domain.zoo_entry(job).arch, data.channels) * 4

@@ -14,6 +14,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from attacks.cache import set_path
 from lightning_modules import tasks
 from lightning_modules.model import build_classifier
 
@@ -75,7 +76,7 @@ def remaining(domain: DomainWork, client: MlflowClient | None) -> Remaining:
     models_left = [job for job in domain.models if job.key not in models_done]
     pending_pairs = [pair for pair in domain.pairs if pair.key not in pairs_done]
     pending_sets = dict.fromkeys(pair.set for pair in pending_pairs)
-    sets_left = [job for job in pending_sets if not (sets_dir / f"{job.key}.pt").is_file()]
+    sets_left = [job for job in pending_sets if not set_path(sets_dir, job.key).is_file()]
     work = Remaining(len(domain.models), len(domain.sets), len(domain.pairs), len(models_left), len(sets_left),
                      len(pending_pairs))
     work.passes, work.seconds = cost(domain, models_left, sets_left, pending_pairs)
