@@ -19,7 +19,6 @@ from torch import nn
 
 from .batching import CraftingBatch
 from .craft import craft
-from .noise import control_noise
 from .registry import attack_params
 
 Sink = Callable[..., None]
@@ -62,10 +61,10 @@ class BatchGather(BasePredictionWriter):
 
 class CraftingModule(pl.LightningModule):
     """A surrogate's adversarial set as its predictions: `predict_step` attacks a numbered batch
-    `(images, labels, batch_id)` and returns its adversarial images and control noise
-    (`attacks.control_noise`).
+    `(images, labels, batch_id)` and returns its clean and adversarial images (the cache stores the
+    second against the first; the control noise is drawn when the set is read).
 
-    Each batch's random draws (random starts, input diversity, the control noise) come from
+    Each batch's random draws (random starts, input diversity; the control noise, later) come from
     `batch_seed(seed, batch_id)` in a forked RNG state (the global one is left as it was), so a
     set is the same byte for byte whichever process crafts a batch, in whatever order.
     `batch_size`, `auto_batch`, `precision` and `channels_last` are the `crafting` speed options.
@@ -88,7 +87,7 @@ class CraftingModule(pl.LightningModule):
             adversarial = self.batches.map(lambda i, j: craft(
                 self.surrogate, images[i:j], labels[i:j], self.setting, self.task, precision=self.precision,
                 channels_last=self.channels_last), len(images))
-        return adversarial, control_noise(images, adversarial, torch.Generator().manual_seed(seed))
+        return images, adversarial
 
 
 def all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:

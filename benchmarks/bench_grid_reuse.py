@@ -55,9 +55,9 @@ def naive(cfg, root: Path) -> pd.DataFrame:
     for surrogate, surrogate_model in models.items():
         for target, target_model in models.items():
             key = f"{surrogate}-{target}"
-            cache.ensure(key, lambda write: predictor.adversarial_set(surrogate_model, batches, setting, cfg.seed, test.task,
+            cache.ensure(key, cfg.seed, lambda write: predictor.adversarial_set(surrogate_model, batches, setting, cfg.seed, test.task,
                                                             write, f"crafting {key}"))
-            scores = dict(zip(("adv", "control"), predictor.set_scores(target_model, SetBatches(cache.root, key))))
+            scores = dict(zip(("adv", "control"), predictor.set_scores(target_model, SetBatches(cache.root, key, batches))))
             scores["clean"] = predictor.scores(target_model, batches)
             rows.append({"surrogate": surrogate, "target": target,
                          **{f"auc_{kind}": auc(test.task, test.labels, s) for kind, s in scores.items()}})

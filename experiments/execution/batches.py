@@ -1,7 +1,7 @@
 """Numbered batches for `Trainer.predict`, shared out among the processes of a device group.
 
 An item of these data sets is a whole batch ending in its batch id: the test images
-`(images, labels, batch_id)` or an adversarial set's chunk `(adversarial + control, batch_id)`.
+`(images, labels, batch_id)` or an adversarial set's batch `(adversarial + control, batch_id)`.
 Each process predicts every `world`-th batch id (`rank_loader`), so a batch holds the same images
 however many processes share the work. They are sent to the other processes as recipes: there,
 `on(process)` reads what they need through that process (once per process).
@@ -45,22 +45,24 @@ class TestBatches(Dataset):
 
 
 class SetBatches(Dataset):
-    """A stored adversarial set chunk by chunk: `(adversarial + control, batch_id)` with the
-    adversarial images first, then their control noise (one forward pass scores both)."""
+    """A stored adversarial set batch by batch: `(adversarial + control, batch_id)` with the
+    adversarial images first, then their control noise (one forward pass scores both), each batch
+    read against its clean images (`clean`: the test batches the set was crafted on)."""
 
-    def __init__(self, root: str, key: str):
-        self.cache, self.key = AdversarialSetCache(root), key
+    def __init__(self, root: str, key: str, clean: TestBatches):
+        self.cache, self.key, self.clean = AdversarialSetCache(root), key, clean
         self.offsets = self.cache.offsets(key)
 
     def on(self, process: Process) -> "SetBatches":
-        """These batches in `process` (every process reads the cache itself)."""
+        """These batches in `process` (every process reads the cache, and the test split, itself)."""
+        self.clean = self.clean.on(process)
         return self
 
     def __len__(self) -> int:
         return len(self.offsets)
 
     def __getitem__(self, batch_id: int):
-        adversarial, control = self.cache.chunk(self.key, self.offsets[batch_id])
+        adversarial, control = self.cache.chunk(self.key, self.offsets[batch_id], self.clean[batch_id][0], batch_id)
         return torch.cat([adversarial, control]), batch_id
 
 

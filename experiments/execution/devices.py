@@ -92,11 +92,13 @@ class Stop(pl.Callback):
 class Process:
     """What a job sees of the process it runs in: its rank, what its Trainers need (the plugins that
     put Lightning in the group; a `Stop` when something other than Ctrl-C may ask the process to
-    stop, `stop`), and the data (the main process passes its own; a follower reads it, once)."""
+    stop, `stop`), and the data (the main process passes its own; a follower reads it, once). `kept`:
+    what the process's jobs build once and reuse (its predict Trainers)."""
 
     def __init__(self, rank: int = 0, world: int = 1, port: int = 0, stop: Callable[[], bool] | None = None):
         self.rank, self.world, self.port, self.stop = rank, world, port, stop
         self.read: dict[str, DomainData] = {}
+        self.kept: dict = {}
 
     def plugins(self, distributed: bool) -> list:
         return [GroupEnvironment(self.rank, self.world, self.port)] if distributed and self.world > 1 else []

@@ -75,10 +75,10 @@ class PerturbationTotals:
         return {**means, "psnr": math.inf if mse == 0 else -10.0 * math.log10(mse)}
 
 
-def set_distortion(test: TestSet, chunks: Chunks) -> dict[str, float]:
-    """Perturbation size of an adversarial set against the clean test images (linf, l2, ssim, psnr)."""
+def set_distortion(clean_batches: Iterable[torch.Tensor], chunks: Chunks) -> dict[str, float]:
+    """Perturbation size of an adversarial set against its clean test batches (linf, l2, ssim, psnr)."""
     totals = PerturbationTotals()
-    for clean, (adv, _) in zip(test.batches(), chunks, strict=True):
+    for clean, (adv, _) in zip(clean_batches, chunks, strict=True):
         totals.add(clean, adv)
     return totals.result()
 

@@ -48,11 +48,26 @@ class PredictJob:
 
     def run(self, process: Process, sink: Callable | None = None) -> None:
         rank, world = (process.rank, process.world) if self.distributed else (0, 1)
-        trainer = pl.Trainer(**self.settings, plugins=process.plugins(self.distributed), callbacks=[BatchGather(sink), *process.callbacks()],
-                             logger=False, enable_progress_bar=False, enable_model_summary=False,
-                             enable_checkpointing=False, inference_mode=False, use_distributed_sampler=False)
+        trainer, gather = predict_trainer(process, self.settings, self.distributed)
+        gather.sink = sink
         loader = rank_loader(self.batches.on(process), rank, world, self.num_workers)
-        interruptible(trainer.predict, self.module, loader, return_predictions=False)
+        try:
+            interruptible(trainer.predict, self.module, loader, return_predictions=False)
+        finally:
+            gather.sink = None
+
+
+def predict_trainer(process: Process, settings: dict, distributed: bool) -> tuple[pl.Trainer, BatchGather]:
+    """The process's predict Trainer for these settings and its `BatchGather`, built once and kept
+    (`Process.kept`): building a Trainer costs tens of milliseconds, as much as crafting a small set."""
+    key = ("predict", repr(sorted(settings.items())), distributed)
+    if key not in process.kept:
+        gather = BatchGather()
+        process.kept[key] = pl.Trainer(
+            **settings, plugins=process.plugins(distributed), callbacks=[gather, *process.callbacks()], logger=False,
+            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, inference_mode=False,
+            use_distributed_sampler=False), gather
+    return process.kept[key]
 
 
 class Predictor:
@@ -91,13 +106,13 @@ class Predictor:
     def adversarial_set(self, surrogate: torch.nn.Module, batches: Dataset, setting: dict, seed: int, task: str,
               write: Callable[[torch.Tensor, torch.Tensor], None], label: str) -> None:
         """Craft the set on `surrogate` (a classifier, or a plain model such as an ensemble, which the
-        attack then sees as it is) batch by batch, `write(adversarial, control)` in batch order."""
+        attack then sees as it is) batch by batch, `write(clean, adversarial)` in batch order."""
         crafting = self.cfg.crafting
         module = CraftingModule(surrogate, setting, task, seed, batch_size=crafting.batch_size,
                                 auto_batch=crafting.auto_batch, precision=crafting.precision,
                                 channels_last=crafting.channels_last)
         with stage_bar([], label, total=len(batches), unit="batch") as bar:
-            def sink(batch_id: int, adversarial: torch.Tensor, control: torch.Tensor) -> None:
-                write(adversarial, control)
+            def sink(batch_id: int, clean: torch.Tensor, adversarial: torch.Tensor) -> None:
+                write(clean, adversarial)
                 bar.update()
             self._run(module, batches, sink)

@@ -8,6 +8,7 @@ device group.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,14 +118,15 @@ class StudyWork:
         setting = job.setting
         label = f"crafting {job.surrogate.name} {setting['name']} eps={setting['eps']:g}"
         with writing(self.cache.root, f"adversarial set {job.key}"):
-            self.cache.ensure(job.key, lambda write: self.predictor.adversarial_set(
+            self.cache.ensure(job.key, job.seed, lambda write: self.predictor.adversarial_set(
                 surrogate, self.test_batches, setting, job.seed, self.test.task, write, label))
         return time.perf_counter() - start
 
     def set_numbers(self, job: SetJob) -> dict:
         """Craft the set unless it is cached; the numbers all its pairs share (distortion, crafting seconds)."""
         craft_seconds = self.ensure_set(job)
-        return {**set_distortion(self.test, self.cache.chunks(job.key)), "craft_seconds": craft_seconds}
+        clean, measured = itertools.tee(self.test.batches())  # one read of the test split for both
+        return {**set_distortion(measured, self.cache.chunks(job.key, clean)), "craft_seconds": craft_seconds}
 
     def stored(self, group: SetGroup) -> tuple[dict[str, dict], list[PairJob]]:
         """A set's pairs the store holds FINISHED (their rows, by pair key) and those still to do."""
@@ -155,7 +157,8 @@ class StudyWork:
         target, clean = self.model(pair.target), self.clean_scores(pair.target)
         endpoint = getattr(target.module, "endpoint", None)
         queried = endpoint.queries if endpoint is not None else 0
-        adversarial, control = self.predictor.set_scores(target.module, SetBatches(self.cache.root, pair.set.key))
+        adversarial, control = self.predictor.set_scores(
+            target.module, SetBatches(self.cache.root, pair.set.key, self.test_batches))
         scores = evaluate_pair(self.test, clean, adversarial, control, self.bootstrap(pair.target))
         metrics = {**scores.metrics, **shared, "eval_seconds": time.perf_counter() - start}
         if endpoint is not None:  # the set's images whose scores came from the endpoint (now or before)
@@ -208,9 +211,10 @@ class StudyWork:
     def examples(self, group: SetGroup) -> dict:
         """The report's example images: the first test batch, clean and attacked by the group's set."""
         self.ensure_set(group.set)
-        adv, ctrl = next(self.cache.chunks(group.set.key))
+        clean = next(self.test.batches())
+        adv, ctrl = next(self.cache.chunks(group.set.key, [clean]))
         setting = group.set.setting
-        return example_images(next(self.test.batches()), adv, ctrl, self.cfg.data.domain,
+        return example_images(clean, adv, ctrl, self.cfg.data.domain,
                               f"{group.set.surrogate.name}: {setting['name']} eps={setting['eps']:g}")
 
 

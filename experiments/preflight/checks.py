@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from attacks.cache import stored_bytes
 from datamodules.build import INDEX_FILES, domain_problem
 from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
@@ -119,7 +120,7 @@ def device_problems(cfg: DictConfig) -> list[str]:
 
 def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int, str]]:
     """(folder, bytes, what) the study will write: generated data sets not cached yet, adversarial
-    sets (float32 adversarial + control images of the test set), the report (tables, figures,
+    sets (`attacks.cache.stored_bytes` of the test set's values), the report (tables, figures,
     manifest) and, for a local store, its database (schema and runs) and run artifacts (model
     checkpoints, per-pair predictions, the report's copy). Upper estimates, from a smoke study's files."""
     needs = []
@@ -129,9 +130,10 @@ def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int,
             needs.append((data.cache_file.parent, data.images * data.image_bytes,
                           f"generated {domain.cfg.data.domain} set"))
         test = data.split_sizes.get("test", 0)
-        sets, set_bytes = len(domain.sets), 2 * test * data.image_bytes * 4
-        needs.append((Path(domain.cfg.output_dir) / "adversarial_sets", sets * set_bytes,
-                      f"{sets} {domain.cfg.data.domain} adversarial sets"))
+        sets = domain.sets
+        set_bytes = sum(stored_bytes(test * data.image_bytes, bool(job.setting.get("quantize"))) for job in sets)
+        needs.append((Path(domain.cfg.output_dir) / "adversarial_sets", set_bytes,
+                      f"{len(sets)} {domain.cfg.data.domain} adversarial sets"))
         artifacts = artifact_root(cfg.tracking.uri or default_tracking_uri())
         if artifacts is not None:
             weights = sum(parameter_count(domain.zoo_entry(job).arch, data.channels) * 4

@@ -149,4 +149,6 @@ def human_seconds(s: float) -> str:
         return f"{s / 86400:.1f} days"
     if s >= 3600:
         return f"{s / 3600:.1f} h"
+    if 0 < s < 1:
+        return "< 1 s"
     return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"

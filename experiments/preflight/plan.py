@@ -6,6 +6,7 @@ training step and one forward pass per architecture and image size on this machi
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from attacks.cache import set_path
 from lightning_modules import tasks
 from lightning_modules.model import build_classifier
 
@@ -23,7 +25,11 @@ from ..store.sqlite_store import COMPLETE, sqlite_path, store_state
 from .checks import study_problems
 from .outline import DomainWork, attack_steps, human_bytes, human_count, human_seconds, outline
 
-TIMING_BATCH = 4
+TIMING_BATCH = 16  # at most: the study's data.batch_size when smaller (per-image cost falls with the batch)
+# Seconds each piece of work costs beyond its image passes (Trainer and MLflow runs, checkpoints,
+# predictions files, the report), measured on this project's 2-core machine under load (README,
+# "Performance"); the start of the process (imports, checks; once per study) is `process_age`.
+OVERHEAD = {"model": 6.0, "set": 2.0, "pair": 1.0, "study": 20.0}
 
 
 @dataclass
@@ -78,7 +84,7 @@ def remaining(domain: DomainWork, client: MlflowClient | None) -> Remaining:
     models_left = [job for job in domain.models if job.key not in models_done]
     pending_pairs = [pair for pair in domain.pairs if pair.key not in pairs_done]
     pending_sets = dict.fromkeys(pair.set for pair in pending_pairs)
-    sets_left = [job for job in pending_sets if not (sets_dir / f"{job.key}.pt").is_file()]
+    sets_left = [job for job in pending_sets if not set_path(sets_dir, job.key).is_file()]
     work = Remaining(len(domain.models), len(domain.sets), len(domain.pairs), len(models_left), len(sets_left),
                      len(pending_pairs))
     work.passes, work.seconds = cost(domain, models_left, sets_left, pending_pairs)
@@ -108,6 +114,9 @@ def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob],
         members = domain.scheduler.members(job.surrogate)  # an ensemble's members all run each step
         passes["craft"] += n * len(members)
         seconds += n * sum(speed(domain, domain.zoo_entry(member).arch)[0] for member in members)
+    if models or sets or pairs:
+        seconds += (OVERHEAD["model"] * len(models) + OVERHEAD["set"] * len(sets) + OVERHEAD["pair"] * len(pairs)
+                    + OVERHEAD["study"])
     clean = dict.fromkeys(pair.target for pair in pairs)  # each target scores the clean test set once
     evaluations = [(2 * test, pair.target) for pair in pairs] + [(test, target) for target in clean]
     for n, target in evaluations:
@@ -117,15 +126,29 @@ def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob],
 
 
 _SPEEDS: dict[tuple, tuple[float, float]] = {}
+_STARTED: list[float] = []
+
+
+def process_age() -> float:
+    """Seconds this process took to get here (imports, config, checks), which a study run pays too;
+    read once from /proc (0 where there is none)."""
+    if not _STARTED:
+        try:
+            ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+            _STARTED.append(float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK"))
+        except (OSError, ValueError, IndexError):
+            _STARTED.append(0.0)
+    return _STARTED[0]
 
 
 def speed(domain: DomainWork, arch: str) -> tuple[float, float]:
     """Seconds per image of one training step (forward+backward) and of one forward pass of `arch`
     at the domain's image size, measured once per process on the device the study trains on."""
     data, device = domain.data, timing_device(domain.cfg)
-    key = (arch, data.size, data.channels, device)
+    batch = max(1, min(TIMING_BATCH, int(domain.cfg.data.batch_size)))
+    key = (arch, data.size, data.channels, device, batch)
     if key not in _SPEEDS:
-        _SPEEDS[key] = measure(arch, data.size, data.channels, device)
+        _SPEEDS[key] = measure(arch, data.size, data.channels, device, batch)
     return _SPEEDS[key]
 
 
@@ -134,13 +157,13 @@ def timing_device(cfg: DictConfig) -> str:
     return "cuda" if gpu else "cpu"
 
 
-def measure(arch: str, size: int, channels: int, device: str) -> tuple[float, float]:
+def measure(arch: str, size: int, channels: int, device: str, batch: int) -> tuple[float, float]:
     """(training-step, forward) seconds per image: a warm-up batch, then the faster of two timed
     batches of each (the task's head is a few outputs of a linear layer; its cost is left out)."""
     torch.manual_seed(0)
     model = build_classifier(arch, "random", "binary", 1, channels).to(device)
-    images = torch.rand(TIMING_BATCH, channels, size, size, device=device)
-    labels = torch.randint(0, 2, (TIMING_BATCH,), device=device)
+    images = torch.rand(batch, channels, size, size, device=device)
+    labels = torch.randint(0, 2, (batch,), device=device)
 
     def step() -> None:
         model.zero_grad()
@@ -161,7 +184,7 @@ def measure(arch: str, size: int, channels: int, device: str) -> tuple[float, fl
             run()
             _sync(device)
             best = min(best, time.perf_counter() - start)
-        timings.append(best / TIMING_BATCH)
+        timings.append(best / batch)
     return timings[0], timings[1]
 
 
@@ -172,6 +195,7 @@ def _sync(device: str) -> None:
 
 def study_plan(cfg: DictConfig) -> StudyPlan:
     """Work, progress, cost and problems of a study; writes nothing."""
+    started = process_age()  # before any timing below
     work = outline(cfg)
     problems = study_problems(cfg, work)
     uri = cfg.tracking.uri or default_tracking_uri()
@@ -182,6 +206,8 @@ def study_plan(cfg: DictConfig) -> StudyPlan:
         for left in domains.values():
             left.models_left = left.sets_left = left.pairs_left = None
     seconds = sum(r.seconds for r in domains.values())
+    if any(r.seconds for r in domains.values()):
+        seconds += started
     return StudyPlan(render(cfg, work, domains, problems, seconds), problems, domains, seconds)
 
 
@@ -204,11 +230,13 @@ def render(cfg: DictConfig, work: list[DomainWork], domains: dict[str, Remaining
         lines.append(f"  compute left        training <= {human_count(p['train'])} image forward+backward passes "
                      f"({d.cfg.train.max_epochs} epochs) + {human_count(p['validate'])} forward; crafting "
                      f"{human_count(p['craft'])} forward+backward; evaluation {human_count(p['evaluate'])} forward")
-        lines.append(f"  time left here      <= {human_seconds(left.seconds)} ({speed_note(d)})")
+        lines.append(f"  time left here      about {human_seconds(left.seconds)} ({speed_note(d)}; with each "
+                     f"model's, set's and pair's runs, files and the report)")
     lines.append(f"\nTotal: {sum(r.models for r in domains.values())} models, "
                  f"{sum(r.sets for r in domains.values())} adversarial sets, "
-                 f"{sum(r.pairs for r in domains.values())} pairs; time left on this machine <= "
-                 f"{human_seconds(seconds)} (training counted at max_epochs; early stopping shortens it)")
+                 f"{sum(r.pairs for r in domains.values())} pairs; time left on this machine about "
+                 f"{human_seconds(seconds)}, start of the process included (training counted at max_epochs; early "
+                 "stopping shortens it)")
     lines.append(f"\nProblems ({len(problems)}):" if problems else "\nProblems: none")
     lines += [f"  {p}" for p in problems]
     return "\n".join(lines)

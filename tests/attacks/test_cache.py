@@ -4,20 +4,24 @@ import time
 import pytest
 import torch
 
-from attacks import AdversarialSetCache
+from attacks import AdversarialSetCache, batch_seed, control_noise, craft, quantize_8bit
+from attacks.cache import SUFFIX
 
 
 def slow_craft(root: str, key: str, log: str) -> None:
     """A process that asks the cache for a set; crafting takes a while and is logged."""
+    clean = torch.full((2, 1, 4, 4), 0.5)
 
-    def craft_fn():
+    def fill(write):
         with open(log, "a") as file:
             file.write("crafted\n")
         time.sleep(0.5)
-        return torch.full((2, 1, 4, 4), 0.25), torch.full((2, 1, 4, 4), 0.75)
+        write(clean, torch.full((2, 1, 4, 4), 0.25))
 
-    adversarial, control = AdversarialSetCache(root).load_or_craft(key, craft_fn)
-    assert float(adversarial.sum()) == 8.0 and float(control.sum()) == 24.0
+    cache = AdversarialSetCache(root)
+    cache.ensure(key, 0, fill)
+    adversarial, _ = cache.load(key, [clean])
+    assert float(adversarial.sum()) == 8.0
 
 
 def test_two_processes_never_craft_the_same_set_twice(tmp_path):
@@ -32,43 +36,107 @@ def test_two_processes_never_craft_the_same_set_twice(tmp_path):
     assert [worker.exitcode for worker in workers] == [0, 0]
     assert log.read_text() == "crafted\n"
     stored = sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock"))
-    assert stored == ["set1.pt"]
+    assert stored == [f"set1{SUFFIX}"]
 
 
-def test_sets_are_stored_losslessly_and_reused(tmp_path):
+def bits(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.contiguous().view(torch.int32)
+
+
+def crafted_sets(generator: torch.Generator, tiny_net) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(clean, adversarial) batches of real attacks on 8-bit and on continuous clean images, and
+    arbitrary floats (negative zero, values outside [0, 1]) against arbitrary clean values."""
+    model = tiny_net(3, 1)
+    grid = torch.round(torch.rand(4, 3, 9, 7, generator=generator) * 255) / 255
+    smooth = torch.rand(4, 3, 9, 7, generator=generator)
+    labels = torch.randint(0, 2, (4,), generator=generator)
+    sets = {}
+    for name, setting in {"fgsm": {"name": "fgsm", "eps": 2 / 255},
+                          "ifgsm": {"name": "ifgsm", "eps": 4 / 255, "alpha": 1 / 255, "steps": 5},
+                          "fgsm-8bit": {"name": "fgsm", "eps": 2 / 255, "quantize": True}}.items():
+        for kind, clean in (("grid", grid), ("smooth", smooth)):
+            sets[f"{name}-{kind}"] = clean, craft(model, clean, labels, setting, "binary")
+    odd = torch.randn(4, 3, 9, 7, generator=generator) * 3
+    odd[0, 0, 0, :3] = torch.tensor([-0.0, float("inf"), 1e-40])
+    sets["arbitrary"] = torch.rand(4, 3, 9, 7, generator=generator), odd
+    return sets
+
+
+def test_sets_are_stored_bit_for_bit_with_control_noise_drawn_from_the_batch_seed(tmp_path, tiny_net):
     generator = torch.Generator().manual_seed(0)
-    adversarial = torch.rand(3, 3, 5, 7, generator=generator)
-    control = torch.rand(3, 3, 5, 7, generator=generator)
-    calls = []
+    for name, (clean, adversarial) in crafted_sets(generator, tiny_net).items():
+        batches = [(clean[:3], adversarial[:3]), (clean[3:], adversarial[3:])]
+        cache = AdversarialSetCache(tmp_path)
+        cache.ensure(name, 11, lambda write: [write(*batch) for batch in batches])
+        for got in (cache.load(name, [c for c, _ in batches]),
+                    AdversarialSetCache(tmp_path).load(name, [c for c, _ in batches])):
+            assert got[0].dtype == torch.float32 and torch.equal(bits(got[0]), bits(adversarial)), name
+            # the control noise a crafting batch would have drawn: its perturbation, shuffled by its seed
+            control = torch.cat([control_noise(c, a, torch.Generator().manual_seed(batch_seed(11, i)))
+                                 for i, (c, a) in enumerate(batches)])
+            assert torch.equal(bits(got[1]), bits(control)), name
+        offsets = cache.offsets(name)
+        second = cache.chunk(name, offsets[1], clean[3:], 1)
+        assert torch.equal(bits(second[0]), bits(adversarial[3:]))
 
-    def craft_fn():
-        calls.append(1)
-        return adversarial, control
 
-    first = AdversarialSetCache(tmp_path).load_or_craft("abc", craft_fn)
-    second = AdversarialSetCache(tmp_path).load_or_craft("abc", craft_fn)
-    assert len(calls) == 1
-    for got in (first, second):
-        assert torch.equal(got[0], adversarial) and torch.equal(got[1], control)
-        assert got[0].dtype == torch.float32
+def test_a_set_takes_under_a_quarter_of_float32_adversarial_and_control_bytes(tmp_path, tiny_net):
+    generator = torch.Generator().manual_seed(1)
+    model, labels = tiny_net(3, 1), torch.randint(0, 2, (16,), generator=generator)
+    clean = torch.round(torch.rand(16, 3, 32, 32, generator=generator) * 255) / 255  # 8-bit images
+    cache = AdversarialSetCache(tmp_path)
+    float32_bytes = 2 * clean.numel() * 4  # adversarial and control images as float32, as before
+    for name, setting in {"fgsm": {"name": "fgsm", "eps": 2 / 255},
+                          "ifgsm": {"name": "ifgsm", "eps": 2 / 255, "alpha": 0.5 / 255, "steps": 10},
+                          "quantised": {"name": "fgsm", "eps": 2 / 255, "quantize": True}}.items():
+        adversarial = craft(model, clean, labels, setting, "binary")
+        if name == "quantised":
+            assert torch.equal(adversarial, quantize_8bit(adversarial))
+        cache.ensure(name, 0, lambda write: write(clean, adversarial))
+        assert cache.path(name).stat().st_size <= float32_bytes / 4, name
+
+
+def test_a_set_is_never_read_against_other_clean_images(tmp_path):
+    clean = torch.rand(2, 1, 4, 4)
+    cache = AdversarialSetCache(tmp_path)
+    cache.ensure("k", 0, lambda write: write(clean, (clean + 0.01).clamp(0, 1)))
+    other = clean.clone()
+    other[0, 0, 0, 0] += 1e-7
+    with pytest.raises(ValueError, match=r"k\.set: batch 0 was crafted on other clean images .*delete the file"):
+        cache.load("k", [other])
+    with pytest.raises(ValueError, match="1 batches stored, more clean batches given"):
+        cache.load("k", [clean, clean])
+    with pytest.raises(ValueError, match="more batches stored than clean batches given"):
+        cache.load("k", [])
+
+
+def test_files_of_another_format_are_refused_and_older_sets_crafted_again(tmp_path):
+    old = tmp_path / "k.pt"  # the float32 format of before, under its own name: never read
+    old.write_bytes(b"an older set")
+    cache = AdversarialSetCache(tmp_path)
+    assert "k" not in cache
+    cache.path("k").write_bytes(b"MEDTRANSFER-SET\n" + (9).to_bytes(2, "little") + bytes(8))
+    with pytest.raises(ValueError, match=r"k\.set: adversarial-set format 9, this version reads 2; delete"):
+        cache.offsets("k")
 
 
 def test_a_failed_craft_leaves_nothing_behind(tmp_path):
-    def failing():
+    def failing(write):
+        write(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
         raise RuntimeError("out of memory")
 
     cache = AdversarialSetCache(tmp_path)
     with pytest.raises(RuntimeError):
-        cache.load_or_craft("k", failing)
+        cache.ensure("k", 0, failing)
     assert "k" not in cache
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
     with pytest.raises(FileNotFoundError, match="no set"):
-        cache.load("k")
+        cache.load("k", [])
 
 
 def test_keys_must_be_plain_names(tmp_path):
     with pytest.raises(ValueError, match="key '../x' must be"):
-        AdversarialSetCache(tmp_path).load("../x")
+        AdversarialSetCache(tmp_path).load("../x", [])
 
 
 def test_a_killed_writers_temporary_file_is_removed_when_the_set_is_crafted(tmp_path):
@@ -76,8 +144,8 @@ def test_a_killed_writers_temporary_file_is_removed_when_the_set_is_crafted(tmp_
     stale, other = tmp_path / "k.abc123.tmp", tmp_path / "k2.abc123.tmp"
     stale.write_bytes(b"half a set")
     other.write_bytes(b"another key's writer")
-    chunk = (torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4))
-    cache.ensure("k", lambda write: write(*chunk))
+    clean, adversarial = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
+    cache.ensure("k", 0, lambda write: write(clean, adversarial))
     assert not stale.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.glob("*.tmp")) == ["k2.abc123.tmp"]
-    torch.testing.assert_close(cache.load("k"), chunk, rtol=0, atol=0)
+    assert torch.equal(cache.load("k", [clean])[0], adversarial)

@@ -45,7 +45,7 @@ def test_ensemble_crafts_one_set_reused_for_every_target(study):
     assert set(pairs) == {(s, t) for s in ("ens", "b") for t in ("a", "a_jpeg")}
     ens = {pairs["ens", t].data.tags["set_key"] for t in ("a", "a_jpeg")}
     assert len(ens) == 1 and ens != {pairs["b", "a"].data.tags["set_key"]}
-    assert sorted(p.stem for p in (root / "adversarial_sets").glob("*.pt")) == sorted(
+    assert sorted(p.stem for p in (root / "adversarial_sets").glob("*.set")) == sorted(
         {pairs[s, "a"].data.tags["set_key"] for s in ("ens", "b")})
     params = pairs["ens", "a"].data.params
     assert params["surrogate.ensemble"] == "b,c" and params["surrogate.mode"] == "loss"

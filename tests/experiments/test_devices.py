@@ -72,7 +72,7 @@ def test_a_two_process_study_through_the_command_line_logs_each_piece_of_work_on
     for run in models:  # the best score of the main process's checkpoint callback, as logged per epoch
         history = MlflowClient(uri).get_metric_history(run.info.run_id, "val_auc")
         assert len(history) == 2 and run.data.metrics["best_val_auc"] == max(m.value for m in history)
-    assert len(list((tmp_path / "out" / "adversarial_sets").glob("*.pt"))) == 4
+    assert len(list((tmp_path / "out" / "adversarial_sets").glob("*.set"))) == 4
 
 
 SHARED_CRAFTING = """
@@ -103,11 +103,13 @@ for devices in (2, 1):
         assert group.world == devices
         predictor, batches = Predictor(cfg, group), TestBatches(data_cfg).on(group)
         for name, setting in SETTINGS.items():
-            cache.ensure(name, lambda write: predictor.adversarial_set(module, batches, setting, 3, data.task, write,
-                                                                       name))
+            cache.ensure(name, 3, lambda write: predictor.adversarial_set(module, batches, setting, 3, data.task,
+                                                                          write, name))
         scores = {"clean": predictor.scores(module, batches),
-                  "sets": predictor.set_scores(module, SetBatches(cache.root, "pgd"))}
+                  "sets": predictor.set_scores(module, SetBatches(cache.root, "pgd", batches))}
     torch.save(scores, out / f"scores-{devices}.pt")
+    clean = TestBatches(data_cfg, data.datamodule("d1").dataset("test"))
+    torch.save([clean[i][0] for i in range(len(clean))], out / "clean.pt")
     torch.save(module.model.state_dict(), out / "model.pt")
 """
 
@@ -120,11 +122,11 @@ def test_two_processes_craft_and_score_the_same_sets_byte_for_byte_as_one(tmp_pa
                             timeout=STUDY_TIMEOUT, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("pgd", "ifgsm"):
-        assert (tmp_path / "sets-2" / f"{name}.pt").read_bytes() == (tmp_path / "sets-1" / f"{name}.pt").read_bytes()
+        assert (tmp_path / "sets-2" / f"{name}.set").read_bytes() == (tmp_path / "sets-1" / f"{name}.set").read_bytes()
     two, one = (torch.load(tmp_path / f"scores-{n}.pt") for n in (2, 1))
     assert torch.equal(two["clean"], one["clean"])
     assert all(torch.equal(a, b) for a, b in zip(two["sets"], one["sets"], strict=True))
-    chunks = list(AdversarialSetCache(tmp_path / "sets-2").chunks("pgd"))
+    chunks = list(AdversarialSetCache(tmp_path / "sets-2").chunks("pgd", torch.load(tmp_path / "clean.pt")))
     assert [len(adv) for adv, _ in chunks] == [7] * 8 + [4]
     # independent of the predict path: the model's own forward pass on the stored adversarial images
     model = build_classifier("tiny_cnn", "random", "binary", 1, 3)

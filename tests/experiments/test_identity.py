@@ -102,7 +102,7 @@ def store_contents(root) -> dict:
 
 
 def sets(root) -> list[str]:
-    return sorted(path.name for path in (root / "adversarial_sets").glob("*.pt"))
+    return sorted(path.name for path in (root / "adversarial_sets").glob("*.set"))
 
 
 @pytest.mark.slow

@@ -30,15 +30,16 @@ def test_streamed_set_equals_the_set_crafted_in_one_piece(data, tmp_path):
                    enable_model_summary=False, inference_mode=False).predict(
             CraftingModule(module, SETTING, "binary", seed=7), DataLoader(batches, batch_size=None),
             return_predictions=False)
-    cache.ensure("s", fill)
-    chunks = list(cache.chunks("s"))
+    cache.ensure("s", 7, fill)
+    clean = [images[i:i + 8] for i in range(0, 22, 8)]
+    chunks = list(cache.chunks("s", clean))
     assert [len(adv) for adv, _ in chunks] == [8, 8, 6]
     # by hand: the whole set at once, then the control noise of each batch drawn from its batch seed
     whole = craft(module.model, images, labels, SETTING, "binary")
     control = torch.cat([control_noise(images[i:i + 8], whole[i:i + 8],
                                        torch.Generator().manual_seed(batch_seed(7, i // 8)))
                          for i in range(0, 22, 8)])
-    adversarial, stored_control = cache.load("s")
+    adversarial, stored_control = cache.load("s", clean)
     assert torch.allclose(adversarial, whole, atol=1e-6)
     assert torch.allclose(stored_control, control, atol=1e-6)
 

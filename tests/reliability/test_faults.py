@@ -17,6 +17,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from attacks import AdversarialSetCache
+from attacks.cache import SUFFIX
 from experiments import load_config, run_study
 from experiments.design.config import preset_path
 from experiments.execution.evaluation import PAIR_METRICS
@@ -98,16 +99,15 @@ def assert_same_results(table, reference):
 
 
 def assert_same_sets(output_dir: Path, reference_dir: Path):
-    """The cache holds the reference's sets, each complete and equal to the reference's, and no
-    half-written file."""
+    """The cache holds the reference's sets, each complete and equal to the reference's byte for
+    byte, and no half-written file."""
     ours = AdversarialSetCache(output_dir / "adversarial_sets")
     theirs = AdversarialSetCache(reference_dir / "adversarial_sets")
     assert not list(ours.root.glob("*.tmp"))
-    keys = sorted(path.stem for path in ours.root.glob("*.pt"))
-    assert keys == sorted(path.stem for path in theirs.root.glob("*.pt"))
+    keys = sorted(path.stem for path in ours.root.glob(f"*{SUFFIX}"))
+    assert keys == sorted(path.stem for path in theirs.root.glob(f"*{SUFFIX}"))
     for key in keys:
-        for mine, reference in zip(ours.load(key), theirs.load(key), strict=True):
-            assert torch.equal(mine, reference), key
+        assert ours.path(key).read_bytes() == theirs.path(key).read_bytes(), key
 
 
 def assert_one_finished_run_each(uri: str, reference: tuple, experiment: str = "smoke"):

@@ -9,6 +9,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from attacks import AdversarialSetCache
+from attacks.cache import HEADER_BYTES, MAGIC, SUFFIX, VERSION
 from datamodules.readers.csv_folder import read_csv_folder
 from datamodules.synthetic.cache import cached_generate
 from experiments.cli import main
@@ -78,11 +79,11 @@ def test_tampered_cache_and_checkpoints_are_refused_never_run(tracking_uri, tmp_
     assert main(args) == 0
     capsys.readouterr()
 
-    sets = sorted((out / "adversarial_sets").glob("*.pt"))
+    sets = sorted((out / "adversarial_sets").glob(f"*{SUFFIX}"))
     assert sets
-    for path in sets:
+    for path in sets:  # the header kept, so that the record itself is read
         record = pickled_code(code_payload)
-        path.write_bytes(len(record).to_bytes(8, "little") + record)
+        path.write_bytes(path.read_bytes()[:HEADER_BYTES] + len(record).to_bytes(8, "little") + record)
     assert main(args) == 2
     err = error_lines(capsys)
     assert len(err) == 1 and "adversarial_sets" in err[0] and "not an adversarial set of tensors" in err[0]
@@ -103,10 +104,11 @@ def test_tampered_cache_and_checkpoints_are_refused_never_run(tracking_uri, tmp_
 
 def test_cache_refuses_a_pickled_record_by_file_name(tmp_path, code_payload):
     cache, marker = AdversarialSetCache(tmp_path / "sets"), code_payload.marker
-    record = pickled_code(code_payload)
-    cache.path("k").write_bytes(len(record).to_bytes(8, "little") + record)
-    with pytest.raises(ValueError, match=r"sets/k\.pt: not an adversarial set of tensors .*delete the file"):
-        cache.load("k")
+    record = pickled_code(code_payload)  # after a valid header, so that the record itself is read
+    cache.path("k").write_bytes(MAGIC + VERSION.to_bytes(2, "little") + bytes(8) + len(record).to_bytes(8, "little")
+                                + record)
+    with pytest.raises(ValueError, match=r"sets/k\.set: not an adversarial set of tensors .*delete the file"):
+        cache.load("k", [torch.zeros(1, 1, 2, 2)])
     assert not marker.exists()
 
 

@@ -1,0 +1,128 @@
+"""The study's crafting path against a bare PyTorch loop over the same numbered batches.
+
+The study's path is what `StudyWork.ensure_set` runs: `Predictor.adversarial_set` over `TestBatches`
+(a `Trainer.predict` of a `CraftingModule`, through `attacks.craft` and torchattacks) into an
+`AdversarialSetCache`. The bare loop is hand-written FGSM / iterative FGSM with torch autograd on the
+same surrogate and the same batches, with no Lightning, no torchattacks and no cache. Both attacks
+(one step, `steps` steps) run in interleaved rounds so that machine load hits every side alike; each
+ratio is the median over rounds of (bare loop seconds / study seconds), i.e. the study's throughput
+as a fraction of the bare loop's. The sets are checked to agree with the bare loop's.
+
+    python benchmarks/bench_study_crafting.py                       # ResNet-18, 64 px, 6 batches of 16
+    python benchmarks/bench_study_crafting.py --device cuda --size 224 --batch 64
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from attacks import AdversarialSetCache
+from experiments.design.config import load_config, preset_path
+from experiments.execution.batches import TestBatches
+from experiments.execution.devices import Process
+from experiments.execution.predicting import Predictor
+from lightning_modules import ClassifierModule
+
+
+def bare_attack(model, images, labels, eps, alpha, steps):
+    """Iterative FGSM (FGSM with steps=1, alpha=eps) on the binary cross-entropy, plain autograd."""
+    x = images.clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        loss = F.binary_cross_entropy_with_logits(model(x).reshape(len(x)), labels.float())
+        grad, = torch.autograd.grad(loss, x)
+        x = x.detach() + alpha * grad.sign()
+        x = torch.min(torch.max(x, images - eps), images + eps).clamp(0.0, 1.0)
+    return x
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batches", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (crafting.device)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    cfg = load_config(preset_path("smoke"), [f"crafting.device={args.device}", f"data.batch_size={args.batch}"])
+    torch.manual_seed(0)
+    surrogate = ClassifierModule(args.arch, "random", "binary", 1, 3).eval()
+    count = args.batch * args.batches
+    images, labels = torch.rand(count, 3, args.size, args.size), torch.randint(0, 2, (count,))
+    batches = TestBatches({"batch_size": args.batch}, TensorDataset(images, labels))
+    predictor, root = Predictor(cfg, Process()), tempfile.mkdtemp(prefix="bench_study_crafting.")
+    eps = 2 / 255
+    settings = {"fgsm": {"name": "fgsm", "eps": eps},
+                f"ifgsm{args.steps}": {"name": "ifgsm", "eps": eps, "alpha": eps / 4, "steps": args.steps}}
+    runs = iter(range(10**9))
+
+    def study(setting: dict) -> torch.Tensor:
+        cache, key = AdversarialSetCache(root), f"set{next(runs)}"
+        cache.ensure(key, 0, lambda write: predictor.adversarial_set(surrogate, batches, setting, 0, "binary", write,
+                                                                  f"study {setting['name']}"))
+        return key
+
+    bare_model = surrogate.model
+
+    def bare(setting: dict) -> torch.Tensor:
+        bare_model.to(device)
+        out = []
+        for batch_id in range(len(batches)):
+            x, y, _ = batches[batch_id]
+            x, y = x.to(device), y.to(device)
+            out.append(bare_attack(bare_model, x, y, setting["eps"], setting.get("alpha", setting["eps"]),
+                                   setting.get("steps", 1)).cpu())
+        return torch.cat(out)
+
+    def timed(fn, setting):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = fn(setting)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, result
+
+    try:
+        for name, setting in settings.items():  # warm-up, and the agreement check
+            _, key = timed(study, setting)
+            _, reference = timed(bare, setting)
+            stored = AdversarialSetCache(root).load(key, (batches[i][0] for i in range(len(batches))))[0]
+            differ = (stored - reference).abs() > 1e-6
+            print(f"{name}: study set vs bare loop: {float(differ.float().mean()):.2e} of the pixels differ "
+                  f"by more than 1e-6 (a gradient sign flipped by rounding)")
+        seconds = {(name, side): [] for name in settings for side in ("study", "bare")}
+        for round_ in range(args.rounds):
+            for name, setting in settings.items():
+                order = (("study", study), ("bare", bare)) if round_ % 2 == 0 else (("bare", bare), ("study", study))
+                for side, fn in order:
+                    seconds[name, side].append(timed(fn, setting)[0])
+            shutil.rmtree(root)
+            root = tempfile.mkdtemp(prefix="bench_study_crafting.")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(f"\n{args.arch} binary 3x{args.size}x{args.size}, {args.batches} batches of {args.batch}, on {device}, "
+          f"{torch.get_num_threads()} threads, {args.rounds} interleaved rounds")
+    for name in settings:
+        study_s, bare_s = seconds[name, "study"], seconds[name, "bare"]
+        ratio = statistics.median(b / s for b, s in zip(bare_s, study_s))
+        goal = 0.90 if settings[name].get("steps", 1) == 1 else 0.95
+        print(f"{name:>8}: study {count / statistics.median(study_s):8.1f} images/s, bare loop "
+              f"{count / statistics.median(bare_s):8.1f} images/s; study/bare throughput, median of per-round "
+              f"ratios: {ratio:.3f} (goal >= {goal:.2f})")
+
+
+if __name__ == "__main__":
+    main()
