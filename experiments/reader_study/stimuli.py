@@ -48,7 +48,7 @@ class Stimuli:
         wanted = {sample for _, sample in plan.base}
         self.png.update(((CLEAN, p), png) for p, png in _picked(test.batches(), wanted, "the test split", size))
         for key in dict.fromkeys(stored.key for stored, _ in plan.base):
-            adversarial = (adv for adv, _ in cache.chunks(key))
+            adversarial = (adv for adv, _ in cache.chunks(key, test.batches()))
             self.png.update(((key, p), png) for p, png in
                             _picked(adversarial, set(plan.samples(key)), f"adversarial set {key}", size))
 

@@ -72,13 +72,14 @@ def test_an_oracle_detects_every_attack_and_the_images_are_the_stored_ones(serve
     from attacks import AdversarialSetCache
     from experiments.execution import read_data
     from experiments.execution.evaluation import load_test_set
-    clean = np.concatenate([b.numpy() for b in load_test_set(read_data(study.cfg).datamodule("d1")).batches()])
+    test = load_test_set(read_data(study.cfg).datamodule("d1"))
+    clean = np.concatenate([b.numpy() for b in test.batches()])
     cache = AdversarialSetCache(f"{study.cfg.output_dir}/adversarial_sets")
     state = study.sessions.state("pixel-check")
     trial = study.plan.trials("pixel-check")[0]
     for side in ("left", "right"):
         pixels = np.asarray(Image.open(io.BytesIO(fetched(url.rstrip("/") + state["trial"][side])[1])).convert("RGB"))
-        source = cache.load(trial.set.key)[0].numpy()[trial.sample] if side == trial.attacked else clean[trial.sample]
+        source = cache.load(trial.set.key, test.batches())[0].numpy()[trial.sample] if side == trial.attacked else clean[trial.sample]
         expected = np.round(np.clip(source, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
         assert np.array_equal(pixels, expected)
 

@@ -85,7 +85,7 @@ def test_space_running_out_while_crafting_is_one_line_and_the_rerun_completes(tm
         assert code == 1 and len(err) == 1, err  # (beside the progress bars of training and crafting)
         assert err[0].startswith(f"medtransfer: error: {sets}: no space left on the device while writing "
                                  "adversarial set "), err
-        assert not list(sets.glob("*.tmp")) and not list(sets.glob("*.pt"))
+        assert not list(sets.glob("*.tmp")) and not list(sets.glob("*.set"))
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         client = MlflowClient(uri)
         assert [r.info.status for r in runs(uri, "study")] == ["FAILED"]
@@ -98,4 +98,4 @@ def test_space_running_out_while_crafting_is_one_line_and_the_rerun_completes(tm
         assert run(tmp_path, *SLOW_FIRST_SET) == 0
         pairs = runs(uri, "pair")
         assert len(pairs) == 8 and all(r.info.status == "FINISHED" for r in pairs)
-        assert len(list(sets.glob("*.pt"))) == 4
+        assert len(list(sets.glob("*.set"))) == 4

@@ -58,7 +58,7 @@ EVENTS = {
     "store-tmp": lambda root: bool(list(root.glob("mlflow.db.*.tmp"))),  # the store being built
     "store": lambda root: (root / "mlflow.db").is_file(),
     "set-tmp": lambda root: bool(list((root / OUT / "adversarial_sets").glob("*.tmp"))),  # a set being written
-    "set": lambda root: bool(list((root / OUT / "adversarial_sets").glob("*.pt"))),
+    "set": lambda root: bool(list((root / OUT / "adversarial_sets").glob("*.set"))),
     "report": lambda root: (root / OUT / "smoke" / "report").is_dir(),
     "results": lambda root: (root / OUT / "smoke" / "report" / "results.csv").is_file(),
 }
@@ -95,7 +95,7 @@ def state(uri: str, root: Path, earlier: dict) -> str:
     count = {kind: sum(r.data.tags.get("kind") == kind and r.info.status == "FINISHED" for r in runs)
              for kind in ("model", "pair")}
     running = sorted({r.data.tags.get("kind") for r in runs if r.info.status == "RUNNING"} - {"study"})
-    sets = list((root / "out" / "adversarial_sets").glob("*.pt"))
+    sets = list((root / "out" / "adversarial_sets").glob("*.set"))
     report = root / "out" / "smoke" / "report"
     return (f"{count['model']} models, {len(sets)} sets, {count['pair']} pairs finished"
             + (f", {'/'.join(running)} run open" if running else "")

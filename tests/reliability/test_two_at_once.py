@@ -24,7 +24,7 @@ RECORDING_CLI = """
 import sys
 log = open(sys.argv[1], "a", buffering=1)
 def hook(event, args):
-    if event == "os.rename" and "adversarial_sets" in str(args[1]) and str(args[1]).endswith(".pt"):
+    if event == "os.rename" and "adversarial_sets" in str(args[1]) and str(args[1]).endswith(".set"):
         log.write(str(args[1]) + "\\n")
 sys.addaudithook(hook)
 from experiments.cli import main
@@ -67,7 +67,7 @@ def test_two_identical_commands_at_once_do_each_piece_of_work_once(store, tmp_pa
     assert {r.data.tags["mlflow.parentRunId"] for r in pairs} == {studies[0].info.run_id}
 
     crafted = [line for path in renames if path.exists() for line in path.read_text().splitlines()]
-    stored = sorted(str(p) for p in (output_dir / "adversarial_sets").glob("*.pt"))
+    stored = sorted(str(p) for p in (output_dir / "adversarial_sets").glob("*.set"))
     assert len(stored) == 4 and sorted(crafted) == stored  # each set renamed into place once, by one process
     assert not list((output_dir / "adversarial_sets").glob("*.tmp"))
     assert os.path.isfile(output_dir / "smoke" / "report" / "results.csv")
