@@ -39,7 +39,7 @@ def run(tmp_path, *overrides):
 
 
 def test_too_little_space_is_one_line_before_any_work(tmp_path, capsys):
-    with tmpfs(tmp_path / "out", "1m") as out:
+    with tmpfs(tmp_path / "out", "512k") as out:
         assert run(tmp_path) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"free on the file system of {out}, the study needs" in err[0], err
