@@ -5,7 +5,7 @@ read back against the same clean images; the control noise is never stored: it i
 reading from the perturbation and the set's per-batch seed (`batch_seed`), exactly as crafting
 would draw it. A file (`<key>.set`) starts with a header (`MAGIC`, the format `VERSION`, the set's
 seed), then one length-prefixed record per crafting batch, a weights-only `torch.save` of tensors
-in one of two exact codes, zlib compressed:
+in one of two exact codes, Zstandard compressed (level 1: a third of zlib's time at a smaller size):
 
 - `grid8`: when the adversarial images are on the 8-bit grid k / 255 (quantised attacks): k as
   uint8, at most 1 byte a value;
@@ -30,6 +30,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+import zstandard
 from filelock import FileLock
 
 from .noise import control_noise
@@ -66,13 +67,14 @@ def encode(clean: torch.Tensor, adversarial: torch.Tensor) -> dict:
         code, payload = "grid8", grid.numpy()
     else:  # uint32 arithmetic wraps around, so the difference undoes exactly for any two floats
         code, payload = "steps", _bits(adversarial) - _bits(clean)
-    packed = zlib.compress(payload.data, 1)
+    packed = zstandard.ZstdCompressor(level=1).compress(payload.data)
     return {**record, "code": code, "packed": torch.frombuffer(bytearray(packed), dtype=torch.uint8)}
 
 
 def decode(record: dict, clean: torch.Tensor) -> torch.Tensor:
     """The adversarial images of `record` (from `encode`) against the same `clean` images."""
-    shape, payload = torch.Size(record["shape"].tolist()), zlib.decompress(record["packed"].numpy().data)
+    shape = torch.Size(record["shape"].tolist())
+    payload = zstandard.ZstdDecompressor().decompress(record["packed"].numpy().data)
     if record["code"] == "grid8":
         return torch.frombuffer(bytearray(payload), dtype=torch.uint8).float().view(shape) / 255.0
     bits = _bits(clean).reshape(-1) + np.frombuffer(payload, dtype=np.uint32)

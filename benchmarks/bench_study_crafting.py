@@ -5,8 +5,11 @@ The study's path is what `StudyWork.ensure_set` runs: `Predictor.adversarial_set
 `AdversarialSetCache`. The bare loop is hand-written FGSM / iterative FGSM with torch autograd on the
 same surrogate and the same batches, with no Lightning, no torchattacks and no cache. Both attacks
 (one step, `steps` steps) run in interleaved rounds so that machine load hits every side alike; each
-ratio is the median over rounds of (bare loop seconds / study seconds), i.e. the study's throughput
-as a fraction of the bare loop's. The sets are checked to agree with the bare loop's.
+ratio is the bare loop's seconds over the study's, i.e. the study's throughput as a fraction of the
+bare loop's, from each side's fastest round (load only ever adds time; the median of the per-round
+ratios is printed beside it). The sets are checked to agree with the bare loop's. The images
+are the first test images of the synthetic pathology domain (what the demo crafts on; how well a
+set compresses, and so how long writing it takes, depends on the images).
 
     python benchmarks/bench_study_crafting.py                       # ResNet-18, 64 px, 6 batches of 16
     python benchmarks/bench_study_crafting.py --device cuda --size 224 --batch 64
@@ -14,19 +17,22 @@ as a fraction of the bare loop's. The sets are checked to agree with the bare lo
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
 import time
 
-import torch
+os.environ.setdefault("TQDM_DISABLE", "1")  # the study's progress bars (they still run) print nothing
+import torch  # noqa: E402 (tqdm reads TQDM_ settings when it is first imported)
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
+from torch.utils.data import Subset
 
 from attacks import AdversarialSetCache
 from experiments.design.config import load_config, preset_path
 from experiments.execution.batches import TestBatches
 from experiments.execution.devices import Process
+from experiments.execution.work import read_data
 from experiments.execution.predicting import Predictor
 from lightning_modules import ClassifierModule
 
@@ -50,17 +56,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (crafting.device)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    cfg = load_config(preset_path("smoke"), [f"crafting.device={args.device}", f"data.batch_size={args.batch}"])
+    count = args.batch * args.batches
+    cfg = load_config(preset_path("smoke"), [f"crafting.device={args.device}", f"data.batch_size={args.batch}",
+                                             f"data.image_size={args.size}", f"data.num_patients={2 * count}"])  # test: a quarter
+    test = read_data(cfg).datamodule("d1").dataset("test")
+    if len(test) < count:
+        raise SystemExit(f"the synthetic test split holds {len(test)} images, fewer than --batch x --batches")
     torch.manual_seed(0)
     surrogate = ClassifierModule(args.arch, "random", "binary", 1, 3).eval()
-    count = args.batch * args.batches
-    images, labels = torch.rand(count, 3, args.size, args.size), torch.randint(0, 2, (count,))
-    batches = TestBatches({"batch_size": args.batch}, TensorDataset(images, labels))
+    batches = TestBatches({"batch_size": args.batch}, Subset(test, range(count)))
     predictor, root = Predictor(cfg, Process()), tempfile.mkdtemp(prefix="bench_study_crafting.")
     eps = 2 / 255
     settings = {"fgsm": {"name": "fgsm", "eps": eps},
@@ -117,12 +126,12 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, {args.rounds} interleaved rounds")
     for name in settings:
         study_s, bare_s = seconds[name, "study"], seconds[name, "bare"]
-        ratio = statistics.median(b / s for b, s in zip(bare_s, study_s))
+        best = min(bare_s) / min(study_s)
+        median = statistics.median(b / s for b, s in zip(bare_s, study_s))
         goal = 0.90 if settings[name].get("steps", 1) == 1 else 0.95
-        print(f"{name:>8}: study {count / statistics.median(study_s):8.1f} images/s, bare loop "
-              f"{count / statistics.median(bare_s):8.1f} images/s; study/bare throughput, median of per-round "
-              f"ratios: {ratio:.3f} (goal >= {goal:.2f})")
-
+        print(f"{name:>8}: study {count / min(study_s):8.1f} images/s, bare loop {count / min(bare_s):8.1f} images/s "
+              f"(best rounds); study/bare throughput {best:.3f} (best rounds; median of per-round ratios "
+              f"{median:.3f}; goal >= {goal:.2f})")
 
 if __name__ == "__main__":
     main()
