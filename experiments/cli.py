@@ -27,7 +27,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .design.config import CONFIG_DIR
+    from .design.locations import CONFIG_DIR
     from .reader_study.command import add_parser as add_readers_parser
 
     parser = argparse.ArgumentParser(

@@ -5,7 +5,3 @@ identities that make two pieces of work the same, the resources a config asks fo
 graph (`Scheduler`). Pure: reads no data and touches no store. May import the library packages
 (`datamodules`, `attacks`, `lightning_modules`) only.
 """
-from .config import ConfigError, domain_config, load_config, preset_path
-from .scheduler import Scheduler
-
-__all__ = ["ConfigError", "Scheduler", "domain_config", "load_config", "preset_path"]

@@ -20,12 +20,11 @@ from lightning_modules.defences import defence_params
 from lightning_modules.model import INITS
 
 from .external import is_external
-from .locations import location_problem
+from .locations import CONFIG_DIR, location_problem
 from .resources import MULTI_PROCESS_STRATEGIES, world_size
 from .value_ranges import range_problem
 from .zoo import PAIR_MODES, expand_zoo, is_ensemble
 
-CONFIG_DIR = Path(__file__).parents[1] / "configs"
 EXECUTORS = ("local", "ray")
 NON_DIFFERENTIABLE = ("onnx", "http")  # external formats that can only be targets
 

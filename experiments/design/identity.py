@@ -193,20 +193,17 @@ def external_key(entry) -> str:
     return digest({"external": external_source(settings), "fingerprint": settings["fingerprint"], "code": code()})
 
 
-def set_key(cfg: DictConfig, surrogate_cfg, setting: dict, seed: int) -> str:
-    """Identity of an adversarial test set: its surrogate network (`network_key`, whose identity holds
-    the data), the complete attack setting (`attack_grid`), the seed of its random parts and the
-    crafting precision."""
-    surrogate = network_key(OmegaConf.merge(cfg, {"seed": seed}), surrogate_cfg)
-    return digest({"surrogate": surrogate, "attack": setting, "seed": int(seed),
-                   "precision": cfg.crafting.precision})
+def set_key(surrogate_network: str, setting: dict, seed: int, precision: str) -> str:
+    """Identity of an adversarial test set: its surrogate network (`network_key` at the set's seed,
+    whose identity holds the data), the complete attack setting (`attack_grid`), the seed of its
+    random parts and the crafting precision."""
+    return digest({"surrogate": surrogate_network, "attack": setting, "seed": int(seed), "precision": precision})
 
 
-def pair_key(cfg: DictConfig, surrogate_cfg, target_cfg, setting: dict, seed: int) -> str:
-    """Identity of a pair evaluation: the adversarial set, the target network and the evaluation keys."""
-    target = network_key(OmegaConf.merge(cfg, {"seed": seed}), target_cfg)
-    return digest({"set": set_key(cfg, surrogate_cfg, setting, seed), "target": target,
-                   **{key: cfg[key] for key in PAIR_CONFIG_KEYS}})
+def pair_key(cfg: DictConfig, set_key_: str, target_network: str) -> str:
+    """Identity of a pair evaluation: the adversarial set (`set_key`), the target network
+    (`network_key` at the set's seed) and the study's evaluation keys."""
+    return digest({"set": set_key_, "target": target_network, **{key: cfg[key] for key in PAIR_CONFIG_KEYS}})
 
 
 def study_key(cfg: DictConfig) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 STORE_DIR = Path("mlruns")
+CONFIG_DIR = Path(__file__).parents[1] / "configs"  # the preset studies
 
 
 def default_tracking_uri() -> str:

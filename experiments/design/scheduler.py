@@ -66,16 +66,23 @@ class Scheduler:
         self.settings = attack_grid(cfg)
         self.seeds = [int(s) for s in cfg.seeds] or [int(cfg.seed)]
         surrogates = [s for s in self.zoo if any(p[0] == s for p in pairs)]
+        seeded = {seed: self.seeded(seed) for seed in self.seeds}
         models: dict[tuple[str, int], ModelJob] = {}
+        networks: dict[tuple[str, int], str] = {}
 
         def model(name: str, seed: int) -> ModelJob:
             if (name, seed) not in models:
                 entry = self.zoo[name]
                 identity = network_key if is_ensemble(entry) or is_external(entry) else model_key
-                models[name, seed] = ModelJob(name, seed, identity(self.seeded(seed), entry))
+                models[name, seed] = ModelJob(name, seed, identity(seeded[seed], entry))
                 if is_ensemble(entry):
                     self.ensembles[models[name, seed]] = [model(m, seed) for m in entry.ensemble]
             return models[name, seed]
+
+        def network(name: str, seed: int) -> str:
+            if (name, seed) not in networks:
+                networks[name, seed] = network_key(seeded[seed], self.zoo[name])
+            return networks[name, seed]
 
         self.ensembles: dict[ModelJob, list[ModelJob]] = {}
         groups = []
@@ -83,11 +90,10 @@ class Scheduler:
             for surrogate in surrogates:
                 for setting in self.settings:
                     job = SetJob(model(surrogate, seed), setting,
-                                 set_key(cfg, self.zoo[surrogate], setting, seed))
+                                 set_key(network(surrogate, seed), setting, seed, cfg.crafting.precision))
                     targets = [t for s, t in pairs if s == surrogate]
-                    groups.append(SetGroup(job, [
-                        PairJob(job, model(t, seed), pair_key(cfg, self.zoo[surrogate], self.zoo[t], setting, seed))
-                        for t in targets]))
+                    groups.append(SetGroup(job, [PairJob(job, model(t, seed), pair_key(cfg, job.key, network(t, seed)))
+                                                 for t in targets]))
         index, count = shard
         self.groups: list[SetGroup] = groups[index::count]
 

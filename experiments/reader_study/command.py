@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-from .server import ReaderServer
+if TYPE_CHECKING:
+    from .server import ReaderServer
 
 DEFAULT_PORT = 8765
 
@@ -35,6 +37,8 @@ def add_parser(commands) -> None:
 
 
 def bind(study, host: str, port: int | None) -> ReaderServer:
+    from .server import ReaderServer  # here: `add_parser` is on every command's way, this is not
+
     if port is not None:
         try:
             return ReaderServer(study.sessions, host, port)

@@ -21,10 +21,10 @@ def test_a_defended_model_shares_its_twins_training_but_not_its_sets_or_pairs(sm
     assert identity.model_seed(0, zoo["a_jpeg"]) == identity.model_seed(0, zoo["a"])
     keys = {name: identity.network_key(cfg, zoo[name]) for name in ("a", "a_jpeg", "a_jpeg40")}
     assert len(set(keys.values())) == 3  # the defence and its parameter are part of the network
-    setting = s.settings[0]
-    assert identity.set_key(cfg, zoo["a_jpeg"], setting, 0) != identity.set_key(cfg, zoo["a"], setting, 0)
-    assert identity.pair_key(cfg, zoo["b"], zoo["a_jpeg"], setting, 0) != identity.pair_key(cfg, zoo["b"], zoo["a"],
-                                                                                              setting, 0)
+    sets = {group.set.surrogate.name: group.set.key for group in s.groups}
+    assert sets["a_jpeg"] != sets["a"]  # a set crafted through the defence is another set
+    pairs = {(p.set.surrogate.name, p.target.name): p.key for group in s.groups for p in group.pairs}
+    assert pairs["b", "a_jpeg"] != pairs["b", "a"]
 
 
 def test_adversarial_training_is_its_own_training_with_its_own_seed(smoke_config, tmp_path):

@@ -31,7 +31,7 @@ def broken(tmp_path, monkeypatch, unused_port):
 def problem_lines(text):
     return {
         "weights": [line for line in text if "ImageNet weights for resnet18 not found: put resnet18-" in line],
-        "root": [line for line in text if f"absent: data root not found (data.root, radiology)" in line],
+        "root": [line for line in text if "absent: data root not found (data.root, radiology)" in line],
         "server": [line for line in text if "tracking server http://127.0.0.1:" in line and "unreachable" in line],
     }
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.design.config import CONFIG_DIR, ConfigError, domain_config, load_config, preset_path
+from experiments.design.config import ConfigError, domain_config, load_config, preset_path
+from experiments.design.locations import CONFIG_DIR
 from experiments.design.scheduler import Scheduler
 
 PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
