@@ -94,6 +94,7 @@ def on_ray(ray_session, tmp_path_factory):
     return run_study(load_config(CONFIG, study_args(root, *ON_RAY))), root
 
 
+@pytest.mark.slow  # Ray's start-up and a study on each executor: about 40 s here
 def test_ray_gives_the_local_table_with_the_work_done_in_ray_workers(reference, on_ray):
     table, root = on_ray
     assert_same_results(table, reference[0])
@@ -107,6 +108,7 @@ def test_ray_gives_the_local_table_with_the_work_done_in_ray_workers(reference, 
     assert {worker_pid(run) for run in local_work} == {os.getpid()}
 
 
+@pytest.mark.slow  # Ray's start-up and a study on each executor: about 40 s here
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_either_executor_reads_back_what_the_other_logged(executor, reference, on_ray):
     """Same identities: each executor, rerun on the other's store, finds every run and adds none."""
@@ -204,6 +206,7 @@ def test_executor_and_ray_keys_are_checked_and_never_part_of_the_study_identity(
     load_config(CONFIG, ["trainer.devices=2"])  # the local executor may use several
 
 
+@pytest.mark.slow  # a CLI process and Ray's connection timeout
 def test_unreachable_ray_address_is_one_line_before_any_work(tmp_path, unused_port):
     """The CLI in a fresh process (no Ray session): exit 2, one line naming ray.address, nothing written."""
     address = f"127.0.0.1:{unused_port}"

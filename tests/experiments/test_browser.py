@@ -12,9 +12,10 @@ from mlflow.tracking import MlflowClient
 from experiments.design.config import preset_path
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium not installed; for the MLflow UI browser test install it with "
-                             "`sudo apt-get install -y chromium` (Debian; Ubuntu: chromium-browser)")
+pytestmark = [pytest.mark.slow,  # a study through the CLI, then Chromium on each link: about 50 s here
+              pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed; for the MLflow UI browser test "
+                                 "install it with `sudo apt-get install -y chromium` (Debian; Ubuntu: "
+                                 "chromium-browser)")]
 EMPTY_OVERVIEW = "No data available"
 
 

@@ -1,4 +1,6 @@
-"""The command line as a user meets it: a real process, help texts, one-line errors."""
+"""The command line as a user meets it: help texts, one-line errors and a study, in a real process;
+more one-line errors through the same `main` in this process (the import of the libraries a real
+process pays, about 10 s here, once per test, is what the process-level tests cover)."""
 import re
 import subprocess
 import sys
@@ -6,6 +8,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from experiments.cli import main
 from experiments.design.config import preset_path
 
 
@@ -29,19 +32,19 @@ def test_unknown_config_key_is_one_line_naming_it():
     assert len(lines) == 1 and "max_epoch" in lines[0]
 
 
-def test_malformed_yaml_names_the_file(tmp_path):
+def test_malformed_yaml_names_the_file(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    result = medtransfer("run", "--config", str(bad))
-    assert result.returncode == 2
-    assert str(bad) in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert main(["run", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and len(err.strip().splitlines()) == 1
 
 
-def test_bad_epsilon_fails_before_any_work(tmp_path):
+def test_bad_epsilon_fails_before_any_work(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = medtransfer("run", "--config", str(preset_path("smoke")), f"tracking.uri={uri}",
-                         "attacks=[{name: fgsm, eps: [1.5]}]")
-    assert result.returncode == 2 and "eps=1.5" in result.stderr
+    assert main(["run", "--config", str(preset_path("smoke")), f"tracking.uri={uri}",
+                 "attacks=[{name: fgsm, eps: [1.5]}]"]) == 2
+    assert "eps=1.5" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()
 
 

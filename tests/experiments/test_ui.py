@@ -1,6 +1,6 @@
-"""`medtransfer ui` as a user runs it: a real MLflow server on the store, the link, Ctrl-C."""
+"""`medtransfer ui` as a user runs it: a real MLflow server on the store, the link, Ctrl-C (in a real
+process); the links and one-line errors that start no server through the same `main` in this one."""
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -9,6 +9,8 @@ import threading
 import urllib.request
 
 from mlflow.tracking import MlflowClient
+
+from experiments.cli import main
 
 
 def make_store(uri: str, experiment: str = "ui-study") -> tuple[str, str]:
@@ -85,39 +87,35 @@ def test_ui_serves_the_store_prints_the_link_and_stops_on_ctrl_c(tmp_path, unuse
     assert not port_answers(unused_port)  # the MLflow server went with it
 
 
-def test_ui_on_a_tracking_server_prints_its_link(mlflow_server, tmp_path):
+def test_ui_on_a_tracking_server_prints_its_link(mlflow_server, tmp_path, monkeypatch, capsys):
     experiment_id, _ = make_store(mlflow_server, "ui-remote")
-    result = subprocess.run([sys.executable, "-m", "experiments", "ui", f"tracking.uri={mlflow_server}"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert f"{mlflow_server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning" in result.stdout
+    monkeypatch.chdir(tmp_path)
+    assert main(["ui", f"tracking.uri={mlflow_server}"]) == 0
+    assert f"{mlflow_server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning" in capsys.readouterr().out
 
 
-def test_ui_reads_mlflow_tracking_uri(mlflow_server, tmp_path):
+def test_ui_reads_mlflow_tracking_uri(mlflow_server, tmp_path, monkeypatch, capsys):
     experiment_id, _ = make_store(mlflow_server, "ui-from-env")
-    result = subprocess.run([sys.executable, "-m", "experiments", "ui"], capture_output=True, text=True,
-                            timeout=120, cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server})
-    assert result.returncode == 0, result.stderr
-    assert f"{mlflow_server}/#/experiments/{experiment_id}/runs" in result.stdout
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    assert main(["ui"]) == 0
+    assert f"{mlflow_server}/#/experiments/{experiment_id}/runs" in capsys.readouterr().out
 
 
-def test_ui_without_a_store_is_one_line(tmp_path):
+def test_ui_without_a_store_is_one_line(tmp_path, capsys):
     missing = tmp_path / "nothing" / "mlflow.db"
-    result = subprocess.run([sys.executable, "-m", "experiments", "ui", f"tracking.uri=sqlite:///{missing}"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and str(missing) in result.stderr
+    assert main(["ui", f"tracking.uri=sqlite:///{missing}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(missing) in err
     assert not missing.parent.exists()
 
 
-def test_ui_port_in_use_is_one_line(tmp_path):
+def test_ui_port_in_use_is_one_line(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     make_store(uri)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "experiments", "ui", f"tracking.uri={uri}",
-                                 "--port", str(port)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.strip() == f"medtransfer ui: error: --port: {port} is in use on 127.0.0.1"
+        assert main(["ui", f"tracking.uri={uri}", "--port", str(port)]) == 2
+    assert capsys.readouterr().err.strip() == f"medtransfer ui: error: --port: {port} is in use on 127.0.0.1"
