@@ -72,10 +72,9 @@ def test_run_prints_table_and_ui_links(tmp_path):
     assert kinds == ["model", "model", "pair", "pair", "study"]  # 2 trained models, 2 white-box pairs
 
 
-def test_models_lists_the_architectures_the_readme_documents():
+def test_models_lists_the_architectures_the_readme_documents(capsys):
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     documented = re.findall(r"`(\w+)`", readme.split("`medtransfer models` lists the architectures:")[1].split(".")[0])
-    result = medtransfer("models")
-    assert result.returncode == 0
-    listed = [line.split()[0] for line in result.stdout.strip().splitlines()]
+    assert main(["models"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
     assert len(documented) >= 7 and listed == documented

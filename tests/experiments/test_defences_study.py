@@ -1,8 +1,6 @@
 """Defended targets, ensemble surrogates and adversarial training in a real study (smoke data, real
 MLflow store): what is trained, crafted and logged once, and the one-line errors of bad entries."""
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from experiments import run_study
+from experiments.cli import main
 from experiments.design.config import ConfigError, preset_path
 from experiments.execution import read_data
 from experiments.execution.evaluation import load_test_set
@@ -140,13 +139,12 @@ def test_bad_entries_fail_with_one_line(tmp_path, smoke_config, entry, message):
     assert str(err.value) == message
 
 
-def test_ensemble_target_stops_the_cli_with_one_line_and_exit_2(tmp_path):
+def test_ensemble_target_stops_the_cli_with_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = subprocess.run([sys.executable, "-m", "experiments", "run", "--config", str(preset_path("smoke")),
-                             f"tracking.uri={uri}", f"output_dir={tmp_path}",
-                             "models=[{name: a}, {name: e, ensemble: [a]}]", "targets=[e]"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--config", str(preset_path("smoke")), f"tracking.uri={uri}", f"output_dir={tmp_path}",
+                 "models=[{name: a}, {name: e, ensemble: [a]}]", "targets=[e]"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
     assert lines[0].endswith("targets: 'e' is an ensemble, which can only be a surrogate")
     assert not (tmp_path / "mlflow.db").exists()

@@ -44,6 +44,7 @@ def stored_answers(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # a reader server process SIGKILLed and started again: about 25 s here
 def test_a_killed_server_loses_no_answer_and_the_run_is_logged(stored_study, chromium, unused_port, tmp_path):
     cfg, url, clicks = stored_study, f"http://127.0.0.1:{unused_port}/", []
     server = start(cfg, unused_port, tmp_path)
