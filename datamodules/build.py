@@ -20,7 +20,7 @@ from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_s
 from .readers.pcam import SPLITS as PCAM_SPLITS
 from .readers.pcam import pcam_file, read_pcam
 from .readers.source import Source
-from .real_cache import decoded, identity, indexed
+from .real_cache import decoded, decoding_seconds, identity, indexed
 from .split_files import file_manifest
 from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
 from .synthetic import GENERATORS
@@ -96,6 +96,15 @@ class DomainData:
         data = _real(self.domain, self.source, get, int(get("image_size")), decode=False)
         return data, domain_manifest(data, get, int(get("seed", 0)))
 
+    def decoding_seconds(self) -> float:
+        """About how long `prepare` will spend decoding and resizing a real source's images (0 when
+        they are cached at this size, and for synthetic data); timed on a few images, writes nothing."""
+        if self._data is not None or self.source == "synthetic":
+            return 0.0
+        size = int(self.get("image_size"))
+        read, key, cache = _real_entry(self.domain, self.source, self.get, size)
+        return decoding_seconds(key, read, cache, self.source, size)
+
     def __getattr__(self, name: str):
         if name in ("task", "label_names", "channels", "labels", "images", "reader"):
             return getattr(self.prepare()._data, name)
@@ -157,16 +166,21 @@ def medmnist_flag(domain: str, get) -> str:
 def _real(domain: str, source: str, get, size: int, decode: bool = True) -> Source:
     """A real source's data through the cache (`real_cache`): its index, and with `decode` its
     images at `size` px (decoded once)."""
+    read, key, cache = _real_entry(domain, source, get, size)
+    if not decode:
+        return indexed(key, read, cache, source)
+    return decoded(key, read, cache, source, size, int(get("num_workers", 0) or 0))
+
+
+def _real_entry(domain: str, source: str, get, size: int):
+    """(the call that reads the source, its identity key, the cache folder or None)."""
     root = str(get("root", "") or "")
     if not root:
         raise ValueError(f"data.root: required for source {source}")
     root = Path(root).expanduser()
     read, files = _reader(domain, source, get, root, size)
     key = identity(source, root, lambda k, d=None: domain if k == "domain" else get(k, d), files)
-    cache = cache_root(get("cache_dir", ""))
-    if not decode:
-        return indexed(key, read, cache, source)
-    return decoded(key, read, cache, source, size, int(get("num_workers", 0) or 0))
+    return read, key, cache_root(get("cache_dir", ""))
 
 
 def _reader(domain: str, source: str, get, root: Path, size: int):

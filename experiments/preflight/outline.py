@@ -28,6 +28,8 @@ class DataOutline:
     size: int
     split_sizes: dict[str, int] = field(default_factory=dict)  # test, <dev_set>/train, <dev_set>/val
     cache_file: Path | None = None  # synthetic: where the generated set is (or will be) cached
+    decode_seconds: float = 0.0  # real: decoding and resizing the images not yet in the cache, timed
+    decode_each_read: bool = False  # real without a cache (data.cache_dir=none): every read decodes again
 
     @property
     def image_bytes(self) -> int:
@@ -102,7 +104,10 @@ def real_data_outline(data: DictConfig, dev_sets: set[str], size: int) -> tuple[
     if not data.root or not Path(str(data.root)).expanduser().is_dir():
         return info, []  # named by the up-front checks (checks.data_problems)
     try:
-        source, manifest = DomainData(data).index()
+        domain_data = DomainData(data)
+        source, manifest = domain_data.index()
+        info.decode_seconds = domain_data.decoding_seconds()
+        info.decode_each_read = cache_root(data.cache_dir) is None
     except (ValueError, FileNotFoundError) as err:
         return info, [f"data ({data.domain}): {err}"]
     info.images, info.channels = len(source.labels), int(source.channels)

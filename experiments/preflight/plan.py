@@ -116,13 +116,23 @@ def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob],
         seconds += n * sum(speed(domain, domain.zoo_entry(member).arch)[0] for member in members)
     if models or sets or pairs:
         seconds += (OVERHEAD["model"] * len(models) + OVERHEAD["set"] * len(sets) + OVERHEAD["pair"] * len(pairs)
-                    + OVERHEAD["study"])
+                    + OVERHEAD["study"] + decoding(domain, passes["train"] + passes["validate"], len(sets), pairs))
     clean = dict.fromkeys(pair.target for pair in pairs)  # each target scores the clean test set once
     evaluations = [(2 * test, pair.target) for pair in pairs] + [(test, target) for target in clean]
     for n, target in evaluations:
         passes["evaluate"] += n
         seconds += n * speed(domain, domain.zoo_entry(target).arch)[1]
     return passes, seconds
+
+
+def decoding(domain: DomainWork, training_reads: float, sets: int, pairs: list[PairJob]) -> float:
+    """Seconds of decoding a real source's images: once, into the cache; without a cache, at every
+    read (each epoch's images, the test split once per set crafted and per target and pair scored)."""
+    data = domain.data
+    if not data.decode_each_read or not data.images:
+        return data.decode_seconds
+    test_reads = data.split_sizes.get("test", 0) * (sets + len(pairs) + len({pair.target for pair in pairs}))
+    return data.decode_seconds / data.images * (training_reads + test_reads)
 
 
 _SPEEDS: dict[tuple, tuple[float, float]] = {}
@@ -252,6 +262,12 @@ def data_line(d: DomainWork) -> str:
     head = (f"synthetic, {data.images} images ({cfg.num_patients} patients x {cfg.images_per_patient})"
             if data.source == "synthetic" else f"{data.source} at {data.root}, {data.images} images")
     line = f"{head} at {shape}; test {data.split_sizes.get('test', 0)}, train+val {splits}"
+    if data.decode_each_read:
+        line += (f"; no cache (data.cache_dir=none): every read decodes, about "
+                 f"{human_seconds(data.decode_seconds)} a pass over them (timed here)")
+    elif data.source != "synthetic":
+        line += (f"; decoding them at {data.size} px: about {human_seconds(data.decode_seconds)} (timed here)"
+                 if data.decode_seconds else f"; decoded at {data.size} px in the cache")
     if data.source == "synthetic":
         if data.cache_file is None:
             line += f"; generated in memory ({human_bytes(data.images * data.image_bytes)}, data.cache_dir=none)"

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from experiments import run_study
+from experiments.execution import read_data
+from experiments.preflight.outline import outline
 from experiments.preflight.checks import StudyProblems, require_ready
 
 REAL = os.environ.get("MEDTRANSFER_REAL_DATA", "")
@@ -38,6 +40,20 @@ def test_plan_names_a_bad_flag_and_gives_exact_split_sizes(tmp_path, smoke_confi
     # official test split = the test set (12); the 40 others split in halves, 20 % of each for validation
     assert "52 images at 1x28x28; test 12, train+val d1 16+4, d2 16+4" in plan.text
     assert not (tmp_path / "mlflow.db").exists()  # a plan writes no store
+
+
+def test_plan_times_decoding_until_the_images_are_in_the_cache(tmp_path, smoke_config):
+    cfg = smoke_config(tmp_path, *medmnist(write_breast(tmp_path / "data"), "breastmnist"))
+    data, = (domain.data for domain in outline(cfg))
+    assert data.decode_seconds > 0 and not data.decode_each_read
+    assert "decoding them at 28 px: about" in run_study(cfg, dry_run=True).text
+    read_data(cfg)  # decodes the images into the cache
+    data, = (domain.data for domain in outline(cfg))
+    assert data.decode_seconds == 0
+    assert "decoded at 28 px in the cache" in run_study(cfg, dry_run=True).text
+    uncached = smoke_config(tmp_path, *medmnist(tmp_path / "data", "breastmnist"), "data.cache_dir=none")
+    data, = (domain.data for domain in outline(uncached))
+    assert data.decode_seconds > 0 and data.decode_each_read  # every read decodes
 
 
 @pytest.mark.slow
