@@ -25,7 +25,7 @@ from ..store.sqlite_store import COMPLETE, sqlite_path, store_state
 from .checks import study_problems
 from .outline import DomainWork, attack_steps, human_bytes, human_count, human_seconds, outline
 
-TIMING_BATCH = 16  # at most: the study's data.batch_size when smaller (per-image cost falls with the batch)
+TIMING_SECONDS, WARM_UP, TIMED = 0.5, 3, 3  # a timed step's length at most; untimed and timed steps
 # Seconds each piece of work costs beyond its image passes (Trainer and MLflow runs, checkpoints,
 # predictions files, the report), measured on this project's 2-core machine under load (README,
 # "Performance"); the start of the process (imports, checks; once per study) is `process_age`.
@@ -153,12 +153,12 @@ def process_age() -> float:
 
 def speed(domain: DomainWork, arch: str) -> tuple[float, float]:
     """Seconds per image of one training step (forward+backward) and of one forward pass of `arch`
-    at the domain's image size, measured once per process on the device the study trains on."""
+    at the domain's image size and batch size, measured once per process on the device the study
+    trains on."""
     data, device = domain.data, timing_device(domain.cfg)
-    batch = max(1, min(TIMING_BATCH, int(domain.cfg.data.batch_size)))
-    key = (arch, data.size, data.channels, device, batch)
+    key = (arch, data.size, data.channels, device, int(domain.cfg.data.batch_size))
     if key not in _SPEEDS:
-        _SPEEDS[key] = measure(arch, data.size, data.channels, device, batch)
+        _SPEEDS[key] = measure(arch, data.size, data.channels, device, int(domain.cfg.data.batch_size))
     return _SPEEDS[key]
 
 
@@ -167,34 +167,43 @@ def timing_device(cfg: DictConfig) -> str:
     return "cuda" if gpu else "cpu"
 
 
-def measure(arch: str, size: int, channels: int, device: str, batch: int) -> tuple[float, float]:
-    """(training-step, forward) seconds per image: a warm-up batch, then the faster of two timed
-    batches of each (the task's head is a few outputs of a linear layer; its cost is left out)."""
+def measure(arch: str, size: int, channels: int, device: str, batch_size: int) -> tuple[float, float]:
+    """(training-step, forward) seconds per image at the study's batch size, or at as many images as
+    one step takes in `TIMING_SECONDS` when that is fewer (the per-image cost falls with the batch:
+    a small batch overestimates): warm-up steps, then the fastest of `TIMED` steps of each (the
+    task's head is a few outputs of a linear layer; its cost is left out)."""
     torch.manual_seed(0)
     model = build_classifier(arch, "random", "binary", 1, channels).to(device)
-    images = torch.rand(batch, channels, size, size, device=device)
-    labels = torch.randint(0, 2, (batch,), device=device)
 
-    def step() -> None:
+    def timed(run, images) -> float:
+        best = math.inf
+        for _ in range(TIMED):
+            _sync(device)
+            start = time.perf_counter()
+            run(images)
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    def step(images) -> None:
         model.zero_grad()
-        tasks.loss("binary", model(images), labels).backward()
+        tasks.loss("binary", model(images), torch.zeros(len(images), dtype=torch.long, device=device)).backward()
 
-    def forward() -> None:
+    def forward(images) -> None:
         with torch.inference_mode():
             model(images)
 
-    timings = []
-    for mode, run in ((True, step), (False, forward)):
-        model.train(mode)
-        run()  # warm-up
-        best = math.inf
-        for _ in range(2):
-            _sync(device)
-            start = time.perf_counter()
-            run()
-            _sync(device)
-            best = min(best, time.perf_counter() - start)
-        timings.append(best / batch)
+    probe = torch.rand(2, channels, size, size, device=device)
+    model.train()
+    for _ in range(WARM_UP):  # the process's first passes set up kernels and threads: several times slower
+        step(probe)
+    batch = max(1, min(batch_size, int(TIMING_SECONDS / (timed(step, probe) / len(probe)))))
+    images = torch.rand(batch, channels, size, size, device=device)
+    step(images)
+    timings = [timed(step, images) / batch]
+    model.eval()
+    forward(images)
+    timings.append(timed(forward, images) / batch)
     return timings[0], timings[1]
 
 
