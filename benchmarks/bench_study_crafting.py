@@ -32,8 +32,8 @@ from attacks import AdversarialSetCache
 from experiments.design.config import load_config, preset_path
 from experiments.execution.batches import TestBatches
 from experiments.execution.devices import Process
-from experiments.execution.work import read_data
 from experiments.execution.predicting import Predictor
+from experiments.execution.work import read_data
 from lightning_modules import ClassifierModule
 
 

@@ -27,9 +27,10 @@ from .outline import DomainWork, attack_steps, human_bytes, human_count, human_s
 
 TIMING_SECONDS, WARM_UP, TIMED = 0.5, 3, 3  # a timed step's length at most; untimed and timed steps
 # Seconds each piece of work costs beyond its image passes (Trainer and MLflow runs, checkpoints,
-# predictions files, the report), measured on this project's 2-core machine under load (README,
-# "Performance"); the start of the process (imports, checks; once per study) is `process_age`.
-OVERHEAD = {"model": 6.0, "set": 2.0, "pair": 1.0, "study": 20.0}
+# predictions files; per study: the store, the checks, reading the data, the report), measured on
+# this project's idle 2-core machine (`benchmarks/bench_plan.py`, README "Performance"); the start of
+# the process (imports; once per study) is `process_age`.
+OVERHEAD = {"model": 1.0, "set": 0.3, "pair": 0.1, "study": 8.0}
 
 
 @dataclass

@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from datamodules import build_datamodule
 from experiments import load_config, run_study
@@ -106,3 +107,10 @@ def test_plan_counts_the_work_a_run_left_in_the_store(tmp_path):
     assert after.seconds == 0 and "Problems: none" in after.text
     assert hashlib.sha256((tmp_path / "mlflow.db").read_bytes()).hexdigest() == digest
     assert os.stat(tmp_path / "mlflow.db").st_mtime_ns == stamp
+    # one pair left (its run deleted): never "0 s" for work still to do
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke").experiment_id
+    client.delete_run(client.search_runs([experiment], "tags.kind = 'pair'")[0].info.run_id)
+    one = run_study(cfg, dry_run=True)
+    assert one.domains["pathology"].pairs_left == 1 and one.domains["pathology"].seconds > 0
+    assert "about 0 s" not in one.text and one.seconds > 0
