@@ -25,7 +25,7 @@ from ..store.sqlite_store import COMPLETE, sqlite_path, store_state
 from .checks import study_problems
 from .outline import DomainWork, attack_steps, human_bytes, human_count, human_seconds, outline
 
-TIMING_SECONDS, WARM_UP, TIMED = 0.5, 3, 3  # a timed step's length at most; untimed and timed steps
+TIMING_SECONDS, WARM_UP, TIMED = 2.0, 3, 3  # a timed step's length at most; untimed and timed steps
 # Seconds each piece of work costs beyond its image passes (Trainer and MLflow runs, checkpoints,
 # predictions files; per study: the store, the checks, reading the data, the report), measured on
 # this project's idle 2-core machine (`benchmarks/bench_plan.py`, README "Performance"); the start of
