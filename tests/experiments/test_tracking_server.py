@@ -1,10 +1,12 @@
 """The smoke study against a real MLflow tracking server over HTTP."""
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from experiments import run_study
 
 
+@pytest.mark.slow  # a study against a real tracking server: about 30 s here with the server's start
 def test_smoke_study_over_http(mlflow_server, tmp_path, smoke_config):
     cfg = smoke_config(tmp_path, f"tracking.uri={mlflow_server}", "train.max_epochs=1",
                        "tracking.experiment=over_http")

@@ -8,6 +8,7 @@ import sys
 import threading
 import urllib.request
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from experiments.cli import main
@@ -58,6 +59,7 @@ def port_answers(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.slow  # `medtransfer ui` in a real process serving MLflow, then Ctrl-C: about 28 s here
 def test_ui_serves_the_store_prints_the_link_and_stops_on_ctrl_c(tmp_path, unused_port):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     (tmp_path / "store").mkdir()

@@ -36,6 +36,7 @@ def every_logged_text(client: MlflowClient, experiment_id: str, download_to: Pat
     return "\n".join(parts)
 
 
+@pytest.mark.slow  # a password-protected MLflow server (about 12 s to start) and a study on it
 def test_credentials_in_the_uri_are_refused_without_echoing_them(mlflow_auth_server, tmp_path, capsys):
     url, user, password = mlflow_auth_server
     uri = url.replace("http://", f"http://{user}:{password}@")
@@ -45,6 +46,7 @@ def test_credentials_in_the_uri_are_refused_without_echoing_them(mlflow_auth_ser
     assert password not in err[0] and not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # a password-protected MLflow server (about 12 s to start) and a study on it
 def test_credentials_from_the_environment_are_used_and_never_logged(mlflow_auth_server, tmp_path, monkeypatch,
                                                                       capsys):
     url, user, password = mlflow_auth_server

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from experiments.cli import main
@@ -79,6 +80,7 @@ def test_an_incomplete_store_holding_runs_is_one_line_before_any_work(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # MLflow processes SIGKILLed while they create a store: about 11 s here
 def test_a_sigkill_during_creation_leaves_no_store_or_a_complete_one(tmp_path):
     """medtransfer's creation killed at three instants after its temporary file appears (three
     processes side by side, one store each): the final path is absent (never half-built), and the
