@@ -137,7 +137,8 @@ class AdversarialSetCache:
             raise ValueError(f"{path}: batch {batch_id} was crafted on other clean images than it is read "
                              "against; delete the file to craft it again")
         adversarial = decode(record, clean)
-        return adversarial, control_noise(clean, adversarial, torch.Generator().manual_seed(batch_seed(seed, batch_id)))
+        generator = torch.Generator().manual_seed(batch_seed(seed, batch_id))
+        return adversarial, control_noise(clean, adversarial, generator)
 
     def chunks(self, key: str, clean: Iterable[torch.Tensor]) -> Iterator[AdversarialSet]:
         """The stored set's (adversarial, control) batches in crafting order, read one at a time

@@ -30,8 +30,9 @@ def main() -> None:
     rows = []
     for preset in args.presets:
         with tempfile.TemporaryDirectory(prefix=f"bench_plan.{preset}.") as root:
-            overrides = [f"tracking.uri=sqlite:///{Path(root) / 'mlflow.db'}", f"output_dir={Path(root) / 'out'}",
-                         f"data.cache_dir={Path(root) / 'cache'}"]
+            folder = Path(root)
+            overrides = [f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", f"output_dir={folder / 'out'}",
+                         f"data.cache_dir={folder / 'cache'}"]
             config = str(preset_path(preset))
             planned = subprocess.run([sys.executable, "-c", PLAN, config, *overrides], capture_output=True,
                                      text=True, check=True)
@@ -41,7 +42,8 @@ def main() -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             wall = time.perf_counter() - start
         rows.append((preset, estimate, wall))
-        print(f"{preset:>10}: plan {estimate:8.1f} s, run {wall:8.1f} s, plan / run {estimate / wall:5.2f}", flush=True)
+        print(f"{preset:>10}: plan {estimate:8.1f} s, run {wall:8.1f} s, plan / run {estimate / wall:5.2f}",
+              flush=True)
     worst = max(max(e / w, w / e) for _, e, w in rows)
     print(f"largest factor between plan and run: {worst:.2f} (goal <= 2)")
 

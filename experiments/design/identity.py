@@ -197,7 +197,8 @@ def set_key(surrogate_network: str, setting: dict, seed: int, precision: str) ->
     """Identity of an adversarial test set: its surrogate network (`network_key` at the set's seed,
     whose identity holds the data), the complete attack setting (`attack_grid`), the seed of its
     random parts and the crafting precision."""
-    return digest({"surrogate": surrogate_network, "attack": setting, "seed": int(seed), "precision": precision})
+    return digest({"surrogate": surrogate_network, "attack": setting, "seed": int(seed),
+                   "precision": precision})
 
 
 def pair_key(cfg: DictConfig, set_key_: str, target_network: str) -> str:
