@@ -25,7 +25,7 @@ import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # the study's progress bars (they still run) print nothing
 import torch  # noqa: E402 (tqdm reads TQDM_ settings when it is first imported)
-import torch.nn.functional as F
+from bench_crafting import bare_ifgsm  # the same hand-written loop as the attacks.craft benchmark
 from torch.utils.data import Subset
 
 from attacks import AdversarialSetCache
@@ -35,18 +35,6 @@ from experiments.execution.devices import Process
 from experiments.execution.predicting import Predictor
 from experiments.execution.work import read_data
 from lightning_modules import ClassifierModule
-
-
-def bare_attack(model, images, labels, eps, alpha, steps):
-    """Iterative FGSM (FGSM with steps=1, alpha=eps) on the binary cross-entropy, plain autograd."""
-    x = images.clone()
-    for _ in range(steps):
-        x.requires_grad_(True)
-        loss = F.binary_cross_entropy_with_logits(model(x).reshape(len(x)), labels.float())
-        grad, = torch.autograd.grad(loss, x)
-        x = x.detach() + alpha * grad.sign()
-        x = torch.min(torch.max(x, images - eps), images + eps).clamp(0.0, 1.0)
-    return x
 
 
 def main() -> None:
@@ -90,7 +78,8 @@ def main() -> None:
         for batch_id in range(len(batches)):
             x, y, _ = batches[batch_id]
             x, y = x.to(device), y.to(device)
-            out.append(bare_attack(bare_model, x, y, setting["eps"], setting.get("alpha", setting["eps"]),
+            alpha = setting.get("alpha", setting["eps"])
+            out.append(bare_ifgsm(bare_model, x, y, "binary", setting["eps"], alpha,
                                    setting.get("steps", 1)).cpu())
         return torch.cat(out)
 
