@@ -48,7 +48,6 @@ def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, ma
     manifest.to_csv(out_dir / "split_manifest.csv", index=False)
     if not results.empty:
         write_tables(results, out_dir)
-        transfer_heatmaps(results, out_dir)
         epsilon_curves(results, out_dir)
     if examples is not None:
         n = EXAMPLE_IMAGES
@@ -59,6 +58,8 @@ def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, ma
         predictions = load_predictions(results["run_id"], tracking_uri)
         sections = [findings_section(results, predictions, out_dir, n_resamples, seed, tracking_uri),
                     defences_section(results, predictions, out_dir, n_resamples, seed)]
+    if not results.empty:  # after the findings, which mark the targets at chance
+        transfer_heatmaps(results, out_dir)
     with writing(mlflow.get_artifact_uri().removeprefix("file://"), "the report's copy in the study run"):
         mlflow.log_artifacts(str(out_dir))
     return "\n".join([summary(results) if not results.empty else "(no results)", *sections])

@@ -13,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from .findings import AT_CHANCE_TAG
 from .tables import attack_settings, check_results, transfer_matrix
 
 DPI = 100
@@ -20,10 +21,13 @@ HEATMAP_CMAP = "magma"  # dark = low AUC = strong attack; luminance rises with t
 
 
 def heatmap_figure(matrix: pd.DataFrame, title: str, vmin: float, vmax: float,
-                   labels: dict[str, str] | None = None) -> Figure:
+                   labels: dict[str, str] | None = None, at_chance: pd.DataFrame | None = None) -> Figure:
     """Surrogates x targets of adversarial AUC as % of clean, one annotated cell per pair; cells whose
-    surrogate is the target (white-box) are outlined; pairs not run are grey."""
+    surrogate is the target (white-box) are outlined; pairs not run are grey; cells whose target sits
+    at chance on the clean images (`at_chance`, same shape, True where it does) are hatched and say so,
+    since their % of clean measures no attack."""
     labels = labels or {}
+    chance = np.zeros(matrix.shape, bool) if at_chance is None else at_chance.to_numpy(dtype=bool)
     values = matrix.to_numpy(dtype=float)
     rows, cols = values.shape
     fig = _figure(3.2 + 1.25 * cols, 1.9 + 0.65 * rows)
@@ -39,6 +43,11 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, vmin: float, vmax: float,
             light = (value - vmin) / (vmax - vmin) > 0.55
             ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=11, fontweight="bold",
                     color="black" if light else "white")
+            if chance[i, j]:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=0, hatch="///",
+                                       edgecolor="#9e9e9e"))
+                ax.text(j, i + 0.3, "target at chance", ha="center", va="center", fontsize=7,
+                        color="black" if light else "white")
             if matrix.index[i] == matrix.columns[j]:
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, lw=2, ls="--",
                                        edgecolor="#2ca25f"))
@@ -52,14 +61,16 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, vmin: float, vmax: float,
     ax.set_yticks(np.arange(rows + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", linewidth=1.5)
     ax.tick_params(which="minor", length=0)
-    ax.set_title(title + "\nlower = stronger attack; dashed box = white-box", fontsize=10)
+    legend = "lower = stronger attack; dashed box = white-box" + ("; hatched = target at chance" if chance.any() else "")
+    ax.set_title(f"{title}\n{legend}", fontsize=10)
     fig.colorbar(image, ax=ax, label="adversarial AUC, % of clean AUC", shrink=0.9)
     return fig
 
 
 def transfer_heatmaps(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """One heatmap per (domain, attack, eps), all on one colour scale,
-    `transfer_<domain>_<attack>_eps<eps>.png`."""
+    `transfer_<domain>_<attack>_eps<eps>.png`; a cell is marked at chance when the results' column
+    `target_at_chance` (set by the findings) holds for any of its seeds."""
     rows = check_results(results)
     settings = attack_settings(rows)
     matrices = [transfer_matrix(rows, *setting) for setting in settings]
@@ -69,7 +80,11 @@ def transfer_heatmaps(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     paths = []
     for (domain, attack, eps), matrix in zip(settings, matrices):
         title = f"{domain}: {attack}, eps = {eps:g} ({eps * 255:.3g}/255)"
-        fig = heatmap_figure(matrix, title, vmin, vmax, labels)
+        chance = None
+        if AT_CHANCE_TAG in rows:
+            flags = rows.assign(**{AT_CHANCE_TAG: rows[AT_CHANCE_TAG].astype(float)})
+            chance = transfer_matrix(flags, domain, attack, eps, AT_CHANCE_TAG).reindex_like(matrix).fillna(0) > 0
+        fig = heatmap_figure(matrix, title, vmin, vmax, labels, chance)
         paths.append(_save(fig, Path(out_dir) / f"transfer_{_slug(domain)}_{_slug(attack)}_eps{eps:g}.png"))
     return paths
 

@@ -58,9 +58,9 @@ def test_transfer_heatmaps_one_file_per_setting_on_one_scale(tmp_path, monkeypat
     df = results_frame(["cnn", "res"], ["cnn", "res", "res_in"], eps=(0.01, 0.02))
     scales = []
 
-    def recording(matrix, title, vmin, vmax, labels):  # the real figure, its colour scale noted
+    def recording(matrix, title, vmin, vmax, labels, at_chance):  # the real figure, its colour scale noted
         scales.append((vmin, vmax, np.nanmin(matrix.to_numpy(float)), np.nanmax(matrix.to_numpy(float))))
-        return heatmap_figure(matrix, title, vmin, vmax, labels)
+        return heatmap_figure(matrix, title, vmin, vmax, labels, at_chance)
 
     monkeypatch.setattr(plots, "heatmap_figure", recording)
     paths = transfer_heatmaps(df, tmp_path)
@@ -72,6 +72,29 @@ def test_transfer_heatmaps_one_file_per_setting_on_one_scale(tmp_path, monkeypat
     assert max(lows) > min(lows) + 1  # the settings' values differ, yet share the scale ...
     vmin, vmax = scales[0][:2]
     assert vmin <= min(lows) and max(highs) <= vmax  # ... which holds every value
+
+
+def test_heatmap_cells_of_targets_at_chance_are_marked(tmp_path, monkeypatch):
+    df = results_frame(["cnn", "res"], ["cnn", "res", "res_in"], eps=(0.01,), seeds=(0, 1))
+    df = df[df["attack"] == "fgsm"].copy()
+    # target res_in at chance in one seed only (from one surrogate), cnn at chance in no seed
+    df["target_at_chance"] = (df["target"] == "res_in") & (df["seed"] == 1) & (df["surrogate"] == "res")
+    figures = []
+
+    def recording(*args):
+        figures.append(heatmap_figure(*args))
+        return figures[-1]
+
+    monkeypatch.setattr(plots, "heatmap_figure", recording)
+    transfer_heatmaps(df, tmp_path)
+    ax = figures[0].axes[0]
+    marked = [t.get_position() for t in ax.texts if t.get_text() == "target at chance"]
+    assert len(marked) == 1  # the (res, res_in) cell: row 1, column 2
+    assert np.allclose(marked[0], (2, 1.3))
+    assert sum(p.get_hatch() == "///" for p in ax.patches) == 1
+    assert "hatched = target at chance" in ax.get_title()
+    unmarked = heatmap_figure(pd.DataFrame([[50.0]], index=["a"], columns=["b"]), "t", 10.0, 100.0)
+    assert "hatched" not in unmarked.axes[0].get_title()
 
 
 def test_epsilon_curves_plot_the_mean_over_pairs(tmp_path):
