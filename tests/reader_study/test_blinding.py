@@ -56,7 +56,7 @@ def first_rate(study, reader: str) -> tuple[int, int]:
 
 def test_an_oracle_detects_every_attack_and_the_images_are_the_stored_ones(served, chromium):
     study, url = served
-    plan = study.plan.trials("oracle")
+    plan = study.sessions.trials("oracle")
 
     def decide(index, page):
         return plan[index].attacked  # the server's plan, read on the test side only
@@ -76,7 +76,7 @@ def test_an_oracle_detects_every_attack_and_the_images_are_the_stored_ones(serve
     clean = np.concatenate([b.numpy() for b in test.batches()])
     cache = AdversarialSetCache(f"{study.cfg.output_dir}/adversarial_sets")
     state = study.sessions.state("pixel-check")
-    trial = study.plan.trials("pixel-check")[0]
+    trial = study.sessions.trials("pixel-check")[0]
     for side in ("left", "right"):
         pixels = np.asarray(Image.open(io.BytesIO(fetched(url.rstrip("/") + state["trial"][side])[1])).convert("RGB"))
         source = cache.load(trial.set.key, test.batches())[0].numpy()[trial.sample] if side == trial.attacked else clean[trial.sample]
@@ -97,7 +97,7 @@ def test_a_reader_without_pixels_is_at_chance_and_the_sides_look_alike(served, c
     """The blind reader answers from the DOM alone (the markup, the ids in the URLs); every side's
     markup, URL form, response headers and byte size are checked to be the same for both sides."""
     study, url = served
-    names = {t.set.key for t in study.plan.trials("blind")} | {t.set.attack for t in study.plan.trials("blind")}
+    names = {t.set.key for t in study.sessions.trials("blind")} | {t.set.attack for t in study.sessions.trials("blind")}
     sizes = set()
 
     def decide(index, page):
