@@ -60,10 +60,10 @@ def body_length(value: str | None) -> int:
     """The `Content-Length` of a POST, checked to be a whole number from 0 to MAX_BODY."""
     if value is None:
         raise Refused(HTTPStatus.LENGTH_REQUIRED, "Content-Length: required")
-    if not (value.isascii() and value.isdigit() and len(value) <= 8):
+    if not (value.isascii() and value.isdigit()):
         raise Refused(HTTPStatus.BAD_REQUEST, f"Content-Length: {shown(value)} is not a whole number of bytes")
-    if int(value) > MAX_BODY:
-        raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"Content-Length: {value} is over {MAX_BODY} bytes")
+    if len(value) > 8 or int(value) > MAX_BODY:  # the digits are counted before any are converted
+        raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"Content-Length: {shown(value)} is over {MAX_BODY} bytes")
     return int(value)
 
 
