@@ -31,8 +31,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "img"
 READERS = {"reader-a": 0.0001, "reader-b": 0.0003, "reader-c": 0.0006}  # "no idea" below this variation gap
 
 
-def post(url: str, payload: dict) -> dict:
-    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+def post(url: str, payload: dict, token: str = "") -> dict:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json",
+                                                                          "X-Reader-Token": token})
     with urllib.request.urlopen(request) as reply:
         return json.load(reply)
 
@@ -45,11 +46,12 @@ def variation(url: str) -> float:
 
 def play(base: str, reader: str, threshold: float) -> None:
     state = post(base + "api/start", {"reader": reader})
+    token = state["token"]
     while state["trial"] is not None:
         trial = state["trial"]
         gap = variation(base + trial["left"][1:]) - variation(base + trial["right"][1:])
         choice = "none" if abs(gap) < threshold else "left" if gap > 0 else "right"
-        state = post(base + "api/answer", {"reader": reader, "trial": trial["id"], "choice": choice})
+        state = post(base + "api/answer", {"reader": reader, "trial": trial["id"], "choice": choice}, token)
 
 
 def main(out: Path) -> None:

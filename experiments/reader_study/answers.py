@@ -29,10 +29,22 @@ class AnswerStore:
                 with open(self.path, "r+b") as file:
                     file.truncate(len(whole))
                     os.fsync(file.fileno())
-            self.records = [json.loads(line) for line in whole.decode().splitlines() if line.strip()]
+            self.records = [self._record(number, line) for number, line in enumerate(whole.splitlines(), 1)
+                            if line.strip()]
         self.counts: dict[str, int] = {}
         for record in self.records:
             self.counts[record["reader"]] = self.counts.get(record["reader"], 0) + 1
+
+    def _record(self, number: int, line: bytes) -> dict:
+        """One stored answer, checked to be a record of every column (one line naming the file if not)."""
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not (isinstance(record, dict) and set(record) == set(COLUMNS) and isinstance(record["reader"], str)
+                and isinstance(record["trial"], int)):
+            raise ValueError(f"{self.path}: line {number} is not an answer record (the file was changed)")
+        return record
 
     def answered(self, reader: str) -> int:
         """How many trials `reader` has answered (their next trial's index)."""

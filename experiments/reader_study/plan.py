@@ -1,12 +1,15 @@
 """The seeded trial plan of a reader study: which test images of which adversarial sets each reader
 sees, in which order, on which side, and which trials come back to measure consistency.
 
-Every reader sees the same base trials (the same images), in an order and with sides drawn from the
-plan seed and the reader's pseudonym, so the plan of a reader is the same after any restart.
+Every reader sees the same base trials (the same images), in an order drawn from the plan seed and
+the reader's pseudonym. The sides (which one is attacked, and the "no idea" coin) are drawn from the
+server's secret and the pseudonym, so nobody who knows only the config can work them out; a reader's
+plan is the same after any restart that keeps the secret.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,9 +40,11 @@ class Trial:
     repeat_of: int | None
 
 
-def _rng(*parts) -> np.random.Generator:
-    """A generator seeded by a hash of `parts` (stable across processes and Python versions)."""
-    words = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+def _rng(*parts, key: bytes | None = None) -> np.random.Generator:
+    """A generator seeded by a hash of `parts` (stable across processes and Python versions), keyed
+    (HMAC-SHA256) by `key` when one is given."""
+    text = "/".join(map(str, parts)).encode()
+    words = hashlib.sha256(text).digest() if key is None else hmac.new(key, text, "sha256").digest()
     return np.random.default_rng(np.frombuffer(words, dtype=np.uint32))
 
 
@@ -73,12 +78,14 @@ class ReaderPlan:
         """The test positions shown from set `key`."""
         return [sample for stored, sample in self.base if stored.key == key]
 
-    def trials(self, reader: str) -> list[Trial]:
-        """The reader's trials in presentation order."""
+    def trials(self, reader: str, secret: bytes) -> list[Trial]:
+        """The reader's trials in presentation order; their sides are drawn under `secret`."""
+        if len(secret) < 16:
+            raise ValueError("reader study: the plan's secret must be at least 16 bytes")
         rng = _rng(self.seed, "reader", reader)
         repeated = rng.choice(len(self.base), self.repeats, replace=False)
         shown = rng.permutation(np.concatenate([np.arange(len(self.base)), repeated]))
-        sides = rng.integers(0, 2, size=(len(shown), 2))
+        sides = _rng(self.seed, "sides", reader, key=secret).integers(0, 2, size=(len(shown), 2))
         first: dict[int, int] = {}
         trials = []
         for index, (base, (attacked, guess)) in enumerate(zip(shown.tolist(), sides.tolist())):

@@ -1,14 +1,17 @@
 """A reader study of one study's stored adversarial sets: found, planned, served, reported.
 
-`ReaderStudy(cfg, ...)` checks that the study has a parent run and stored sets, reads the test
+`ReaderStudy(cfg, ...)` checks that the study has stored sets and a parent run in its existing
+store (a store is never created here), reads the test
 images the plan shows, and keeps the answers under
 `<output_dir>/<name>/readers/<readers_hash>/` (one folder per reader-study identity: the study,
 its sets and the plan's settings). `finish()` writes the report and logs the `kind=readers` run."""
 from __future__ import annotations
 
 import math
+import urllib.parse
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from attacks import AdversarialSetCache
@@ -18,12 +21,13 @@ from ..design.identity import digest, study_key
 from ..design.locations import default_tracking_uri
 from ..execution import read_data
 from ..execution.evaluation import load_test_set
-from ..store.tracking import setup_experiment, ui_address, ui_link
+from ..store.sqlite_store import COMPLETE, sqlite_path, store_state
+from ..store.tracking import check_tracking_uri, ui_address, ui_link
 from .answers import AnswerStore
 from .mlflow_run import log_reader_run, study_run_id
 from .plan import ReaderPlan
 from .report import write_report
-from .session import ReaderSessions, load_secret
+from .session import MAX_NEW_READERS, ReaderSessions, load_secret
 from .stimuli import Stimuli, stored_sets
 
 SHOWN_SIDE = 480  # default zoom: the largest integer factor that keeps an image within this many pixels
@@ -41,9 +45,27 @@ def domain_study(cfg: DictConfig, domain: str | None) -> DictConfig:
     return domain_config(cfg, domain)
 
 
+def study_experiment(uri: str, name: str) -> str:
+    """The id of the study's experiment in the store at `uri`, which must exist already: nothing is
+    created (a mistyped `tracking.uri` is one line, not a new store)."""
+    path, parts = sqlite_path(uri), urllib.parse.urlsplit(uri)
+    missing = (store_state(path)[0] != COMPLETE if path is not None
+               else parts.scheme in ("", "file") and not Path(parts.path).exists())
+    if missing:
+        raise FileNotFoundError(f"tracking.uri: {uri}: no MLflow store of the study there (run the study "
+                                "first, or give the store it ran with)")
+    check_tracking_uri(uri)
+    found = MlflowClient(uri).get_experiment_by_name(name)
+    if found is None:
+        raise FileNotFoundError(f"tracking.uri: {uri}: no experiment {name!r} (run the study first: "
+                                "medtransfer run --config ...)")
+    return found.experiment_id
+
+
 class ReaderStudy:
     def __init__(self, cfg: DictConfig, domain: str | None = None, trials_per_set: int = 20,
-                 repeats: int | None = None, seed: int | None = None, zoom: int | None = None):
+                 repeats: int | None = None, seed: int | None = None, zoom: int | None = None,
+                 readers: frozenset[str] | None = None, max_new: int = MAX_NEW_READERS):
         cfg = domain_study(cfg, domain)
         self.cfg, self.uri = cfg, cfg.tracking.uri or default_tracking_uri()
         sets_dir = Path(cfg.output_dir) / "adversarial_sets"
@@ -56,7 +78,7 @@ class ReaderStudy:
             raise FileNotFoundError(f"output_dir: {sets_dir} holds none of this study's adversarial sets (run the "
                                     "study first, with this code version: medtransfer run --config ...)")
         self.study_hash = study_key(cfg)
-        self.experiment_id = setup_experiment(self.uri, cfg.tracking.experiment or cfg.name)
+        self.experiment_id = study_experiment(self.uri, cfg.tracking.experiment or cfg.name)
         self.parent_id = study_run_id(self.uri, self.experiment_id, self.study_hash)
         if self.parent_id is None:
             raise FileNotFoundError(f"tracking.uri: {self.uri}: no run of study {cfg.name} with this config and "
@@ -74,7 +96,7 @@ class ReaderStudy:
         self.store = AnswerStore(self.folder / "answers.jsonl")
         zoom = zoom or max(1, SHOWN_SIDE // int(cfg.data.image_size))
         self.sessions = ReaderSessions(self.plan, Stimuli(self.plan, test, cache), self.store,
-                                       load_secret(self.folder / "secret"), zoom)
+                                       load_secret(self.folder / "secret"), zoom, readers, max_new)
 
     def finish(self) -> tuple[str, str]:
         """Write the report and log the reader-study run; (summary text, the run's UI link)."""

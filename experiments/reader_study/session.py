@@ -2,8 +2,10 @@
 
 The browser only ever learns ids: a trial's id and one id per side, each an HMAC of the reader,
 the trial's index and the side under a secret kept beside the answers (so ids survive a restart
-but say nothing, and cannot be worked out from the config). Only the current trial's two images
-can be fetched."""
+but say nothing, and cannot be worked out from the config). The same secret draws the attacked
+sides and signs each session's token, which every answer must carry. Only the current trial's two
+images can be fetched. Pseudonyms are limited: to the operator's list when there is one, else to
+`max_new` pseudonyms per server that have no answers yet."""
 from __future__ import annotations
 
 import hmac
@@ -15,27 +17,45 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .answers import AnswerStore
+from .limits import MAX_NEW_READERS, PSEUDONYM
 from .plan import SIDES, ReaderPlan, Trial
 from .stimuli import CLEAN, Stimuli
 
-PSEUDONYM = re.compile(r"[A-Za-z0-9_-]{1,40}")
 CHOICES = (*SIDES, "none")  # "none": the reader has no idea; the trial's `guess` side counts
+SECRET_FORM = re.compile(r"[0-9a-f]{64}")
+TOKEN_FORM = re.compile(r"[0-9a-f]{32}\.[0-9a-f]{32}")
+
+
+class RefusedReader(PermissionError):
+    """A pseudonym this server does not take (not on the list, or over the cap)."""
 
 
 def load_secret(path: Path) -> bytes:
-    """The study's id secret, made once (written atomically) and read back after a restart."""
+    """The study's secret, made once (written atomically, readable by its owner only) and read back
+    after a restart; a file that is not one is refused, naming it (a new secret would change
+    every reader's ids and sides)."""
     if not path.exists():
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(secrets.token_hex(32))
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_hex(32))
         os.replace(temporary, path)
-    return bytes.fromhex(path.read_text().strip())
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot be read as the reader study's secret ({err})") from None
+    if not SECRET_FORM.fullmatch(text):
+        raise ValueError(f"{path}: not a reader-study secret (64 lowercase hex digits expected)")
+    return bytes.fromhex(text)
 
 
 class ReaderSessions:
     """Trials, images and answers of every reader of one study."""
 
-    def __init__(self, plan: ReaderPlan, stimuli: Stimuli, store: AnswerStore, secret: bytes, zoom: int):
+    def __init__(self, plan: ReaderPlan, stimuli: Stimuli, store: AnswerStore, secret: bytes, zoom: int,
+                 readers: frozenset[str] | None = None, max_new: int = MAX_NEW_READERS):
         self.plan, self.stimuli, self.store, self.secret, self.zoom = plan, stimuli, store, secret, zoom
+        self.readers, self.max_new, self.new = readers, max_new, 0
         self.plans: dict[str, list[Trial]] = {}
         self.images: dict[str, tuple[str, int]] = {}  # image id -> (set key or CLEAN, test position)
         self.lock = threading.Lock()
@@ -43,12 +63,34 @@ class ReaderSessions:
     def _id(self, reader: str, index: int, part: str) -> str:
         return hmac.new(self.secret, f"{reader}\0{index}\0{part}".encode(), "sha256").hexdigest()[:32]
 
+    def _token(self, reader: str, nonce: str) -> str:
+        return f"{nonce}.{self._id(reader, 0, 'token ' + nonce)}"
+
     def trials(self, reader: str) -> list[Trial]:
+        """The reader's plan; raises ValueError for a malformed pseudonym, RefusedReader for one not taken."""
         if not PSEUDONYM.fullmatch(reader or ""):
             raise ValueError("pseudonym: 1 to 40 letters, digits, '-' or '_'")
         if reader not in self.plans:
-            self.plans[reader] = self.plan.trials(reader)
+            if self.readers is not None and reader not in self.readers:
+                raise RefusedReader(f"pseudonym {reader!r} is not on this study's list of readers (--readers)")
+            if self.readers is None and not self.store.answered(reader):
+                if self.new >= self.max_new:
+                    raise RefusedReader(f"pseudonym {reader!r}: this server takes no more new pseudonyms "
+                                        f"(--max-new-readers {self.max_new} reached)")
+                self.new += 1
+            self.plans[reader] = self.plan.trials(reader, self.secret)
         return self.plans[reader]
+
+    def start(self, reader: str) -> dict:
+        """A new session: the reader's state and a token that every answer of the session must carry
+        (signed under the secret, so an open page's token still holds after a restart)."""
+        return {**self.state(reader), "token": self._token(reader, secrets.token_hex(16))}
+
+    def check_token(self, reader: str, token: str) -> None:
+        """Raise PermissionError unless `token` is one that `start` issued to `reader`."""
+        nonce = token.partition(".")[0]
+        if not (TOKEN_FORM.fullmatch(token) and hmac.compare_digest(token, self._token(reader, nonce))):
+            raise PermissionError("missing or wrong session token (start the session again)")
 
     def state(self, reader: str) -> dict:
         """Progress and the reader's current trial (ids only; None once every trial is answered)."""
@@ -64,9 +106,10 @@ class ReaderSessions:
                 state["trial"] = {"id": self._id(reader, done, "trial"), **sides}
             return state
 
-    def answer(self, reader: str, trial_id: str, choice: str) -> dict:
+    def answer(self, reader: str, token: str, trial_id: str, choice: str) -> dict:
         """Store the answer to the reader's current trial and return the new state. The answer to
         the trial just answered (a browser that never got the reply) is taken once only."""
+        self.check_token(reader, token)
         if choice not in CHOICES:
             raise ValueError(f"choice: {choice!r} is not one of {', '.join(CHOICES)}")
         with self.lock:

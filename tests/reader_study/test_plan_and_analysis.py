@@ -12,11 +12,12 @@ from experiments.reader_study.plan import ReaderPlan, StoredSet
 
 SETS = [StoredSet(f"set{i}", attack, eps, "s", 0) for i, (attack, eps) in
         enumerate([("fgsm", 0.004), ("fgsm", 0.03), ("pgd", 0.03)])]
+SECRET, OTHER_SECRET = bytes(range(32)), bytes(range(1, 33))
 
 
 def test_each_reader_sees_the_same_images_in_their_own_order_with_repeats_after_the_first_showing():
     plan = ReaderPlan(SETS, test_size=50, seed=3, trials_per_set=10, repeats=4)
-    readers = {name: plan.trials(name) for name in ("ann", "ben")}
+    readers = {name: plan.trials(name, SECRET) for name in ("ann", "ben")}
     for trials in readers.values():
         assert len(trials) == plan.length == 34
         firsts = [(t.set.key, t.sample) for t in trials if t.repeat_of is None]
@@ -28,13 +29,25 @@ def test_each_reader_sees_the_same_images_in_their_own_order_with_repeats_after_
                 assert (earlier.set, earlier.sample) == (t.set, t.sample)
         assert sum(t.repeat_of is not None for t in trials) == 4
     assert [t.sample for t in readers["ann"]] != [t.sample for t in readers["ben"]]
-    assert readers["ann"] == ReaderPlan(SETS, 50, 3, 10, 4).trials("ann")  # after a restart: the same
-    assert ReaderPlan(SETS, 50, 4, 10, 4).trials("ann") != readers["ann"]
+    assert readers["ann"] == ReaderPlan(SETS, 50, 3, 10, 4).trials("ann", SECRET)  # after a restart: the same
+    assert ReaderPlan(SETS, 50, 4, 10, 4).trials("ann", SECRET) != readers["ann"]
+
+
+def test_the_sides_come_from_the_secret_not_from_the_public_settings():
+    """Whoever knows the config (seed, sets) and a pseudonym knows which images a reader sees, in
+    which order, but not on which side: another secret flips about half of the sides."""
+    plan = ReaderPlan(SETS, test_size=50, seed=3, trials_per_set=10, repeats=4)
+    mine, other = plan.trials("ann", SECRET), plan.trials("ann", OTHER_SECRET)
+    assert [(t.set, t.sample, t.repeat_of) for t in mine] == [(t.set, t.sample, t.repeat_of) for t in other]
+    flipped = sum(a.attacked != b.attacked for a, b in zip(mine, other))
+    assert abs(flipped - 17) < 3 * math.sqrt(34 * 0.25)
+    with pytest.raises(ValueError, match="secret"):
+        plan.trials("ann", b"short")
 
 
 def test_the_attacked_side_is_a_fair_coin():
     plan = ReaderPlan(SETS, test_size=400, seed=0, trials_per_set=400, repeats=0)
-    left = sum(t.attacked == "left" for t in plan.trials("x"))
+    left = sum(t.attacked == "left" for t in plan.trials("x", SECRET))
     assert abs(left - 600) < 3 * math.sqrt(1200 * 0.25)  # 1200 trials, within 3 standard deviations
 
 
