@@ -181,7 +181,7 @@ class Endpoint:
         """One request's parsed answer; Transient for what a retry may cure, ExternalError otherwise."""
         deadline = time.monotonic() + self.timeout
         try:
-            with session.post(self.url, data=body, headers=self.headers, timeout=self.timeout,
+            with session.post(self.url, data=body, headers=self.headers, timeout=urllib3.Timeout(total=self.timeout),
                               allow_redirects=False, stream=True) as response:
                 status = f"HTTP {response.status_code} {str(response.reason)[:80]}"  # the server's words, cut
                 if 300 <= response.status_code < 400:

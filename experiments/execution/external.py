@@ -12,7 +12,7 @@ like any zoo model. Behind it is the model's core, by format (loading never unpi
   (differentiable); a pickled PyTorch flavour is refused; a models-from-code pyfunc (no
   `python_model` pickle, e.g. what `tracking.register_models` registers) runs its own code file
   through `mlflow.pyfunc.load_model`; any other flavour is refused.
-- `http`: a scoring endpoint (`Endpoint`, MLflow's /invocations JSON protocol); nothing is loaded.
+- `http`: a scoring endpoint (`endpoint.Endpoint`, MLflow's /invocations JSON protocol); nothing is loaded.
 
 Non-differentiable cores run under `torch.no_grad` on numpy arrays: they can only be targets.
 """
