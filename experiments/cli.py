@@ -131,6 +131,7 @@ def command(args: argparse.Namespace) -> int:
         from .reader_study.command import readers_command
         return readers_command(args)
     from .design.config import load_config
+    from .design.external import ExternalError
     from .study import format_table, run_study
     from .write_errors import WriteFailed
 
@@ -147,7 +148,7 @@ def command(args: argparse.Namespace) -> int:
         for line in str(err).splitlines():  # several problems found up front: one line each
             print(f"medtransfer: error: {line}", file=sys.stderr)
         return 2
-    except WriteFailed as err:  # a full disk or a read-only folder, met while working
+    except (WriteFailed, ExternalError) as err:  # a full disk or a read-only folder, an endpoint, met while working
         print(f"medtransfer: error: {err}", file=sys.stderr)
         return 1
     print()

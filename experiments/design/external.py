@@ -10,19 +10,31 @@ outputs are `output.kind` (logits or probabilities), named by `output.labels` in
 """
 from __future__ import annotations
 
+import ipaddress
+import math
+import re
+from urllib.parse import urlsplit
+
 FORMATS = ("export", "onnx", "mlflow", "http")
 DIFFERENTIABLE = ("export",)  # an `mlflow` model is when it has a pt2 PyTorch flavour (seen when loaded)
 OUTPUT_KINDS = ("logits", "probabilities")
 DEVICES = ("cpu", "cuda")
 # Keys of an entry and their defaults; `fingerprint` is set by the run (the probe's digest), never by hand.
 DEFAULTS = {"path": "", "uri": "", "device": "cpu", "batch_size": 32, "timeout": 30.0, "retries": 3,
-            "backoff": 0.5, "concurrency": 2, "token_env": "", "fingerprint": ""}
-HTTP_KEYS = ("batch_size", "timeout", "retries", "backoff", "concurrency", "token_env")
+            "backoff": 0.5, "concurrency": 2, "token_env": "", "max_response_bytes": 16 << 20, "fingerprint": ""}
+# An endpoint's numeric keys: (kind, lowest allowed, whether the lowest is allowed itself)
+HTTP_RANGES = {"batch_size": (int, 1, True), "concurrency": (int, 1, True), "retries": (int, 0, True),
+               "max_response_bytes": (int, 1, True), "timeout": (float, 0, False), "backoff": (float, 0, True)}
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MLFLOW_SCHEMES = ("models:/", "runs:/")
 
 
 class ContractError(ValueError):
     """An external entry that cannot be used as declared (the message names the entry's key)."""
+
+
+class ExternalError(RuntimeError):
+    """An external model that cannot be loaded or did not answer as its contract says (one line)."""
 
 
 def is_external(entry) -> bool:
@@ -47,18 +59,59 @@ def external_settings(name: str, external: dict) -> dict:
     if fmt == "mlflow" and not str(settings["uri"]).startswith(MLFLOW_SCHEMES):
         raise ContractError(f"{where}.uri: {settings['uri']!r}; an MLflow model URI is models:/<name>/<version>, "
                             "models:/<name>@<alias> or runs:/<run id>/<path>")
-    if fmt == "http" and not str(settings["uri"]).startswith(("http://", "https://")):
-        raise ContractError(f"{where}.uri: {settings['uri']!r}; a scoring endpoint is http(s)://host:port")
     if settings["device"] not in DEVICES:
         raise ContractError(f"{where}.device: unknown {settings['device']!r}; valid: {', '.join(DEVICES)}")
-    for key in ("batch_size", "concurrency"):
-        if int(settings[key]) < 1:
-            raise ContractError(f"{where}.{key}: {settings[key]}; must be at least 1")
-    if int(settings["retries"]) < 0 or float(settings["timeout"]) <= 0 or float(settings["backoff"]) < 0:
-        raise ContractError(f"{where}: timeout must be above 0, retries and backoff at least 0")
+    settings.update({key: _http_number(where, key, settings[key]) for key in HTTP_RANGES})
+    if fmt == "http":
+        _endpoint(where, str(settings["uri"]), settings["token_env"])
     settings["input"] = _input(where, settings.get("input") or {})
     settings["output"] = _output(where, settings.get("output") or {})
     return settings
+
+
+def _http_number(where: str, key: str, value):
+    """An endpoint key's value as its kind, or ContractError naming it when it is not a finite number
+    in its range."""
+    kind, low, inclusive = HTTP_RANGES[key]
+    try:
+        number = kind(value) if not isinstance(value, bool) and (kind is float or float(value).is_integer()) else None
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or not math.isfinite(number) or number < low or (number == low and not inclusive):
+        what = f"{'whole' if kind is int else 'finite'} number {'at least' if inclusive else 'above'} {low}"
+        raise ContractError(f"{where}.{key}: {value!r}; must be a {what}")
+    return number
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _endpoint(where: str, uri: str, token_env: str) -> None:
+    """Refuse a scoring endpoint's URI that is not plain http(s)://host[:port][/path], or that would
+    send a bearer token in the clear: with `token_env` set, https is required except to loopback."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # raises on a port that is not a number in range
+    except ValueError as err:
+        raise ContractError(f"{where}.uri: {uri!r}; not a URL ({err})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ContractError(f"{where}.uri: {uri!r}; a scoring endpoint is http(s)://host:port")
+    if parts.username is not None or parts.password is not None:
+        raise ContractError(f"{where}.uri: credentials in the URI are refused (give a bearer token by token_env)")
+    if parts.query or parts.fragment:
+        raise ContractError(f"{where}.uri: {uri!r}; a scoring endpoint takes no query or fragment")
+    if not isinstance(token_env, str) or (token_env and not ENV_NAME.fullmatch(token_env)):
+        raise ContractError(f"{where}.token_env: {token_env!r}; must be an environment variable's name")
+    if token_env and parts.scheme != "https" and not is_loopback(parts.hostname):
+        raise ContractError(f"{where}.uri: {uri!r}; a bearer token (token_env {token_env}) is sent over https "
+                            "only (plain http only to a loopback address)")
 
 
 def _input(where: str, given: dict) -> dict:

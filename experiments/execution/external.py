@@ -12,7 +12,7 @@ like any zoo model. Behind it is the model's core, by format (loading never unpi
   (differentiable); a pickled PyTorch flavour is refused; a models-from-code pyfunc (no
   `python_model` pickle, e.g. what `tracking.register_models` registers) runs its own code file
   through `mlflow.pyfunc.load_model`; any other flavour is refused.
-- `http`: a scoring endpoint (`Endpoint`, MLflow's /invocations JSON protocol); nothing is loaded.
+- `http`: a scoring endpoint (`endpoint.Endpoint`, MLflow's /invocations JSON protocol); nothing is loaded.
 
 Non-differentiable cores run under `torch.no_grad` on numpy arrays: they can only be targets.
 """
@@ -21,14 +21,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tempfile
-import threading
-import time
-import urllib.error
-import urllib.request
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -41,11 +35,8 @@ from torch import nn
 
 from lightning_modules import tasks
 
-from ..design.external import ContractError, output_columns
-
-
-class ExternalError(RuntimeError):
-    """An external model that cannot be loaded or did not answer as its contract says (one line)."""
+from ..design.external import ContractError, ExternalError, output_columns
+from .endpoint import Endpoint, ScoreCache
 
 
 # --- export ----------------------------------------------------------------------------------------
@@ -163,108 +154,6 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-# --- http ----------------------------------------------------------------------------------------------
-
-class ScoreCache:
-    """Endpoint answers on disk, one file per request (named by the digest of its images), so a rerun
-    never submits images an interrupted attempt already had scored; read with allow_pickle=False."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-
-    def get(self, key: str) -> np.ndarray | None:
-        path = self.folder / f"{key}.npy"
-        return np.load(path, allow_pickle=False) if path.is_file() else None
-
-    def put(self, key: str, scores: np.ndarray) -> None:
-        part = self.folder / f"{key}.{os.getpid()}.{threading.get_ident()}.part"
-        with open(part, "wb") as file:
-            np.save(file, scores, allow_pickle=False)
-        os.replace(part, self.folder / f"{key}.npy")
-
-
-class Endpoint:
-    """A scoring endpoint speaking MLflow's /invocations JSON protocol (`{"inputs": array}` in,
-    `{"predictions": array}` out): requests of `batch_size` images, at most `concurrency` at once,
-    each with a timeout and `retries` retries (backoff doubling from `backoff` seconds) on
-    connection errors, timeouts, 429 and 5xx answers. A bearer token is read from the environment
-    variable `token_env` and never logged. `submitted` counts every image sent (retries included),
-    `cached` the images answered from the score cache."""
-
-    def __init__(self, name: str, settings: dict, cache: ScoreCache | None = None):
-        url = str(settings["uri"]).rstrip("/")
-        self.url = url if url.endswith("/invocations") else url + "/invocations"
-        self.where, self.cache = f"models.{name}.external ({self.url})", cache
-        self.batch_size, self.concurrency = int(settings["batch_size"]), int(settings["concurrency"])
-        self.timeout, self.retries, self.backoff = float(settings["timeout"]), int(settings["retries"]), float(settings["backoff"])
-        self.headers = {"Content-Type": "application/json"}
-        if settings["token_env"]:
-            token = os.environ.get(settings["token_env"])
-            if not token:
-                raise ExternalError(f"{self.where}: token_env {settings['token_env']} is not set")
-            self.headers["Authorization"] = f"Bearer {token}"
-        self.submitted = self.cached = 0
-        self.lock = threading.Lock()
-
-    @property
-    def queries(self) -> int:
-        """Images whose scores came from the endpoint: sent now or by an earlier attempt (cached)."""
-        return self.submitted + self.cached
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        chunks = [images[i:i + self.batch_size] for i in range(0, len(images), self.batch_size)]
-        pool = ThreadPoolExecutor(self.concurrency)
-        try:
-            return np.concatenate(list(pool.map(self.scores, chunks)))
-        finally:  # after a failure, requests not yet sent are not sent
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def scores(self, images: np.ndarray) -> np.ndarray:
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        key = hashlib.sha256(repr(images.shape).encode() + images.tobytes()).hexdigest()[:32]
-        found = self.cache.get(key) if self.cache is not None else None
-        if found is not None:
-            with self.lock:
-                self.cached += len(images)
-            return found
-        scores = self.post(images)
-        if self.cache is not None:
-            self.cache.put(key, scores)
-        return scores
-
-    def post(self, images: np.ndarray) -> np.ndarray:
-        body = json.dumps({"inputs": images.tolist()}).encode()
-        problem = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            with self.lock:
-                self.submitted += len(images)
-            try:
-                request = urllib.request.Request(self.url, body, self.headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    answer = json.loads(response.read())
-                break
-            except urllib.error.HTTPError as err:
-                problem = f"HTTP {err.code} {err.reason}"
-                if err.code != 429 and err.code < 500:
-                    raise ExternalError(f"{self.where}: the endpoint refused the request ({problem})") from None
-            except (OSError, ValueError) as err:  # connection refused or reset, timeouts, not JSON
-                problem = str(err) or type(err).__name__
-        else:
-            raise ExternalError(f"{self.where}: no answer after {self.retries + 1} attempts (last: {problem})")
-        predictions = answer.get("predictions") if isinstance(answer, dict) else answer
-        try:
-            scores = np.asarray(predictions, dtype=np.float32)
-        except (TypeError, ValueError):
-            scores = np.zeros((0,))
-        if scores.ndim not in (1, 2) or len(scores) != len(images):
-            raise ExternalError(f"{self.where}: answered {len(scores) if scores.ndim else 'no'} scores of shape "
-                                f"{scores.shape[1:]} for {len(images)} images")
-        return scores
-
-
 # --- the contract --------------------------------------------------------------------------------------
 
 class ExternalModel(nn.Module):
@@ -374,4 +263,6 @@ def load_external(entry, layout: dict, tracking_uri: str | None = None, cache: P
         core, differentiable = NumpyCore(endpoint), False
     model = ExternalModel(name, core, settings, layout["task"], list(layout["label_names"]), int(layout["channels"]),
                           int(layout["size"]))
+    if endpoint is not None:
+        endpoint.width = model.width  # its answers are checked against the contract's width
     return ExternalModule(model, differentiable, content, endpoint).eval()

@@ -197,10 +197,11 @@ def test_an_endpoint_failing_mid_pair_leaves_no_finished_run_and_the_rerun_resum
 def test_endpoint_errors_are_one_line_naming_the_model(exported):
     proxy = Proxy(exported["url"])
     settings = {"uri": proxy.url, "batch_size": 4, "concurrency": 2, "timeout": 0.3, "retries": 1, "backoff": 0.01,
-                "token_env": ""}
+                "token_env": "", "max_response_bytes": 1 << 20}
     images = np.random.default_rng(0).random((6, 3, 16, 16), dtype=np.float32)
     proxy.mode = "shape"
-    with pytest.raises(ExternalError, match=r"^models\.m\.external \(.*\): answered 3 scores of shape \(\) for 4 images$"):
+    with pytest.raises(ExternalError, match=r"^models\.m\.external \(.*\): answered scores of shape \(3,\) for 4 "
+                                            r"images \(the contract's shape: \(4,\) or \(4, outputs\)\)$"):
         Endpoint("m", settings)(images)
     proxy.mode, proxy.delay = "slow", 1.0
     with pytest.raises(ExternalError, match=r"no answer after 2 attempts \(last: .*timed out"):
