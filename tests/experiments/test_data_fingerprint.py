@@ -101,9 +101,9 @@ def test_a_relabelled_npz_gives_new_runs_and_the_new_labels_auc(tmp_path, smoke_
     for row in again.itertuples():
         table = predictions(tmp_path, row.run_id)
         np.testing.assert_array_equal(table.label, new_labels)  # the test set in the file's order
-        assert row.auc_clean == pytest.approx(roc_auc_score(table.label, table.clean), abs=1e-12)
+        assert row.auc_clean == pytest.approx(roc_auc_score(table.label, table.clean), abs=1e-6)  # float32 scores
     # same development data, same seeds: the same models, scored against inverted labels
-    np.testing.assert_allclose(again.auc_clean, 1 - first.auc_clean, atol=1e-9)
+    np.testing.assert_allclose(again.auc_clean, 1 - first.auc_clean, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -128,16 +128,15 @@ def test_a_moved_folder_reuses_every_run_and_a_fixed_labels_csv_redoes_them(tmp_
     fixed = run_study(smoke_config(tmp_path, *csv_data(there), *FAST))
     now = store(tmp_path)
     assert (len(now["model"]), len(now["pair"])) == (4, 8) and set(fixed.run_id).isdisjoint(first.run_id)
-    truth = dict(zip(table.path, table.label))
     for row in fixed.itertuples():
-        scores = predictions(tmp_path, row.run_id)
-        assert scores.label.tolist() == [truth[s] for s in scores["sample"]]
-        assert row.auc_clean == pytest.approx(roc_auc_score(scores.label, scores.clean), abs=1e-12)
+        scores = predictions(tmp_path, row.run_id)  # `sample`: the row of the labels file
+        assert scores.label.tolist() == table.label.iloc[scores["sample"]].tolist()
+        assert row.auc_clean == pytest.approx(roc_auc_score(scores.label, scores.clean), abs=1e-6)
     # the MLflow dataset record names the new content
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     record = client.get_run(fixed.run_id.iloc[0]).inputs.dataset_inputs[0].dataset
     content = DomainData(smoke_config(tmp_path, *csv_data(there)).data).fingerprint()
-    ids = sorted(str(s) for s in predictions(tmp_path, fixed.run_id.iloc[0])["sample"])
+    ids = sorted(table.path.iloc[predictions(tmp_path, fixed.run_id.iloc[0])["sample"]])
     assert record.digest == hashlib.sha256(("\n".join(ids) + f"\ncontent {content}").encode()).hexdigest()[:16]
     assert f'"content": "{content}"' in record.source
 
