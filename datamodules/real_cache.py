@@ -44,6 +44,7 @@ _INDEXED: dict[str, Source] = {}  # identity key -> the Source its reader made (
 _CONTENT: dict[str, dict] = {}  # identity key -> {"index": hashes, "images": stamps when indexed}
 _FINGERPRINTS: dict[str, str] = {}  # identity key -> its fingerprint, as last computed (this process)
 _VERIFIED: set[tuple] = set()  # images files whose sha256 matched, by (path, size, mtime)
+_WARNED: set[tuple] = set()  # damaged entries already reported, by (path, size, mtime)
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,14 @@ def decoding_seconds(entry: Entry, size: int, sample: int = 8) -> float:
 
 
 def _warn(path: Path, what: str, then: str) -> None:
-    print(f"warning: {path}: {what}; {then}", file=sys.stderr)
+    """One stderr line per damaged entry (per version of its file) in a process."""
+    try:
+        version = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
+    except OSError:
+        version = (str(path), None, None)
+    if version not in _WARNED:
+        _WARNED.add(version)
+        print(f"warning: {path}: {what}; {then}", file=sys.stderr)
 
 
 def _with_reader(index: Source, stored: StoredImages) -> Source:
