@@ -1,7 +1,7 @@
 """The content of a real data set as one digest: what its identity holds instead of its location.
 
 Index files (label CSVs, MedMNIST `.npz`, PCam HDF5) count by their sha256; image files by their
-size and modification time (a full content hash of a ChestX-ray14 release, 112,120 PNGs and 45 GB,
+size and modification time (a full content hash of a ChestX-ray14 release, 112,120 PNGs and over 40 GB,
 would read the whole release at every change of its index; `mv` keeps both stat fields, `cp -r`
 gives new times and so new work). Every name is relative to the data root, never the root itself,
 so a folder moved unchanged keeps its fingerprint.
