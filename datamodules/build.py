@@ -20,7 +20,7 @@ from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_s
 from .readers.pcam import SPLITS as PCAM_SPLITS
 from .readers.pcam import pcam_file, read_pcam
 from .readers.source import Source
-from .real_cache import decoded, decoding_seconds, identity, indexed
+from .real_cache import Entry, decoded, decoding_seconds, fingerprint, identity, indexed
 from .split_files import file_manifest
 from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
 from .synthetic import GENERATORS
@@ -96,14 +96,21 @@ class DomainData:
         data = _real(self.domain, self.source, get, int(get("image_size")), decode=False)
         return data, domain_manifest(data, get, int(get("seed", 0)))
 
+    def fingerprint(self) -> str:
+        """The content of a real source (`real_cache.fingerprint`: its index files by sha256, its
+        image files by size and modification time), as this process's last read of the data found
+        it (`prepare` and `index` refresh it); "" for synthetic data, which its generator's keys name."""
+        if self.source == "synthetic":
+            return ""
+        return fingerprint(_real_entry(self.domain, self.source, self.get, int(self.get("image_size"))))
+
     def decoding_seconds(self) -> float:
         """About how long `prepare` will spend decoding and resizing a real source's images (0 when
         they are cached at this size, and for synthetic data); timed on a few images, writes nothing."""
         if self._data is not None or self.source == "synthetic":
             return 0.0
         size = int(self.get("image_size"))
-        read, key, cache = _real_entry(self.domain, self.source, self.get, size)
-        return decoding_seconds(key, read, cache, self.source, size)
+        return decoding_seconds(_real_entry(self.domain, self.source, self.get, size), size)
 
     def __getattr__(self, name: str):
         if name in ("task", "label_names", "channels", "labels", "images", "reader"):
@@ -166,21 +173,32 @@ def medmnist_flag(domain: str, get) -> str:
 def _real(domain: str, source: str, get, size: int, decode: bool = True) -> Source:
     """A real source's data through the cache (`real_cache`): its index, and with `decode` its
     images at `size` px (decoded once)."""
-    read, key, cache = _real_entry(domain, source, get, size)
+    entry = _real_entry(domain, source, get, size)
     if not decode:
-        return indexed(key, read, cache, source)
-    return decoded(key, read, cache, source, size, int(get("num_workers", 0) or 0))
+        data = indexed(entry)
+        fingerprint(entry, fresh=True)
+        return data
+    return decoded(entry, size, int(get("num_workers", 0) or 0))
 
 
-def _real_entry(domain: str, source: str, get, size: int):
-    """(the call that reads the source, its identity key, the cache folder or None)."""
+def data_fingerprint(cfg) -> str:
+    """`DomainData(cfg).fingerprint()`; "" while the data cannot be read (the up-front checks and the
+    study's data read name why)."""
+    try:
+        return DomainData(cfg).fingerprint()
+    except (OSError, ValueError):
+        return ""
+
+
+def _real_entry(domain: str, source: str, get, size: int) -> Entry:
+    """The source's cache entry: its identity key, the call that reads it, its root and index files."""
     root = str(get("root", "") or "")
     if not root:
         raise ValueError(f"data.root: required for source {source}")
     root = Path(root).expanduser()
     read, files = _reader(domain, source, get, root, size)
     key = identity(source, root, lambda k, d=None: domain if k == "domain" else get(k, d), files)
-    return read, key, cache_root(get("cache_dir", ""))
+    return Entry(key, read, cache_root(get("cache_dir", "")), source, root, tuple(files))
 
 
 def _reader(domain: str, source: str, get, root: Path, size: int):

@@ -1,22 +1,27 @@
 """Real data sets indexed once and decoded once: the index (labels, patients, ids, layout) and the
 images at the study's resolution are cached beside the synthetic sets, keyed by the source's identity.
 
-Identity: the source, its resolved root, the `data` keys its reader reads, and the path, size and
-modification time of the files that index it (the label CSV, the `.npz`, the HDF5 files). Image
-files under an unchanged index are taken as unchanged (a data release is immutable); touch the
-index file, or delete the entry, after editing images in place.
+Entry key: the source, its resolved root, the `data` keys its reader reads, and the path, size and
+modification time of the files that index it (the label CSV, the `.npz`, the HDF5 files). The index
+entry also keeps the data's content (`fingerprint`): the sha256 of those index files (hashed once
+per version of them) and the size and modification time of every image file, as they were indexed.
+The images entry is named by the current fingerprint, so replaced images are decoded again.
 
 An entry is `real-<source>-<key>.index.npz` (written after the data is indexed and checked) and, per
-image size, `real-<source>-<key>-<size>px.images` (raw uint8 NCHW, decoded once with a progress
-bar) beside its `.pt` record of the array's shape (written last: it marks a complete entry).
+content and image size, `real-<source>-<key>-<content>-<size>px.images` (raw uint8 NCHW, decoded
+once with a progress bar) beside its `.pt` record of the array's shape and sha256 (written last: it
+marks a complete entry). Both carry a checksum: a damaged entry is reported in one line, treated as
+absent (read from the source again and rewritten) and never used.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,15 +30,42 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .fingerprint import fingerprint as content_digest
+from .fingerprint import image_files, image_stamps, index_hashes, sha256_file
 from .readers.source import Source
 from .synthetic.store import StoredImages
 
-INDEX_VERSION = 2  # 2: images reduced in blocks before filtering, JPEGs decoded at reduced scale
+INDEX_VERSION = 3  # 2: images reduced in blocks, JPEGs decoded at reduced scale; 3: content and checksums kept
 # the `data` keys each reader reads (besides root and image size)
 READER_KEYS = {"medmnist": ("flag", "npz_size", "ordinal_threshold"),
                "csv": ("csv_file", "path_column", "label_column", "patient_column", "labels", "task", "channels"),
                "dicom": ("csv_file", "path_column", "label_column", "patient_column", "labels", "task", "channels")}
 _INDEXED: dict[str, Source] = {}  # identity key -> the Source its reader made (this process)
+_CONTENT: dict[str, dict] = {}  # identity key -> {"index": hashes, "images": stamps when indexed}
+_FINGERPRINTS: dict[str, str] = {}  # identity key -> its fingerprint, as last computed (this process)
+_VERIFIED: set[tuple] = set()  # images files whose sha256 matched, by (path, size, mtime)
+_WARNED: set[tuple] = set()  # damaged entries already reported, by (path, size, mtime)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A real source in the cache: its identity key, the call that reads it, the cache folder (None:
+    no cache), the source's name, its root and the files that index it."""
+    key: str
+    read: Callable[[], Source]
+    cache_dir: Path | None
+    source: str
+    root: Path
+    files: tuple[Path, ...]
+
+    @property
+    def index_file(self) -> Path:
+        return self.cache_dir / f"real-{self.source}-{self.key}.index.npz"
+
+    def images_file(self, size: int) -> Path:
+        """The images entry at `size` px of the data's current content."""
+        content = fingerprint(self, fresh=True).removeprefix("sha256:")[:16]
+        return self.cache_dir / f"real-{self.source}-{self.key}-{content}-{size}px.images"
 
 
 def identity(source: str, root: Path, get, index_files: list[Path]) -> str:
@@ -50,49 +82,74 @@ def _plain(value):
     return list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig" else value
 
 
-def indexed(key: str, read: Callable[[], Source], cache_dir: Path | None, source: str) -> Source:
-    """The source's index: read back from the cache, else made by `read()` (once per process; the
-    cache is written by `decoded`, never here, so a plan writes nothing)."""
-    if key in _INDEXED:
-        return _INDEXED[key]
-    found = _read_index(cache_dir / f"real-{source}-{key}.index.npz") if cache_dir is not None else None
-    _INDEXED[key] = found if found is not None else read()
-    return _INDEXED[key]
+def indexed(entry: Entry) -> Source:
+    """The source's index: read back from the cache, else made by `entry.read()` (once per process;
+    the cache is written by `decoded`, never here, so a plan writes nothing)."""
+    if entry.key not in _INDEXED:
+        found = _read_index(entry.index_file) if entry.cache_dir is not None else None
+        if found is not None:
+            _INDEXED[entry.key], _CONTENT[entry.key] = found
+        else:
+            _INDEXED[entry.key] = entry.read()
+            _CONTENT[entry.key] = _content(entry, _INDEXED[entry.key])
+    return _INDEXED[entry.key]
 
 
-def decoded(key: str, read: Callable[[], Source], cache_dir: Path | None, source: str, size: int,
-            workers: int = 0) -> Source:
+def fingerprint(entry: Entry, fresh: bool = False) -> str:
+    """The data's content (`fingerprint.fingerprint`): its index files' sha256 as indexed, and each
+    image file's size and modification time now (as indexed while the file is gone: the cache holds
+    its pixels). Computed once per process unless `fresh` (a study's data read refreshes it)."""
+    indexed(entry)
+    if fresh or entry.key not in _FINGERPRINTS:
+        content = _CONTENT[entry.key]
+        was = [list(stamp) for stamp in content["images"]]
+        now = image_stamps(entry.root, [stamp[0] for stamp in was])
+        stamps = [old if new[1] is None else list(new) for old, new in zip(was, now)]
+        _FINGERPRINTS[entry.key] = content_digest(content["index"], stamps)
+    return _FINGERPRINTS[entry.key]
+
+
+def _content(entry: Entry, data: Source) -> dict:
+    """The content record of freshly read data (index hashes kept from this process when known: the
+    entry key holds the index files' stat)."""
+    hashes = _CONTENT.get(entry.key, {}).get("index") or index_hashes(entry.root, list(entry.files))
+    return {"index": hashes, "images": [list(s) for s in image_stamps(entry.root, image_files(data, entry.root))]}
+
+
+def decoded(entry: Entry, size: int, workers: int = 0) -> Source:
     """The source with its images at `size` px read from the cache (`StoredImages`), decoding them
     into it first when they are not there. No cache (`cache_dir` None): the reader's Source."""
-    if cache_dir is None:
-        return indexed(key, read, None, source)
-    index_file = cache_dir / f"real-{source}-{key}.index.npz"
-    images_file = cache_dir / f"real-{source}-{key}-{size}px.images"
-    index = _read_index(index_file)
-    stored = _read_images(images_file) if index is not None else None
-    if stored is not None:
-        return _with_reader(index, stored)
-    data = _INDEXED.pop(key, None)
+    if entry.cache_dir is None:
+        data = indexed(entry)
+        fingerprint(entry, fresh=True)
+        return data
+    found = _read_index(entry.index_file)
+    if found is not None:
+        _CONTENT[entry.key] = found[1]
+        stored = _read_images(entry.images_file(size))
+        if stored is not None:
+            return _with_reader(found[0], stored)
+    data = _INDEXED.pop(entry.key, None)
     if data is None or data.reader is None:
-        data = read()  # a cached index has no reader: the files are read again
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _atomic(index_file, lambda name: _write_index(name, data))
-    index = _read_index(index_file)
-    stored = _decode(data, images_file, size, workers)
+        data = entry.read()  # a cached index has no reader: the files are read again
+    content = _CONTENT[entry.key] = _content(entry, data)
+    entry.cache_dir.mkdir(parents=True, exist_ok=True)
+    _atomic(entry.index_file, lambda name: _write_index(name, data, content))
+    index, _ = _read_index(entry.index_file)
+    stored = _decode(data, entry.images_file(size), size, workers)
     return _with_reader(index, stored)
 
 
-def decoding_seconds(key: str, read: Callable[[], Source], cache_dir: Path | None, source: str, size: int,
-                     sample: int = 8) -> float:
+def decoding_seconds(entry: Entry, size: int, sample: int = 8) -> float:
     """About how long `decoded` will take to decode the source's images at `size` px: 0 when the
     cache holds them, else the images times the median seconds the reader takes for one (decoding
     and resizing), timed on `sample` images spread over the source. Writes nothing."""
-    if cache_dir is not None and _read_index(cache_dir / f"real-{source}-{key}.index.npz") is not None \
-            and _read_images(cache_dir / f"real-{source}-{key}-{size}px.images") is not None:
+    data = indexed(entry)
+    if entry.cache_dir is not None and entry.index_file.is_file() \
+            and _read_images(entry.images_file(size)) is not None:
         return 0.0
-    data = indexed(key, read, cache_dir, source)
     if data.reader is None:  # a cached index without its images: the files are read again, as `decoded` does
-        data = _INDEXED[key] = read()
+        data = _INDEXED[entry.key] = entry.read()
     n = len(data.labels)
     seconds = []
     for i in np.linspace(0, n - 1, min(sample, n)).astype(int):
@@ -102,49 +159,85 @@ def decoding_seconds(key: str, read: Callable[[], Source], cache_dir: Path | Non
     return n * float(np.median(seconds))
 
 
+def _warn(path: Path, what: str, then: str) -> None:
+    """One stderr line per damaged entry (per version of its file) in a process."""
+    try:
+        version = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
+    except OSError:
+        version = (str(path), None, None)
+    if version not in _WARNED:
+        _WARNED.add(version)
+        print(f"warning: {path}: {what}; {then}", file=sys.stderr)
+
+
 def _with_reader(index: Source, stored: StoredImages) -> Source:
     index.reader = stored
     return index
 
 
-def _write_index(name: str, data: Source) -> None:
+def _write_index(name: str, data: Source, content: dict) -> None:
     meta = json.dumps({"task": data.task, "label_names": list(data.label_names), "channels": int(data.channels)})
     arrays = {"labels": data.labels.numpy(), "patients": np.asarray(data.patients).astype(str),
               "sample_ids": np.asarray(data.sample_ids if data.sample_ids is not None
                                        else np.arange(len(data.patients))).astype(str),
-              "meta": np.asarray(meta)}
+              "meta": np.asarray(meta), "content": np.asarray(json.dumps(content))}
     if data.test_mask is not None:
         arrays["test_mask"] = np.asarray(data.test_mask, bool)
     with open(name, "wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, checksum=np.asarray(_checksum(arrays)), **arrays)
 
 
-def _read_index(path: Path) -> Source | None:
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of the arrays' names, types, shapes and bytes."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _read_index(path: Path) -> tuple[Source, dict] | None:
+    """(the index, its content record) from an entry whose checksum matches; None (one warning line
+    when the file is there) otherwise."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta"]))
-            return Source(labels=torch.from_numpy(npz["labels"]), patients=npz["patients"],
-                          sample_ids=npz["sample_ids"], task=meta["task"], label_names=meta["label_names"],
-                          channels=int(meta["channels"]),
-                          test_mask=npz["test_mask"] if "test_mask" in npz.files else None)
+            arrays = {key: npz[key] for key in npz.files}
+        if _checksum({k: v for k, v in arrays.items() if k != "checksum"}) != str(arrays.pop("checksum")):
+            raise ValueError("checksum mismatch")
+        meta, content = json.loads(str(arrays["meta"])), json.loads(str(arrays["content"]))
+        return Source(labels=torch.from_numpy(arrays["labels"]), patients=arrays["patients"],
+                      sample_ids=arrays["sample_ids"], task=meta["task"], label_names=meta["label_names"],
+                      channels=int(meta["channels"]), test_mask=arrays.get("test_mask")), content
     except Exception as err:
-        print(f"{path}: unreadable cache entry ({type(err).__name__}), indexing again")
+        _warn(path, f"damaged cache entry ({type(err).__name__}: {' '.join(str(err).split())[:80]})",
+              "indexing the data again")
         return None
 
 
 def _read_images(path: Path) -> StoredImages | None:
+    """The decoded images of an entry whose record and sha256 match (checked once per version of
+    the file in a process); None (one warning line when the record is there) otherwise."""
     record = path.with_suffix(".pt")
     if not record.is_file():
         return None
     try:
-        shape = tuple(int(d) for d in torch.load(record, weights_only=True)["shape"])
+        saved = torch.load(record, weights_only=True)
+        shape = tuple(int(d) for d in saved["shape"])
         if not path.is_file() or path.stat().st_size != int(np.prod(shape)):
             raise ValueError("images file missing or of the wrong size")
+        stat = path.stat()
+        version = (str(path), stat.st_size, stat.st_mtime_ns)
+        if version not in _VERIFIED:
+            if sha256_file(path) != saved["sha256"]:
+                raise ValueError("checksum mismatch")
+            _VERIFIED.add(version)
         return StoredImages(path, shape)
     except Exception as err:
-        print(f"{record}: unreadable cache entry ({type(err).__name__}), decoding again")
+        _warn(record, f"damaged cache entry ({type(err).__name__}: {' '.join(str(err).split())[:80]})",
+              "decoding the images again")
         return None
 
 
@@ -165,6 +258,8 @@ def _decode(data: Source, path: Path, size: int, workers: int) -> StoredImages:
     shape = (n, int(data.channels), size, size)
     loader = DataLoader(_Images(data.reader, n), batch_size=256, num_workers=workers)
 
+    digest = hashlib.sha256()
+
     def write(name: str) -> None:
         done = 0
         with open(name, "wb") as handle, tqdm(total=n, desc=f"decoding images at {size} px", unit="img",
@@ -172,12 +267,15 @@ def _decode(data: Source, path: Path, size: int, workers: int) -> StoredImages:
             for batch in loader:
                 if tuple(batch.shape[1:]) != shape[1:]:
                     raise ValueError(f"image {done}: decoded as {tuple(batch.shape[1:])}, expected {shape[1:]}")
-                handle.write(batch.numpy().tobytes())
+                raw = batch.numpy().tobytes()
+                handle.write(raw)
+                digest.update(raw)
                 done += len(batch)
                 bar.update(len(batch))
 
     _atomic(path, write)
-    _atomic(path.with_suffix(".pt"), lambda name: torch.save({"shape": torch.tensor(shape)}, name))
+    record = {"shape": torch.tensor(shape), "sha256": digest.hexdigest()}
+    _atomic(path.with_suffix(".pt"), lambda name: torch.save(record, name))
     return StoredImages(path, shape)
 
 

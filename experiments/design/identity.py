@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from attacks import attack_params
+from datamodules.build import data_fingerprint
 from datamodules.split_files import AUTHOR_FILES, sha256_of
 from lightning_modules.defences import defence_params
 
@@ -65,11 +66,18 @@ def _section(cfg: DictConfig, name: str) -> dict:
 
 def data_identity(cfg: DictConfig) -> dict:
     """The `data` keys that decide the images, labels and splits (loader and cache options left out).
-    Split files (`data.splits`) count by their content: `sha256:<hex>` of the file or the authors'
-    folder, so a file edited in place makes new work and a moved one reuses the old."""
+    Files count by their content, never their location, so data edited in place makes new work and
+    moved data reuses the old: split files (`data.splits`) as `sha256:<hex>` of the file or the
+    authors' folder; a real source's `root` as `content`, its `data_fingerprint` (the root itself
+    while the data cannot be read). Synthetic data is named by its generator's keys."""
     values = _section(cfg, "data")
     if values.get("splits"):
         values["splits"] = _splits_content(str(values["splits"]))
+    if values.get("source", "synthetic") != "synthetic":
+        content = data_fingerprint(cfg.data)
+        if content:
+            values.pop("root", None)
+            values["content"] = content
     return values
 
 

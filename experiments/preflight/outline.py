@@ -30,6 +30,7 @@ class DataOutline:
     cache_file: Path | None = None  # synthetic: where the generated set is (or will be) cached
     decode_seconds: float = 0.0  # real: decoding and resizing the images not yet in the cache, timed
     decode_each_read: bool = False  # real without a cache (data.cache_dir=none): every read decodes again
+    fingerprint: str = ""  # real: the data's content (`DomainData.fingerprint`), what the identities hold
 
     @property
     def image_bytes(self) -> int:
@@ -108,6 +109,7 @@ def real_data_outline(data: DictConfig, dev_sets: set[str], size: int) -> tuple[
         source, manifest = domain_data.index()
         info.decode_seconds = domain_data.decoding_seconds()
         info.decode_each_read = cache_root(data.cache_dir) is None
+        info.fingerprint = domain_data.fingerprint()
     except (ValueError, FileNotFoundError) as err:
         return info, [f"data ({data.domain}): {err}"]
     info.images, info.channels = len(source.labels), int(source.channels)

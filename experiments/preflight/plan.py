@@ -278,6 +278,8 @@ def data_line(d: DomainWork) -> str:
     elif data.source != "synthetic":
         line += (f"; decoding them at {data.size} px: about {human_seconds(data.decode_seconds)} (timed here)"
                  if data.decode_seconds else f"; decoded at {data.size} px in the cache")
+    if data.fingerprint:
+        line += f"; content {data.fingerprint[:23]} (index files by sha256, image files by size and time)"
     if data.source == "synthetic":
         if data.cache_file is None:
             line += f"; generated in memory ({human_bytes(data.images * data.image_bytes)}, data.cache_dir=none)"

@@ -1,5 +1,6 @@
 """The data a run used, as MLflow dataset inputs: a model run's development set (context `training`)
-and a pair run's test set (context `evaluation`), so the UI's Dataset column and filter show them."""
+and a pair run's test set (context `evaluation`), so the UI's Dataset column and filter show them.
+A real source's record holds its content (`DomainData.fingerprint`) in its source and its digest."""
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,8 @@ class StudyDataSource(DatasetSource):
 
 
 class SplitDataset(MetaDataset):
-    """A development or test set: named `<domain>/<split>`, digest of its sample ids, with a profile
-    (sample and patient counts)."""
+    """A development or test set: named `<domain>/<split>`, digest of its sample ids (and of a real
+    source's content), with a profile (sample and patient counts)."""
 
     def __init__(self, source: StudyDataSource, name: str, digest: str, profile: dict):
         self._profile = profile
@@ -66,9 +67,9 @@ class SplitDataset(MetaDataset):
         return {**super().to_dict(), "profile": json.dumps(self.profile)}
 
 
-def sample_digest(sample_ids) -> str:
-    """A short hash of a set of sample ids (order-independent)."""
-    text = "\n".join(sorted(str(sample) for sample in sample_ids))
+def sample_digest(sample_ids, content: str = "") -> str:
+    """A short hash of a set of sample ids (order-independent) and, when given, the data's content."""
+    text = "\n".join(sorted(str(sample) for sample in sample_ids)) + (f"\ncontent {content}" if content else "")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -82,10 +83,13 @@ def split_dataset(data_cfg: DictConfig, datamodule, split: str) -> SplitDataset:
     described = {key: settings.get(key) for key in keys}
     if described.get("root"):
         described["root"] = str(Path(described["root"]).resolve())
+    content = datamodule.domain.fingerprint()
+    if content:
+        described["content"] = content
     source = StudyDataSource(described)
     profile = {"samples": len(rows), "patients": int(rows["patient_id"].nunique()),
                **{stage: int((rows["stage"] == stage).sum()) for stage in stages}}
-    return SplitDataset(source, f"{settings['domain']}/{split}", sample_digest(rows["sample_id"]), profile)
+    return SplitDataset(source, f"{settings['domain']}/{split}", sample_digest(rows["sample_id"], content), profile)
 
 
 def log_dataset(client: MlflowClient, run_id: str, dataset: SplitDataset, context: str) -> None:

@@ -86,3 +86,16 @@ def test_a_large_reduction_stays_close_to_the_full_bilinear_filter(tmp_path):
     for name in ("big.png", "big.jpg"):
         got = ImageFileReader([tmp_path / name], 1, 64)(0)[0].numpy().astype(float)
         assert np.abs(got - exact).mean() < 1.5 and np.abs(got - exact).max() < 8, name
+
+
+def test_a_replaced_image_is_decoded_again_and_changes_the_fingerprint(tmp_path):
+    pixels = write_folder(tmp_path / "data")
+    first = DomainData(cfg(tmp_path / "data", tmp_path / "cache", size=20))
+    before, content = samples(first)[0], first.fingerprint()
+    Image.fromarray(255 - pixels[4]).save(tmp_path / "data" / "4.png")  # same name, same labels file
+    again = DomainData(cfg(tmp_path / "data", tmp_path / "cache", size=20))
+    after = samples(again)[0]
+    assert again.fingerprint() != content
+    np.testing.assert_allclose(after[4, 0], (255 - pixels[4]) / 255, atol=1e-6)  # the new file, not the cache
+    np.testing.assert_array_equal(np.delete(after, 4, 0), np.delete(before, 4, 0))
+    assert len(list((tmp_path / "cache").glob("*.images"))) == 2  # one entry per content
