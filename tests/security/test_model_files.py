@@ -288,6 +288,10 @@ def registry(tmp_path_factory):
         (folder / "code" / "evil_loader.py").write_text(code)
         (folder / "model.pkl").write_bytes(pickle.dumps(Payload(marker)))
         (folder / "data" / "model.pth").write_bytes(pickle.dumps(Payload(marker)))
+    import mlflow.pytorch  # a correct model: PyTorch flavour stored as pt2 (dynamic batch, as MLflow exports it)
+
+    example = np.random.default_rng(0).random((2, CHANNELS, SIZE, SIZE), dtype=np.float32)
+    mlflow.pytorch.save_model(Net().eval(), str(folders / "pt2"), serialization_format="pt2", input_example=example)
     client = MlflowClient(f"sqlite:///{store}")
     run = client.create_run(client.create_experiment("handed-over", (root / "artifacts").as_uri()))
     client.log_artifacts(run.info.run_id, str(folders))
@@ -310,6 +314,15 @@ def test_an_mlflow_model_that_would_run_code_is_one_line_unrun(registry, name, c
     line = refused(tmp_path, external, capsys, store=store)
     assert f"runs:/{run_id}/{name}: refused: " in line and culprit in line, line
     assert not marker.exists()
+
+
+def test_an_mlflow_pt2_model_loads_without_trust_and_gives_its_gradients(registry, tmp_path, capsys):
+    store, run_id, marker = registry
+    args = study(tmp_path, {"format": "mlflow", "uri": f"runs:/{run_id}/pt2"}, command="plan", store=store)
+    code = main([*args, "surrogates=[x]", "targets=[a]"])  # a surrogate: only a differentiable core can be one
+    out = capsys.readouterr().out
+    assert code == 0 and "Problems: none" in out, out
+    assert not (tmp_path / "out").exists() and not marker.exists()
 
 
 # --- plan ----------------------------------------------------------------------------------------------
