@@ -209,8 +209,8 @@ def timing_device(cfg: DictConfig) -> str:
 
 def measure(arch: str, size: int, channels: int, device: str, batch_size: int) -> tuple[float, float]:
     """(training-step, forward) seconds per image at the study's batch size, or at as many images as
-    one step takes in `TIMING_SECONDS` when that is fewer (the per-image cost falls with the batch:
-    a small batch overestimates): warm-up steps, then the fastest of `TIMED` steps of each (the
+    one step takes in `TIMING_SECONDS` when that is fewer, at least 2 (the per-image cost falls with
+    the batch: a small batch overestimates): warm-up steps, then the fastest of `TIMED` steps of each (the
     task's head is a few outputs of a linear layer; its cost is left out)."""
     torch.manual_seed(0)
     model = build_classifier(arch, "random", "binary", 1, channels).to(device)
@@ -237,7 +237,8 @@ def measure(arch: str, size: int, channels: int, device: str, batch_size: int) -
     model.train()
     for _ in range(WARM_UP):  # the process's first passes set up kernels and threads: several times slower
         step(probe)
-    batch = max(1, min(batch_size, int(TIMING_SECONDS / (timed(step, probe) / len(probe)))))
+    # at least 2: a training step of batch-normalised layers needs more than one image
+    batch = max(2, min(batch_size, int(TIMING_SECONDS / (timed(step, probe) / len(probe)))))
     images = torch.rand(batch, channels, size, size, device=device)
     step(images)
     timings = [timed(step, images) / batch]
