@@ -21,7 +21,9 @@ OUTPUT_KINDS = ("logits", "probabilities")
 DEVICES = ("cpu", "cuda")
 # Keys of an entry and their defaults; `fingerprint` is set by the run (the probe's digest), never by hand.
 DEFAULTS = {"path": "", "uri": "", "device": "cpu", "batch_size": 32, "timeout": 30.0, "retries": 3,
-            "backoff": 0.5, "concurrency": 2, "token_env": "", "max_response_bytes": 16 << 20, "fingerprint": ""}
+            "backoff": 0.5, "concurrency": 2, "token_env": "", "max_response_bytes": 16 << 20, "fingerprint": "",
+            # an MLflow model whose loading runs registry code (models-from-code) loads only with trust_code: true
+            "trust_code": False}
 # An endpoint's numeric keys: (kind, lowest allowed, whether the lowest is allowed itself)
 HTTP_RANGES = {"batch_size": (int, 1, True), "concurrency": (int, 1, True), "retries": (int, 0, True),
                "max_response_bytes": (int, 1, True), "timeout": (float, 0, False), "backoff": (float, 0, True)}
@@ -59,6 +61,8 @@ def external_settings(name: str, external: dict) -> dict:
     if fmt == "mlflow" and not str(settings["uri"]).startswith(MLFLOW_SCHEMES):
         raise ContractError(f"{where}.uri: {settings['uri']!r}; an MLflow model URI is models:/<name>/<version>, "
                             "models:/<name>@<alias> or runs:/<run id>/<path>")
+    if not isinstance(settings["trust_code"], bool):
+        raise ContractError(f"{where}.trust_code: {settings['trust_code']!r}; must be true or false")
     if settings["device"] not in DEVICES:
         raise ContractError(f"{where}.device: unknown {settings['device']!r}; valid: {', '.join(DEVICES)}")
     settings.update({key: _http_number(where, key, settings[key]) for key in HTTP_RANGES})
@@ -118,17 +122,34 @@ def _input(where: str, given: dict) -> dict:
     unknown = sorted(set(given) - {"size", "channels", "mean", "std"})
     if unknown:
         raise ContractError(f"{where}.input.{unknown[0]}: unknown key; valid: channels, mean, size, std")
-    size, channels = int(given.get("size", 0)), int(given.get("channels", 0))
+    size, channels = (_number(f"{where}.input.{key}", given.get(key, 0), int) for key in ("size", "channels"))
     if size < 0 or channels < 0:
         raise ContractError(f"{where}.input: size and channels must be positive (0 = the study's)")
-    mean = [float(v) for v in given.get("mean", [0.0])]
-    std = [float(v) for v in given.get("std", [1.0])]
+    mean, std = (_values(f"{where}.input.{key}", given.get(key, default)) for key, default in (("mean", 0.0),
+                                                                                                ("std", 1.0)))
     for key, values in (("mean", mean), ("std", std)):
         if len(values) not in (1, channels or len(values)):
             raise ContractError(f"{where}.input.{key}: {len(values)} values for {channels} channels")
     if any(s <= 0 for s in std):
         raise ContractError(f"{where}.input.std: {std}; every value must be above 0")
     return {"size": size, "channels": channels, "mean": mean, "std": std}
+
+
+def _number(key: str, value, kind: type):
+    """`value` as an int or a finite float (a bool, text or NaN is refused, naming the key)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or (kind is int and value != int(value))):
+        raise ContractError(f"{key}: {value!r}; must be {'an integer' if kind is int else 'a number'}")
+    return kind(value)
+
+
+def _values(key: str, value) -> list[float]:
+    """A per-channel list of numbers; a single number is one value for every channel."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ContractError(f"{key}: {value!r}; must be a number or a list of numbers, one per channel")
+    return [_number(key, v, float) for v in value]
 
 
 def _output(where: str, given: dict) -> dict:

@@ -16,13 +16,17 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from attacks.cache import set_path
+from datamodules import DomainData
+from datamodules.synthetic import GENERATORS
 from lightning_modules import tasks
 from lightning_modules.model import build_classifier
 
+from ..design.external import is_external
 from ..design.locations import default_tracking_uri
 from ..design.scheduler import ModelJob, PairJob, SetJob
 from ..store.sqlite_store import COMPLETE, sqlite_path, store_state
 from .checks import study_problems
+from .externals import probe_externals
 from .outline import DomainWork, attack_steps, human_bytes, human_count, human_seconds, outline
 
 TIMING_SECONDS, WARM_UP, TIMED = 2.0, 3, 3  # a timed step's length at most; untimed and timed steps
@@ -108,13 +112,13 @@ def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob],
             train, val = train * (1 + steps), val * (1 + steps)
         passes["train"] += train
         passes["validate"] += val
-        step, forward = speed(domain, m.arch)
+        step, forward = speed(domain, m.arch)  # a trained model: never external
         seconds += train * step + val * forward
     for job in sets:
         n = test * attack_steps(job.setting)
         members = domain.scheduler.members(job.surrogate)  # an ensemble's members all run each step
         passes["craft"] += n * len(members)
-        seconds += n * sum(speed(domain, domain.zoo_entry(member).arch)[0] for member in members)
+        seconds += n * sum(model_speed(domain, domain.zoo_entry(member))[0] for member in members)
     if models or sets or pairs:
         seconds += (OVERHEAD["model"] * len(models) + OVERHEAD["set"] * len(sets) + OVERHEAD["pair"] * len(pairs)
                     + OVERHEAD["study"] + decoding(domain, passes["train"] + passes["validate"], len(sets), pairs))
@@ -122,7 +126,7 @@ def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob],
     evaluations = [(2 * test, pair.target) for pair in pairs] + [(test, target) for target in clean]
     for n, target in evaluations:
         passes["evaluate"] += n
-        seconds += n * speed(domain, domain.zoo_entry(target).arch)[1]
+        seconds += n * model_speed(domain, domain.zoo_entry(target))[1]
     return passes, seconds
 
 
@@ -152,6 +156,41 @@ def process_age() -> float:
     return _STARTED[0]
 
 
+_EXTERNAL: dict[tuple[str, str], float] = {}  # (domain, external model) -> probed seconds per image
+
+
+def model_speed(domain: DomainWork, entry) -> tuple[float, float]:
+    """`speed` of a zoo entry: an external model's forward pass as its probe timed it (forward+backward
+    counted as three of them); a trained model's by its architecture."""
+    if is_external(entry):
+        forward = _EXTERNAL.get((domain.cfg.data.domain, entry.name), 0.0)
+        return 3 * forward, forward
+    return speed(domain, entry.arch)
+
+
+def external_problems(domain: DomainWork) -> list[str]:
+    """Each external model of the domain loaded and probed as `run` probes it (on the layout the
+    config gives; real data indexed, not decoded); its problems, one line each; the probe's speed
+    is kept for `model_speed`."""
+    cfg = domain.cfg
+    if not any(is_external(model) for model in cfg.models):
+        return []
+    if cfg.data.source == "synthetic":
+        _, label_names, task = GENERATORS[cfg.data.domain]
+    else:
+        try:
+            source, _ = DomainData(cfg.data).index()
+        except (ValueError, FileNotFoundError, OSError):
+            return []  # the data's own problem is listed
+        label_names, task = source.label_names, source.task
+    layout = {"task": task, "label_names": list(label_names), "channels": domain.data.channels,
+              "size": domain.data.size}
+    found = probe_externals(cfg, layout)
+    for name, probed in found.items():
+        _EXTERNAL[(cfg.data.domain, name)] = probed.seconds
+    return [probed.problem for probed in found.values() if probed.problem]
+
+
 def speed(domain: DomainWork, arch: str) -> tuple[float, float]:
     """Seconds per image of one training step (forward+backward) and of one forward pass of `arch`
     at the domain's image size and batch size, measured once per process on the device the study
@@ -170,8 +209,8 @@ def timing_device(cfg: DictConfig) -> str:
 
 def measure(arch: str, size: int, channels: int, device: str, batch_size: int) -> tuple[float, float]:
     """(training-step, forward) seconds per image at the study's batch size, or at as many images as
-    one step takes in `TIMING_SECONDS` when that is fewer (the per-image cost falls with the batch:
-    a small batch overestimates): warm-up steps, then the fastest of `TIMED` steps of each (the
+    one step takes in `TIMING_SECONDS` when that is fewer, at least 2 (the per-image cost falls with
+    the batch: a small batch overestimates): warm-up steps, then the fastest of `TIMED` steps of each (the
     task's head is a few outputs of a linear layer; its cost is left out)."""
     torch.manual_seed(0)
     model = build_classifier(arch, "random", "binary", 1, channels).to(device)
@@ -198,7 +237,8 @@ def measure(arch: str, size: int, channels: int, device: str, batch_size: int) -
     model.train()
     for _ in range(WARM_UP):  # the process's first passes set up kernels and threads: several times slower
         step(probe)
-    batch = max(1, min(batch_size, int(TIMING_SECONDS / (timed(step, probe) / len(probe)))))
+    # at least 2: a training step of batch-normalised layers needs more than one image
+    batch = max(2, min(batch_size, int(TIMING_SECONDS / (timed(step, probe) / len(probe)))))
     images = torch.rand(batch, channels, size, size, device=device)
     step(images)
     timings = [timed(step, images) / batch]
@@ -217,7 +257,8 @@ def study_plan(cfg: DictConfig) -> StudyPlan:
     """Work, progress, cost and problems of a study; writes nothing."""
     started = process_age()  # before any timing below
     work = outline(cfg)
-    problems = study_problems(cfg, work)
+    # `run` probes external models once the up-front checks pass; the plan lists both at once
+    problems = list(dict.fromkeys(study_problems(cfg, work) + [line for d in work for line in external_problems(d)]))
     uri = cfg.tracking.uri or default_tracking_uri()
     store_ok = not any(p.startswith("tracking.uri") for p in problems)
     client = read_only_client(uri) if store_ok else None

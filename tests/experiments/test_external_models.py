@@ -136,7 +136,7 @@ def external_models(root: Path, url: str, names=("a", "b", "a_pt2", "a_onnx", "a
               {"name": "b", "arch": "tiny_cnn", "init": "random", "dev_set": "d2", "instance": 0},
               {"name": "a_pt2", "external": {"format": "export", "path": str(root / "a.pt2"), **CONTRACT}},
               {"name": "a_onnx", "external": {"format": "onnx", "path": str(root / "a.onnx"), **CONTRACT}},
-              {"name": "a_mlflow", "external": {"format": "mlflow", "uri": "models:/smoke.a/1",
+              {"name": "a_mlflow", "external": {"format": "mlflow", "uri": "models:/smoke.a/1", "trust_code": True,
                                                 "output": {"kind": "probabilities"}}},
               {"name": "a_http", "external": {"format": "http", "uri": url, "batch_size": 16,
                                               "output": {"kind": "probabilities"}, **endpoint}}]
