@@ -234,13 +234,14 @@ def validate(cfg: DictConfig) -> None:
         problem = domain_problem(sub.data.domain, sub.data.source)
         if problem:
             raise ConfigError(problem)
-        problem = data_key_problem(sub.data, DataConfig())
-        if problem:
-            raise ConfigError(f"domains.{sub.data.domain}: {problem}" if cfg.domains else problem)
     for study in [cfg, *(domain_config(cfg, domain) for domain in cfg.domains)]:
         problem = range_problem(study) or location_problem(study)
         if problem:
             raise ConfigError(problem if study is cfg else f"domains.{study.data.domain}: {problem}")
+    for sub in [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]:
+        problem = data_key_problem(sub.data, DataConfig())
+        if problem:
+            raise ConfigError(f"domains.{sub.data.domain}: {problem}" if cfg.domains else problem)
     try:
         zoo = expand_zoo(cfg)
     except ValueError as err:
