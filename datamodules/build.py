@@ -19,7 +19,7 @@ from .readers.kaggle_dr import read_kaggle_dr
 from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, npz_path, read_medmnist
 from .readers.pcam import SPLITS as PCAM_SPLITS
 from .readers.pcam import pcam_file, read_pcam
-from .readers.source import Source
+from .readers.source import Source, positive_label
 from .real_cache import Entry, decoded, decoding_seconds, fingerprint, identity, indexed
 from .split_files import file_manifest
 from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
@@ -125,13 +125,17 @@ class DomainData:
 
 
 def domain_manifest(data: Source, get, seed: int):
-    """The split manifest: from the files `data.splits` names, else drawn from `seed`."""
+    """The split manifest: from the files `data.splits` names, else drawn from `seed`; with the
+    binary task's positive label (`positive_label` column, "" for other tasks)."""
     if get("splits", ""):
         ids = data.sample_ids if data.sample_ids is not None else np.arange(len(data.patients))
-        return file_manifest(str(get("splits")), ids, data.patients)
-    return split_manifest(data.patients, seed, float(get("test_fraction", TEST_FRACTION)),
-                          float(get("val_fraction", VAL_FRACTION)), sample_ids=data.sample_ids,
-                          test_mask=data.test_mask)
+        manifest = file_manifest(str(get("splits")), ids, data.patients)
+    else:
+        manifest = split_manifest(data.patients, seed, float(get("test_fraction", TEST_FRACTION)),
+                                  float(get("val_fraction", VAL_FRACTION)), sample_ids=data.sample_ids,
+                                  test_mask=data.test_mask)
+    manifest["positive_label"] = positive_label(data.task, data.label_names)
+    return manifest
 
 
 def build_datamodule(cfg) -> DevSetDataModule:

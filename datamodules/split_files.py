@@ -10,8 +10,9 @@ files or one CSV of `sample_id,split`, checked against the data and turned into 
 An id names a sample by its id in the data or by that id without its file suffix (`x.png` -> `x`).
 Rules: every id is in the data; no id twice in one list; the test set shares no id with any
 development set; d1 and d2 share none; train and val of a set share none; d1/10 lies within d1 and
-d2/2 within d2 (stage by stage); the four YAML files share one test set. Samples in no list are
-left out of the study.
+d2/2 within d2 (stage by stage); the four YAML files share one test set; and, by the data's patient
+ids, no patient is in two lists that must share no id (patient-level splits, as the paper's).
+Samples in no list are left out of the study.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def _author_lists(folder: Path) -> dict:
             raise FileNotFoundError(f"{path}: split file not found (data.splits holds the four files "
                                     f"{', '.join(AUTHOR_FILES.values())})")
         try:
-            content = yaml.load(path.read_text(), Loader=yaml.BaseLoader)  # every scalar a string
+            content = yaml.load(path.read_bytes(), Loader=yaml.BaseLoader)  # every scalar a string
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: unreadable YAML ({' '.join(str(err).split())[:100]})") from None
         for stage, key in YAML_KEYS.items():
@@ -118,7 +119,7 @@ def file_manifest(path: str | Path, sample_ids, patient_ids) -> pd.DataFrame:
                 raise ValueError(f"{where}: id {sample!r} ({label}) is not in the data (rule: every id exists)")
             rows.append(lookup[sample])
         members[dev_set, stage] = np.asarray(rows, dtype=np.int64)
-    _check_rules(members, lists)
+    _check_rules(members, lists, np.asarray(patient_ids).astype(str), Path(path).expanduser())
     n = len(sample_ids)
     partition, stage_of = np.full(n, "none", dtype=object), np.full(n, "none", dtype=object)
     half, tenth = np.zeros(n, bool), np.zeros(n, bool)
@@ -150,8 +151,9 @@ def _id_lookup(sample_ids: np.ndarray) -> dict[str, int]:
     return lookup
 
 
-def _check_rules(members: dict, lists: dict) -> None:
-    """Raise the first broken rule (see the module), naming the id as the file lists it."""
+def _check_rules(members: dict, lists: dict, patients: np.ndarray, source: Path) -> None:
+    """Raise the first broken rule (see the module), naming the id as the file lists it (and the
+    patient, where two lists share a patient but no id)."""
     listed = {key: dict(zip(members[key].tolist(), lists[key][0])) for key in members}
 
     def where(key) -> Path:
@@ -166,6 +168,12 @@ def _check_rules(members: dict, lists: dict) -> None:
             if len(common):
                 raise ValueError(f"{where(b)}: id {listed[b][common[0]]!r} is in {name(a)} and in {name(b)} "
                                  f"(rule: {rule})")
+            shared = np.intersect1d(patients[members[a]], patients[members[b]])
+            if len(shared):
+                in_a = listed[a][members[a][patients[members[a]] == shared[0]][0]]
+                in_b = listed[b][members[b][patients[members[b]] == shared[0]][0]]
+                raise ValueError(f"{where(b)}: patient {str(shared[0])!r} is in {name(a)} (id {in_a!r}) and in "
+                                 f"{name(b)} (id {in_b!r}) (rule: {name(a)} and {name(b)} share no patient)")
 
     dev = [k for k in members if k[0] != "test"]
     for key in dev:
@@ -183,4 +191,5 @@ def _check_rules(members: dict, lists: dict) -> None:
     for dev_set in DEV_SETS:
         overlap((dev_set, "train"), (dev_set, "val"), f"{dev_set}'s train and val share no id")
     if ("test", "test") not in members or not len(members["test", "test"]):
-        raise ValueError(f"{next(iter(lists.values()))[1]}: no test ids (rule: a test set is given)")
+        first = next(iter(lists.values()), None)  # a CSV of no rows lists nothing
+        raise ValueError(f"{first[1] if first else source}: no test ids (rule: a test set is given)")

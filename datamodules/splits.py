@@ -68,3 +68,16 @@ def dev_set_indices(manifest: pd.DataFrame, dev_set: str, stage: str) -> np.ndar
     if len(indices) == 0:
         raise ValueError(f"development set {dev_set} has an empty {stage} split; use more patients")
     return indices
+
+
+def one_class_problem(labels, indices: np.ndarray, task: str, split: str) -> str:
+    """"" unless the samples `indices` of a binary or multi-class task hold one class only (an AUC
+    needs both classes: training would select on a meaningless val_auc, the test set cannot score);
+    else one line naming the split (`split`, e.g. "d1 train") and its one class."""
+    if task == "multilabel" or len(indices) == 0:
+        return ""
+    classes = np.unique(np.asarray(labels)[np.asarray(indices)])
+    if len(classes) > 1:
+        return ""
+    return (f"{split} holds one class only (all {len(indices)} samples have label {int(classes[0])}); "
+            "an AUC needs both classes: use more patients, other splits or other data")

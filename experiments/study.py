@@ -12,6 +12,7 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules import DomainData
+from datamodules.readers.source import positive_label
 
 from .design.config import domain_config, load_config
 from .design.identity import code, study_key
@@ -86,6 +87,9 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group
                            "attacks": ",".join(sorted({s["name"] for s in settings})),
                            "eps": ",".join(sorted({str(s["eps"]) for s in settings})),
                            "pairs": cfg.pairs, "data.domain": cfg.data.domain})
+        positive = positive_label(data.task, data.label_names)
+        if positive:  # the class a binary study's AUCs score
+            mlflow.log_param("data.positive_label", positive)
         mlflow.set_tags({"git_sha": code(), "domain": cfg.data.domain})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         mlflow.log_input(work.test_input, context="evaluation")

@@ -113,18 +113,15 @@ def read_medmnist(root: str | Path, flag: str, npz_size: int, size: int,
         if str(err).startswith(str(path)):
             raise
         raise ValueError(f"{path}: unreadable MedMNIST file ({' '.join(str(err).split())[:100]})") from None
-    except (KeyError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except (KeyError, OSError, EOFError, TypeError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: unreadable MedMNIST file ({err.__class__.__name__}: "
                          f"{' '.join(str(err).split())[:100]})") from None
-    labels = np.concatenate(labels).astype(np.int64)
+    labels = np.concatenate(labels)
     classes = len(medmnist.INFO[flag]["label"])
     width = classes if task == "multilabel" else 1
     if labels.shape[1] != width:
         raise ValueError(f"{path}: labels have {labels.shape[1]} column(s); {flag} has {width}")
-    bad = (labels < 0) | (labels >= (classes if task != "multilabel" else 2))
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise ValueError(f"{path}: sample {sample_ids[row]}: unknown label {labels[row].tolist()!r}")
+    labels = class_indices(labels, classes if task != "multilabel" else 2, path, sample_ids)
     if medmnist.INFO[flag]["task"] == "ordinal-regression":
         labels = labels >= threshold
     labels = labels[:, 0] if task != "multilabel" else labels
@@ -132,3 +129,20 @@ def read_medmnist(root: str | Path, flag: str, npz_size: int, size: int,
     return Source(labels=torch.from_numpy(labels.astype(np.int64)), patients=sample_ids, sample_ids=sample_ids,
                   task=task, label_names=names, channels=channels,
                   reader=ArrayReader(np.concatenate(images), size), test_mask=np.concatenate(test_mask))
+
+
+def class_indices(labels: np.ndarray, classes: int, path: Path, sample_ids: list[str]) -> np.ndarray:
+    """`labels` as int64 class indices 0..classes-1; anything else (a fraction, NaN, a negative or
+    too large index, text) names the file and its first bad sample."""
+    if labels.dtype == bool:
+        labels = labels.astype(np.uint8)
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise ValueError(f"{path}: labels must be whole class indices, got dtype {labels.dtype}")
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(labels.astype(np.float64)) & (labels == np.round(labels))
+        bad = ~whole | (labels < 0) | (labels >= classes)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"{path}: sample {sample_ids[row]}: label {labels[row].tolist()!r} is not a whole "
+                         f"class index 0..{classes - 1}")
+    return labels.astype(np.int64)

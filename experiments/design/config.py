@@ -19,6 +19,7 @@ from lightning_modules import ARCHITECTURES, TASKS
 from lightning_modules.defences import defence_params
 from lightning_modules.model import INITS
 
+from .data_keys import data_key_problem
 from .external import is_external
 from .locations import CONFIG_DIR, location_problem
 from .resources import MULTI_PROCESS_STRATEGIES, world_size
@@ -48,13 +49,15 @@ class DataConfig:
     root: str = ""  # real sources: the data set's folder
     flag: str = ""  # medmnist: any 2-D flag of medmnist.INFO ("" = the synthetic domain's counterpart)
     npz_size: int = 0  # medmnist: 28, 64, 128 or 224 (0 = smallest >= image_size)
-    ordinal_threshold: int = 2  # medmnist ordinal grades (RetinaMNIST): positive = grade >= this
+    ordinal_threshold: int = 2  # medmnist ordinal grades (RetinaMNIST only): positive = grade >= this
     csv_file: str = "labels.csv"  # csv and dicom sources: relative to root
     path_column: str = "path"
     label_column: str = "label"
     patient_column: str = ""
-    labels: list[str] = field(default_factory=list)  # csv source: label names (multiclass, multilabel)
-    task: str = "binary"  # csv source: binary, multiclass or multilabel
+    # csv, dicom: the class names (binary: [negative, positive], the file's 0 and 1; optional); medmnist:
+    # optional, must be medmnist.INFO's class order (the positive class of a binary set is class 1)
+    labels: list[str] = field(default_factory=list)
+    task: str = "binary"  # csv and dicom sources: binary, multiclass or multilabel
     channels: int = 0  # csv and dicom sources: 1 or 3 (0 = 1 for radiology and dicom, else 3)
 
 
@@ -235,6 +238,10 @@ def validate(cfg: DictConfig) -> None:
         problem = range_problem(study) or location_problem(study)
         if problem:
             raise ConfigError(problem if study is cfg else f"domains.{study.data.domain}: {problem}")
+    for sub in [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]:
+        problem = data_key_problem(sub.data, DataConfig())
+        if problem:
+            raise ConfigError(f"domains.{sub.data.domain}: {problem}" if cfg.domains else problem)
     try:
         zoo = expand_zoo(cfg)
     except ValueError as err:

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from attacks import craft
 from datamodules import DomainData
+from datamodules.readers.source import positive_label
 from lightning_modules import ClassifierModule, tasks
 from lightning_modules.pretrained import load_state_dict_file
 
@@ -63,9 +64,12 @@ def adversary(setting: dict | None, task: str):
 
 
 def data_layout(data: DomainData) -> dict:
-    """What a classifier needs to know about the data: task, number of outputs, channels."""
-    return {"task": data.task, "num_outputs": tasks.num_logits(data.task, len(data.label_names)),
-            "channels": data.channels}
+    """What a classifier needs to know about the data: task, number of outputs, channels; for a
+    binary task also the positive label its one output scores (logged, never read back)."""
+    layout = {"task": data.task, "num_outputs": tasks.num_logits(data.task, len(data.label_names)),
+              "channels": data.channels}
+    positive = positive_label(data.task, data.label_names)
+    return {**layout, "positive_label": positive} if positive else layout
 
 
 def initial_module(cfg: DictConfig, model_cfg: DictConfig, data: DomainData) -> ClassifierModule:

@@ -10,7 +10,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from datamodules import DomainData
-from datamodules.splits import DEV_SETS, dev_set_indices, split_manifest
+from datamodules.readers.source import positive_label
+from datamodules.splits import DEV_SETS, dev_set_indices, one_class_problem, split_manifest
+from datamodules.synthetic import GENERATORS
 from datamodules.synthetic.cache import cache_root, entry_path, generator_params
 
 from ..design.config import domain_config
@@ -31,6 +33,7 @@ class DataOutline:
     decode_seconds: float = 0.0  # real: decoding and resizing the images not yet in the cache, timed
     decode_each_read: bool = False  # real without a cache (data.cache_dir=none): every read decodes again
     fingerprint: str = ""  # real: the data's content (`DomainData.fingerprint`), what the identities hold
+    positive_label: str = ""  # binary: the class its AUCs score ("" until the source is indexed)
 
     @property
     def image_bytes(self) -> int:
@@ -90,8 +93,10 @@ def data_outline(data: DictConfig, dev_sets: set[str]) -> tuple[DataOutline, lis
         cache = cache_root(data.cache_dir)
         params = generator_params(domain, data.num_patients, data.images_per_patient, size, data.seed,
                                   data.signal)
+        _, names, task = GENERATORS[domain]
         info = DataOutline(source, "", len(patients), channels, size,
-                          cache_file=entry_path(params, cache) if cache is not None else None)
+                          cache_file=entry_path(params, cache) if cache is not None else None,
+                          positive_label=positive_label(task, names))
     else:
         return real_data_outline(data, dev_sets, size)
     manifest = split_manifest(patients, int(data.seed), float(data.test_fraction), float(data.val_fraction))
@@ -113,19 +118,27 @@ def real_data_outline(data: DictConfig, dev_sets: set[str], size: int) -> tuple[
     except (ValueError, FileNotFoundError) as err:
         return info, [f"data ({data.domain}): {err}"]
     info.images, info.channels = len(source.labels), int(source.channels)
-    return info, split_problems(info, manifest, str(data.domain), dev_sets)
+    info.positive_label = positive_label(source.task, source.label_names)
+    return info, split_problems(info, manifest, str(data.domain), dev_sets, source)
 
 
-def split_problems(info: DataOutline, manifest, domain: str, dev_sets: set[str]) -> list[str]:
-    """Fill `info.split_sizes`; the empty splits among the test set and those of `dev_sets`."""
+def split_problems(info: DataOutline, manifest, domain: str, dev_sets: set[str], source=None) -> list[str]:
+    """Fill `info.split_sizes`; the empty splits among the test set and those of `dev_sets`, and,
+    when the `source` (its labels) is known, those of them that hold one class only."""
     problems = []
     for dev_set, stage in [(None, "test")] + [(d, s) for d in DEV_SETS for s in ("train", "val")]:
+        wanted = dev_set is None or dev_set in dev_sets
         try:
-            info.split_sizes[f"{dev_set}/{stage}" if dev_set else stage] = len(
-                dev_set_indices(manifest, dev_set or "d1", stage))
+            indices = dev_set_indices(manifest, dev_set or "d1", stage)
         except ValueError as err:
-            if dev_set is None or dev_set in dev_sets:
+            if wanted:
                 problems.append(f"data ({domain}): {err}")
+            continue
+        info.split_sizes[f"{dev_set}/{stage}" if dev_set else stage] = len(indices)
+        problem = wanted and source is not None and one_class_problem(
+            source.labels, indices, source.task, f"{dev_set} {stage}" if dev_set else "the shared test set")
+        if problem:
+            problems.append(f"data ({domain}): {problem}")
     return problems
 
 

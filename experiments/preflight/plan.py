@@ -313,6 +313,8 @@ def data_line(d: DomainWork) -> str:
     head = (f"synthetic, {data.images} images ({cfg.num_patients} patients x {cfg.images_per_patient})"
             if data.source == "synthetic" else f"{data.source} at {data.root}, {data.images} images")
     line = f"{head} at {shape}; test {data.split_sizes.get('test', 0)}, train+val {splits}"
+    if data.positive_label:
+        line += f"; binary, positive label (class 1, what the AUCs score): {data.positive_label}"
     if data.decode_each_read:
         line += (f"; no cache (data.cache_dir=none): every read decodes, about "
                  f"{human_seconds(data.decode_seconds)} a pass over them (timed here)")

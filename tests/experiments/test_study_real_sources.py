@@ -43,7 +43,8 @@ def test_a_study_on_a_dicom_folder_from_the_readme_command(tmp_path, smoke_confi
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     readme = ["data.source=dicom", "data.domain=radiology", f"data.root={root}", "data.csv_file=labels.csv",
               "data.path_column=file", "data.label_column=finding"]
-    table = run_study(smoke_config(tmp_path, *readme, *FAST))
+    # a fifth of each development set for validation: both classes in d2's (the default's 3 images are one)
+    table = run_study(smoke_config(tmp_path, *readme, *FAST, "data.val_fraction=0.2"))
     assert len(table) == 4 and set(table["target"]) == {"a", "b"}
     manifest = pd.read_csv(tmp_path / "smoke" / "report" / "split_manifest.csv")
     test = manifest[manifest["partition"] == "test"]
@@ -75,7 +76,8 @@ def test_a_study_on_chestxray14_with_the_authors_split_files(tmp_path, smoke_con
         (splits / f"{name}_filenames.yml").write_text(
             "".join(f"{key}:\n" + "".join(f"- {i}\n" for i in ids) for key, ids in lists.items()))
     readme = ["data.source=chestxray14", "data.domain=radiology", f"data.root={root}", f"data.splits={splits}"]
-    table = run_study(smoke_config(tmp_path, *readme, *FAST))
+    # a fifth of each development set for validation: both classes in d2's (the default's 3 images are one)
+    table = run_study(smoke_config(tmp_path, *readme, *FAST, "data.val_fraction=0.2"))
     assert len(table) == 4 and set(table["target"]) == {"a", "b"}
     manifest = pd.read_csv(tmp_path / "smoke" / "report" / "split_manifest.csv", dtype=str)
     test = manifest[manifest["partition"] == "test"]["sample_id"].str[:-4]
