@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from .readers import chestxray14, kaggle_dr
 from .readers.chestxray14 import read_chestxray14
 from .readers.csv_folder import read_csv_folder
 from .readers.dicom import read_dicom_folder
+from .readers.images import DEFAULT_MAX_PIXELS, ImageFileReader, PixelCap, check_image
 from .readers.kaggle_dr import CSV_NAME as KAGGLE_CSV
 from .readers.kaggle_dr import read_kaggle_dr
 from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, npz_path, read_medmnist
@@ -55,8 +56,8 @@ class DomainData:
     """One domain's data set as `cfg` names it (keys as in experiments.config.DataConfig): domain,
     source, image_size, seed, batch_size, num_workers, pin_memory, test_fraction, val_fraction, splits (split files, see split_files);
     synthetic: num_patients, images_per_patient, signal, cache_dir ('' = default, 'none' = off);
-    real: root; medmnist: flag, npz_size, ordinal_threshold; csv and dicom: csv_file, path_column, label_column, patient_column,
-    labels, task, channels.
+    real: root, max_pixels; medmnist: flag, npz_size, ordinal_threshold; csv and dicom: csv_file, path_column,
+    label_column, patient_column, labels, task, channels.
 
     The names are checked when it is made; `prepare()` reads, indexes and validates the data and
     draws the split manifest, once: every `datamodule(dev_set)` shares them, so a study reads each
@@ -109,6 +110,14 @@ class DomainData:
         if name in ("task", "label_names", "channels", "labels", "images", "reader"):
             return getattr(self.prepare()._data, name)
         raise AttributeError(name)
+
+    def over_cap(self) -> list[str]:
+        """One line per image file above `data.max_pixels` (a real source's files read again, headers
+        only; nothing cached or written), for `plan` to count."""
+        found: list[str] = []
+        read, _, _ = _real_entry(self.domain, self.source, self.get, int(self.get("image_size")), found)
+        read()
+        return found
 
     def datamodule(self, dev_set: str) -> DevSetDataModule:
         """The LightningDataModule of one development set (d1, d2, d2/2, d1/10) over this data."""
@@ -172,25 +181,27 @@ def _real(domain: str, source: str, get, size: int, decode: bool = True) -> Sour
     return decoded(key, read, cache, source, size, int(get("num_workers", 0) or 0))
 
 
-def _real_entry(domain: str, source: str, get, size: int):
-    """(the call that reads the source, its identity key, the cache folder or None)."""
+def _real_entry(domain: str, source: str, get, size: int, over_cap: list[str] | None = None):
+    """(the call that reads the source, its identity key, the cache folder or None); `over_cap` a
+    list: files above `data.max_pixels` are recorded there, not refused (see PixelCap)."""
     root = str(get("root", "") or "")
     if not root:
         raise ValueError(f"data.root: required for source {source}")
     root = Path(root).expanduser()
-    read, files = _reader(domain, source, get, root, size)
+    cap = PixelCap(int(get("max_pixels", DEFAULT_MAX_PIXELS) or DEFAULT_MAX_PIXELS), over_cap)
+    read, files = _reader(domain, source, get, root, size, cap)
     key = identity(source, root, lambda k, d=None: domain if k == "domain" else get(k, d), files)
     return read, key, cache_root(get("cache_dir", ""))
 
 
-def _reader(domain: str, source: str, get, root: Path, size: int):
-    """(a call that reads and checks the source, the files that index it)."""
+def _reader(domain: str, source: str, get, root: Path, size: int, cap: PixelCap):
+    """(a call that reads and checks the source, with image files within `cap`; the files that index it)."""
     if source == "pcam":
         return (lambda: read_pcam(root, size)), [pcam_file(root, s, k) for s in PCAM_SPLITS for k in ("x", "y")]
     if source == "chestxray14":
-        return (lambda: read_chestxray14(root, size)), [root / chestxray14.CSV_NAME]
+        return (lambda: read_chestxray14(root, size, cap)), [root / chestxray14.CSV_NAME]
     if source == "kaggle_dr":
-        return (lambda: read_kaggle_dr(root, size)), [root / KAGGLE_CSV]
+        return (lambda: read_kaggle_dr(root, size, cap)), [root / KAGGLE_CSV]
     if source == "medmnist":
         flag = medmnist_flag(domain, get)
         npz_size = int(get("npz_size", 0) or 0) or file_size(flag, size)
@@ -202,9 +213,11 @@ def _reader(domain: str, source: str, get, root: Path, size: int):
     task = str(get("task", "") or "binary")
     if task not in TASKS:
         raise ValueError(f"data.task: unknown task {task!r}; valid: {', '.join(TASKS)}")
-    read = read_dicom_folder if source == "dicom" else read_csv_folder
     csv_file = str(get("csv_file", "") or "labels.csv")
     args = (root, size, csv_file, channels, task, list(get("labels", None) or []),
             str(get("path_column", "") or "path"), str(get("label_column", "") or "label"),
             str(get("patient_column", "") or ""))
-    return (lambda: read(*args)), [root / csv_file]
+    if source == "dicom":
+        return (lambda: read_dicom_folder(*args, cap=cap)), [root / csv_file]
+    files = dict(check=partial(check_image, cap=cap), reader=partial(ImageFileReader, max_pixels=cap.limit))
+    return (lambda: read_csv_folder(*args, **files)), [root / csv_file]
