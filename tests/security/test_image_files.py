@@ -105,7 +105,8 @@ CASES = [
                  "bomb.dcm: DICOM of 65535 x 65535 x 1 x 1 (rows x columns x frames x samples) = 4,294,836,225 "
                  "pixels, above data.max_pixels=50,000,000", id="RLE DICOM of 65535 x 65535"),
     pytest.param("dicom", {"nobits.dcm": dicom_bytes(drop=("BitsAllocated",)), **good_dicoms()},
-                 "nobits.dcm: missing tag BitsAllocated, required to read the pixels", id="DICOM without BitsAllocated"),
+                 "nobits.dcm: missing tag BitsAllocated, required to read the pixels",
+                 id="DICOM without BitsAllocated"),
     pytest.param("csv", {"bomb.png": png_bomb(14000, 14000), **good_pngs()},
                  "bomb.png: PNG of 14000 x 14000 = 196,000,000 pixels, above data.max_pixels=50,000,000",
                  id="PNG of 14000 x 14000"),
