@@ -41,6 +41,16 @@ def png_bomb(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b"")
 
 
+def jpeg_bomb(width: int, height: int) -> bytes:
+    """An 8 x 8 JPEG whose start-of-frame marker declares width x height (the body stays 8 x 8)."""
+    out = io.BytesIO()
+    Image.new("L", (8, 8), 99).save(out, "JPEG")
+    data = bytearray(out.getvalue())
+    at = data.index(b"\xff\xc0") + 5  # SOF0: marker, length (2), precision (1), height (2), width (2)
+    data[at:at + 4] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
 def dicom_bytes(pixels: np.ndarray | None = None, syntax=ExplicitVRLittleEndian, rows=None, columns=None,
                 pixel_data: bytes | None = None, drop: tuple = (), **tags) -> bytes:
     """A single-frame 16-bit grey DICOM file (its header fields overridable, tags in `drop` left out)."""
@@ -113,6 +123,11 @@ CASES = [
     pytest.param("csv", {"bomb.png": png_bomb(10000, 10000), **good_pngs()},
                  "bomb.png: PNG of 10000 x 10000 = 100,000,000 pixels, above data.max_pixels=50,000,000",
                  id="PNG of 10000 x 10000"),
+    pytest.param("csv", {"bomb.jpg": jpeg_bomb(10000, 10000), **good_pngs()},
+                 "bomb.jpg: JPEG of 10000 x 10000 = 100,000,000 pixels, above data.max_pixels=50,000,000",
+                 id="JPEG of 10000 x 10000"),
+    pytest.param("csv", {"bomb.jpg": jpeg_bomb(65535, 65535), **good_pngs()},
+                 "bomb.jpg: Image size (4294836225 pixels) exceeds limit", id="JPEG above PIL's own limit"),
 ]
 
 
@@ -178,15 +193,15 @@ def read_all(data) -> list[np.ndarray]:
     return [data.reader(i).numpy() for i in range(len(data.labels))]
 
 
-def test_16_bit_png_is_read_at_its_depth(tmp_path):
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_image_is_read_at_its_depth(suffix, tmp_path):
     rng = np.random.default_rng(0)
     deep = [rng.integers(1000, 30000, (16, 16)).astype(np.uint16) for _ in range(8)]  # white under convert("L")
     files = {}
     for i, pixels in enumerate(deep):
-        (tmp_path / f"{i}.png").parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
-        files[f"{i}.png"] = (tmp_path / f"{i}.png").read_bytes()
-    assert Image.open(tmp_path / "0.png").mode == "I;16"
+        Image.fromarray(pixels).save(tmp_path / f"{i}{suffix}")
+        files[f"{i}{suffix}"] = (tmp_path / f"{i}{suffix}").read_bytes()
+    assert Image.open(tmp_path / f"0{suffix}").mode == "I;16"
     root = folder(tmp_path / "data", files)
     for channels in (1, 3):
         got = read_all(build_datamodule(cfg(root, channels, 16)))
