@@ -14,7 +14,7 @@ from .readers import chestxray14, kaggle_dr
 from .readers.chestxray14 import read_chestxray14
 from .readers.csv_folder import read_csv_folder
 from .readers.dicom import read_dicom_folder
-from .readers.images import DEFAULT_MAX_PIXELS, ImageFileReader, PixelCap, check_image
+from .readers.images import DEFAULT_MAX_PIXELS, ImageFileReader, PixelCap, TooManyPixels, check_image, over_cap_summary
 from .readers.kaggle_dr import CSV_NAME as KAGGLE_CSV
 from .readers.kaggle_dr import read_kaggle_dr
 from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, npz_path, read_medmnist
@@ -111,14 +111,6 @@ class DomainData:
             return getattr(self.prepare()._data, name)
         raise AttributeError(name)
 
-    def over_cap(self) -> list[str]:
-        """One line per image file above `data.max_pixels` (a real source's files read again, headers
-        only; nothing cached or written), for `plan` to count."""
-        found: list[str] = []
-        read, _, _ = _real_entry(self.domain, self.source, self.get, int(self.get("image_size")), found)
-        read()
-        return found
-
     def datamodule(self, dev_set: str) -> DevSetDataModule:
         """The LightningDataModule of one development set (d1, d2, d2/2, d1/10) over this data."""
         get = self.get
@@ -181,21 +173,36 @@ def _real(domain: str, source: str, get, size: int, decode: bool = True) -> Sour
     return decoded(key, read, cache, source, size, int(get("num_workers", 0) or 0))
 
 
-def _real_entry(domain: str, source: str, get, size: int, over_cap: list[str] | None = None):
-    """(the call that reads the source, its identity key, the cache folder or None); `over_cap` a
-    list: files above `data.max_pixels` are recorded there, not refused (see PixelCap)."""
+def _real_entry(domain: str, source: str, get, size: int):
+    """(the call that reads the source, its identity key, the cache folder or None)."""
     root = str(get("root", "") or "")
     if not root:
         raise ValueError(f"data.root: required for source {source}")
     root = Path(root).expanduser()
-    cap = PixelCap(int(get("max_pixels", DEFAULT_MAX_PIXELS) or DEFAULT_MAX_PIXELS), over_cap)
-    read, files = _reader(domain, source, get, root, size, cap)
+    read, files = _reader(domain, source, get, root, size)
     key = identity(source, root, lambda k, d=None: domain if k == "domain" else get(k, d), files)
     return read, key, cache_root(get("cache_dir", ""))
 
 
-def _reader(domain: str, source: str, get, root: Path, size: int, cap: PixelCap):
-    """(a call that reads and checks the source, with image files within `cap`; the files that index it)."""
+def _reader(domain: str, source: str, get, root: Path, size: int, cap: PixelCap | None = None):
+    """(a call that reads and checks the source, the files that index it). Image files are checked
+    against `data.max_pixels` (`cap` None: image files above it stop the read with one line that counts
+    them, from a second pass over the headers; else that pass, `cap` recording them)."""
+    if cap is None:
+        limit = int(get("max_pixels", DEFAULT_MAX_PIXELS) or DEFAULT_MAX_PIXELS)
+        read, files = _reader(domain, source, get, root, size, PixelCap(limit))
+
+        def counted() -> Source:
+            try:
+                return read()
+            except TooManyPixels as first:
+                found: list[str] = []
+                try:
+                    _reader(domain, source, get, root, size, PixelCap(limit, found))[0]()
+                except (ValueError, FileNotFoundError):
+                    raise first from None  # another problem stops the count: the first file is named
+                raise over_cap_summary(first, found) from None
+        return counted, files
     if source == "pcam":
         return (lambda: read_pcam(root, size)), [pcam_file(root, s, k) for s in PCAM_SPLITS for k in ("x", "y")]
     if source == "chestxray14":

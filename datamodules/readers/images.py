@@ -73,6 +73,14 @@ class PixelCap:
         return False
 
 
+def over_cap_summary(first: TooManyPixels, found: list[str]) -> TooManyPixels:
+    """The refusal of a data set whose files `found` (lines, `PixelCap`) are above the cap: how many,
+    and the first; `first` alone when it is the only one."""
+    if len(found) < 2:
+        return first
+    return TooManyPixels(f"{len(found)} image files above data.max_pixels; the first: {found[0]}")
+
+
 @contextmanager
 def image_header(source, cap: PixelCap, where: str):
     """PIL's image of `source` (a path or an open file; `where` names it) with only its header read, its

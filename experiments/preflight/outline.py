@@ -10,7 +10,6 @@ import numpy as np
 from omegaconf import DictConfig
 
 from datamodules import DomainData
-from datamodules.readers.images import TooManyPixels
 from datamodules.splits import DEV_SETS, dev_set_indices, split_manifest
 from datamodules.synthetic.cache import cache_root, entry_path, generator_params
 
@@ -109,24 +108,10 @@ def real_data_outline(data: DictConfig, dev_sets: set[str], size: int) -> tuple[
         source, manifest = domain_data.index()
         info.decode_seconds = domain_data.decoding_seconds()
         info.decode_each_read = cache_root(data.cache_dir) is None
-    except TooManyPixels as err:
-        return info, [f"data ({data.domain}): {over_cap_line(domain_data, err)}"]
     except (ValueError, FileNotFoundError) as err:
         return info, [f"data ({data.domain}): {err}"]
     info.images, info.channels = len(source.labels), int(source.channels)
     return info, split_problems(info, manifest, str(data.domain), dev_sets)
-
-
-def over_cap_line(domain_data: DomainData, first: TooManyPixels) -> str:
-    """How many image files are above `data.max_pixels`, and the first (headers read once more), or
-    the first's line alone when another problem stops the count."""
-    try:
-        found = domain_data.over_cap()
-    except (ValueError, FileNotFoundError):
-        return str(first)
-    if len(found) < 2:
-        return str(found[0] if found else first)
-    return f"{len(found)} image files above data.max_pixels; the first: {found[0]}"
 
 
 def split_problems(info: DataOutline, manifest, domain: str, dev_sets: set[str]) -> list[str]:
