@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from .readers import chestxray14, kaggle_dr
 from .readers.chestxray14 import read_chestxray14
 from .readers.csv_folder import read_csv_folder
 from .readers.dicom import read_dicom_folder
+from .readers.images import DEFAULT_MAX_PIXELS, ImageFileReader, PixelCap, TooManyPixels, check_image, over_cap_summary
 from .readers.kaggle_dr import CSV_NAME as KAGGLE_CSV
 from .readers.kaggle_dr import read_kaggle_dr
 from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, npz_path, read_medmnist
@@ -55,8 +56,8 @@ class DomainData:
     """One domain's data set as `cfg` names it (keys as in experiments.config.DataConfig): domain,
     source, image_size, seed, batch_size, num_workers, pin_memory, test_fraction, val_fraction, splits (split files, see split_files);
     synthetic: num_patients, images_per_patient, signal, cache_dir ('' = default, 'none' = off);
-    real: root; medmnist: flag, npz_size, ordinal_threshold; csv and dicom: csv_file, path_column, label_column, patient_column,
-    labels, task, channels.
+    real: root, max_pixels; medmnist: flag, npz_size, ordinal_threshold; csv and dicom: csv_file, path_column,
+    label_column, patient_column, labels, task, channels.
 
     The names are checked when it is made; `prepare()` reads, indexes and validates the data and
     draws the split manifest, once: every `datamodule(dev_set)` shares them, so a study reads each
@@ -205,14 +206,31 @@ def _real_entry(domain: str, source: str, get, size: int) -> Entry:
     return Entry(key, read, cache_root(get("cache_dir", "")), source, root, tuple(files))
 
 
-def _reader(domain: str, source: str, get, root: Path, size: int):
-    """(a call that reads and checks the source, the files that index it)."""
+def _reader(domain: str, source: str, get, root: Path, size: int, cap: PixelCap | None = None):
+    """(a call that reads and checks the source, the files that index it). Image files are checked
+    against `data.max_pixels` (`cap` None: image files above it stop the read with one line that counts
+    them, from a second pass over the headers; else that pass, `cap` recording them)."""
+    if cap is None:
+        limit = int(get("max_pixels", DEFAULT_MAX_PIXELS) or DEFAULT_MAX_PIXELS)
+        read, files = _reader(domain, source, get, root, size, PixelCap(limit))
+
+        def counted() -> Source:
+            try:
+                return read()
+            except TooManyPixels as first:
+                found: list[str] = []
+                try:
+                    _reader(domain, source, get, root, size, PixelCap(limit, found))[0]()
+                except (ValueError, FileNotFoundError):
+                    raise first from None  # another problem stops the count: the first file is named
+                raise over_cap_summary(first, found) from None
+        return counted, files
     if source == "pcam":
         return (lambda: read_pcam(root, size)), [pcam_file(root, s, k) for s in PCAM_SPLITS for k in ("x", "y")]
     if source == "chestxray14":
-        return (lambda: read_chestxray14(root, size)), [root / chestxray14.CSV_NAME]
+        return (lambda: read_chestxray14(root, size, cap)), [root / chestxray14.CSV_NAME]
     if source == "kaggle_dr":
-        return (lambda: read_kaggle_dr(root, size)), [root / KAGGLE_CSV]
+        return (lambda: read_kaggle_dr(root, size, cap)), [root / KAGGLE_CSV]
     if source == "medmnist":
         flag = medmnist_flag(domain, get)
         npz_size = int(get("npz_size", 0) or 0) or file_size(flag, size)
@@ -224,9 +242,11 @@ def _reader(domain: str, source: str, get, root: Path, size: int):
     task = str(get("task", "") or "binary")
     if task not in TASKS:
         raise ValueError(f"data.task: unknown task {task!r}; valid: {', '.join(TASKS)}")
-    read = read_dicom_folder if source == "dicom" else read_csv_folder
     csv_file = str(get("csv_file", "") or "labels.csv")
     args = (root, size, csv_file, channels, task, list(get("labels", None) or []),
             str(get("path_column", "") or "path"), str(get("label_column", "") or "label"),
             str(get("patient_column", "") or ""))
-    return (lambda: read(*args)), [root / csv_file]
+    if source == "dicom":
+        return (lambda: read_dicom_folder(*args, cap=cap)), [root / csv_file]
+    files = dict(check=partial(check_image, cap=cap), reader=partial(ImageFileReader, max_pixels=cap.limit))
+    return (lambda: read_csv_folder(*args, **files)), [root / csv_file]

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import ImageFileReader, check_image, index_images, progress, require_dir
+from .images import ImageFileReader, PixelCap, check_image, index_images, progress, require_dir
 from .source import Source
 from .tables import read_table, row_ref
 
@@ -17,8 +17,8 @@ LABEL_NAMES = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass"
 CSV_NAME = "Data_Entry_2017.csv"
 
 
-def read_chestxray14(root: str | Path, size: int) -> Source:
-    root = require_dir(Path(root))
+def read_chestxray14(root: str | Path, size: int, cap: PixelCap | None = None) -> Source:
+    root, cap = require_dir(Path(root)), cap or PixelCap()
     csv = root / CSV_NAME
     table = read_table(csv, ["Image Index", "Finding Labels", "Patient ID"])
     files = index_images(root)
@@ -33,8 +33,8 @@ def read_chestxray14(root: str | Path, size: int) -> Source:
         if name not in files:
             raise FileNotFoundError(f"{row_ref(csv, i)}: image {name!r} not found under {root}")
         path = files[name]  # index_images keeps only files inside the root
-        check_image(path, row_ref(csv, i))
+        check_image(path, row_ref(csv, i), cap)
         paths.append(path)
     return Source(labels=torch.from_numpy(labels), patients=table["Patient ID"].to_numpy(),
                   sample_ids=table["Image Index"].to_numpy(), task="multilabel", label_names=LABEL_NAMES,
-                  channels=1, reader=ImageFileReader(paths, 1, size))
+                  channels=1, reader=ImageFileReader(paths, 1, size, max_pixels=cap.limit))

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import ImageFileReader, check_image, index_images, progress, require_dir
+from .images import ImageFileReader, PixelCap, check_image, index_images, progress, require_dir
 from .source import Source
 from .tables import read_table, row_ref
 
@@ -14,8 +14,8 @@ CSV_NAME = "trainLabels.csv"
 LEVELS = ("0", "1", "2", "3", "4")
 
 
-def read_kaggle_dr(root: str | Path, size: int) -> Source:
-    root = require_dir(Path(root))
+def read_kaggle_dr(root: str | Path, size: int, cap: PixelCap | None = None) -> Source:
+    root, cap = require_dir(Path(root)), cap or PixelCap()
     csv = root / CSV_NAME
     table = read_table(csv, ["image", "level"])
     files = {Path(name).stem: path for name, path in index_images(root).items()}
@@ -30,10 +30,10 @@ def read_kaggle_dr(root: str | Path, size: int) -> Source:
         if name not in files:
             raise FileNotFoundError(f"{row_ref(csv, i)}: image {name!r} not found under {root}")
         path = files[name]  # index_images keeps only files inside the root
-        check_image(path, row_ref(csv, i))
+        check_image(path, row_ref(csv, i), cap)
         labels.append(int(level) >= 2)
         patients.append(patient)
         paths.append(path)
     return Source(labels=torch.tensor(labels, dtype=torch.long), patients=np.asarray(patients),
                   sample_ids=table["image"].to_numpy(), task="binary", label_names=["referable_dr"],
-                  channels=3, reader=ImageFileReader(paths, 3, size, fov_crop=True))
+                  channels=3, reader=ImageFileReader(paths, 3, size, fov_crop=True, max_pixels=cap.limit))

@@ -14,6 +14,7 @@ from attacks.craft import PRECISIONS
 from attacks.ensemble import MODES
 from datamodules import SOURCES
 from datamodules.build import domain_problem
+from datamodules.readers.images import DEFAULT_MAX_PIXELS
 from datamodules.splits import DEV_SETS, TEST_FRACTION, VAL_FRACTION
 from lightning_modules import ARCHITECTURES, TASKS
 from lightning_modules.defences import defence_params
@@ -47,6 +48,7 @@ class DataConfig:
     pin_memory: bool = False  # page-locked loader batches (faster host-to-GPU copies)
     cache_dir: str = ""  # synthetic sets: "" = ~/.cache/medtransfer (or $MEDTRANSFER_CACHE), "none" = off
     root: str = ""  # real sources: the data set's folder
+    max_pixels: int = DEFAULT_MAX_PIXELS  # image and DICOM files: the most pixels one may declare in its header
     flag: str = ""  # medmnist: any 2-D flag of medmnist.INFO ("" = the synthetic domain's counterpart)
     npz_size: int = 0  # medmnist: 28, 64, 128 or 224 (0 = smallest >= image_size)
     ordinal_threshold: int = 2  # medmnist ordinal grades (RetinaMNIST only): positive = grade >= this

@@ -30,7 +30,7 @@ RANGES = {
     "data.signal": _at_least(0), "data.test_fraction": _between(0, 1), "data.val_fraction": _between(0, 1),
     "data.seed": SEED, "data.batch_size": _at_least(1), "data.num_workers": _at_least(0),
     "data.npz_size": _one_of(NPZ_SIZES), "data.channels": _one_of((0, 1, 3)),
-    "data.ordinal_threshold": _at_least(1),
+    "data.ordinal_threshold": _at_least(1), "data.max_pixels": _at_least(1),
     "seed": SEED, "seeds[]": SEED, "bootstrap_resamples": _at_least(0),
     "models[].instance": _at_least(0), "zoo.instances[]": _at_least(0),
     "crafting.batch_size": _at_least(0),

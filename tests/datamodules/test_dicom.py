@@ -123,3 +123,29 @@ def test_not_dicom_and_missing_file(tmp_path):
     (root / "x.dcm").unlink()
     with pytest.raises(FileNotFoundError, match=r"labels.csv, line 2: DICOM file .*x.dcm not found"):
         build_datamodule(cfg(root))
+
+
+@pytest.mark.parametrize("tag", ["Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated",
+                                 "BitsStored", "PixelRepresentation"])
+def test_a_missing_required_tag_is_one_line_naming_it(tag, tmp_path):
+    good = write_dicom(tmp_path / "src" / "good.dcm", np.zeros((8, 8)))
+    bad = pydicom.dcmread(good)
+    bad["PixelData"].VR = "OW"  # stated, so the file can be written without BitsAllocated
+    delattr(bad, tag)
+    bad.save_as(tmp_path / "src" / "bad.dcm")
+    root = folder(tmp_path, {"ok1.dcm": good, "ok2.dcm": good, "bad.dcm": tmp_path / "src" / "bad.dcm"})
+    with pytest.raises(ValueError) as err:
+        build_datamodule(cfg(root))
+    want = f"{root / 'labels.csv'}, line 4: {root / 'bad.dcm'}: missing tag {tag}, required to read the pixels"
+    assert str(err.value) == want
+
+
+def test_the_pixel_cap_counts_rows_columns_frames_and_samples(tmp_path):
+    good = write_dicom(tmp_path / "src" / "good.dcm", np.zeros((8, 8)))
+    files = {f"{i}.dcm": good for i in range(8)}
+    at_cap = folder(tmp_path / "a", files)  # two folders: an index read once is not checked again in-process
+    assert len(build_datamodule(cfg(at_cap, max_pixels=64)).labels) == 8  # 8 x 8 x 1 x 1: at the cap
+    above = folder(tmp_path / "b", files)
+    with pytest.raises(ValueError, match=r"line 2: .*0\.dcm: DICOM of 8 x 8 x 1 x 1 \(rows x columns x frames x "
+                                         r"samples\) = 64 pixels, above data.max_pixels=63$"):
+        build_datamodule(cfg(above, max_pixels=63))
