@@ -17,6 +17,7 @@ READ_BY = {
     "csv_file": ("csv", "dicom"), "path_column": ("csv", "dicom"), "label_column": ("csv", "dicom"),
     "patient_column": ("csv", "dicom"), "task": ("csv", "dicom"), "channels": ("csv", "dicom"),
     "labels": ("csv", "dicom", "medmnist"),
+    "max_pixels": ("chestxray14", "kaggle_dr", "csv", "dicom"),  # the sources that decode image files
 }
 
 
