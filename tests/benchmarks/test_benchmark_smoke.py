@@ -70,3 +70,33 @@ def test_gpu_check_dry_run_lists_its_steps():
     assert [line.split(": ", 1)[1].split()[1] for line in out] == [
         "benchmarks/bench_gpu.py", "benchmarks/bench_study_crafting.py", "benchmarks/gpu_study_check.py"]
     assert all((BENCHMARKS.parent / line.split(": ", 1)[1].split()[1]).is_file() for line in out)
+
+
+def run_process(name: str, *args: str) -> str:
+    """What `python benchmarks/<name> args...` prints, run in a process of its own (these scripts run
+    whole studies or patch the study's modules); it must exit 0."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True,
+                          timeout=900, cwd=BENCHMARKS.parent)
+    assert done.returncode == 0, f"{name} exited {done.returncode}: {done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_gpu_study_check_on_the_cpu():
+    out = run_process("gpu_study_check.py", "--device", "cpu")
+    assert "training, crafting and scoring all ran on cpu" in out
+
+
+@pytest.mark.slow
+def test_pretraining_d1_10():
+    out = run_process("pretraining_d1_10.py", "--epochs", "1", "--patients", "60")
+    aucs = re.findall(r"\| (\w+) \| 0 \| " + NUMBER + r" \| " + NUMBER + r" \|", out)
+    assert [init for init, *_ in aucs] == ["imagenet", "random"], out
+    assert all(0.0 <= float(v) <= 1.0 for _, *values in aucs for v in values)
+
+
+@pytest.mark.slow
+def test_bench_grid_reuse():
+    out = run_process("bench_grid_reuse.py", "--models", "2", "--size", "16", "--patients", "60", "--steps", "2")
+    assert figures(r"speed-up naive / framework: " + NUMBER, out)[0] > 0
+    assert "metrics identical for all 4 pairs" in out and out.rstrip().endswith("True"), out
