@@ -100,3 +100,19 @@ def test_bench_grid_reuse():
     out = run_process("bench_grid_reuse.py", "--models", "2", "--size", "16", "--patients", "60", "--steps", "2")
     assert figures(r"speed-up naive / framework: " + NUMBER, out)[0] > 0
     assert "metrics identical for all 4 pairs" in out and out.rstrip().endswith("True"), out
+
+
+def test_bench_real_data(capsys):
+    out = run_script("bench_real_data.py", "--rows", "200", "--png", "16", "--size", "16", "--batch", "4",
+                     "--batches", "1", "--rounds", "1", capsys=capsys)
+    rates = re.findall(r"\| (real|synthetic) \| ([0-9]+) \| ([0-9]+) \|", out)
+    assert [name for name, *_ in rates] == ["real", "synthetic"] and all(int(v) > 0 for _, *r in rates for v in r)
+    assert figures(r"synthetic / real: training " + NUMBER, out)[0] > 0
+
+
+@pytest.mark.slow
+def test_bench_scaling():
+    out = run_process("bench_scaling.py", "--models", "2", "--patients", "40", "--epochs", "1", "--steps", "1",
+                      "--repeats", "1")
+    assert re.search(r"\| ray \| 2 \| " + NUMBER, out), out
+    assert "largest difference between the local and the ray 1-worker table: 0\n" in out
