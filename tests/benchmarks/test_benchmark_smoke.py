@@ -116,3 +116,10 @@ def test_bench_scaling():
                       "--repeats", "1")
     assert re.search(r"\| ray \| 2 \| " + NUMBER, out), out
     assert "largest difference between the local and the ray 1-worker table: 0\n" in out
+
+
+@pytest.mark.slow
+def test_bench_memory():
+    out = run_process("bench_memory.py", "--patients", "80", "160", "--size", "16")
+    growth = figures(r"peak RSS x" + NUMBER, out)
+    assert len(growth) == 2 and all(0.5 < g < 2.0 for g in growth), out
