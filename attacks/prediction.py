@@ -19,7 +19,7 @@ from torch import nn
 
 from .batching import CraftingBatch
 from .craft import craft
-from .registry import attack_params
+from .registry import ATTACKS, attack_params
 
 Sink = Callable[..., None]
 
@@ -27,6 +27,11 @@ Sink = Callable[..., None]
 def batch_seed(seed: int, batch_id: int) -> int:
     """The seed of one batch's random draws, so a batch crafts the same wherever it runs."""
     return (int(seed) * 1_000_003 + int(batch_id)) % 2**63
+
+
+def piece_seed(seed: int, batch_id: int, start: int) -> int:
+    """The seed of one attack call's draws: the set's seed, the batch and the call's first image."""
+    return (batch_seed(seed, batch_id) * 1_000_003 + int(start)) % 2**63
 
 
 class BatchGather(BasePredictionWriter):
@@ -64,10 +69,13 @@ class CraftingModule(pl.LightningModule):
     `(images, labels, batch_id)` and returns its clean and adversarial images (the cache stores the
     second against the first; the control noise is drawn when the set is read).
 
-    Each batch's random draws (random starts, input diversity; the control noise, later) come from
-    `batch_seed(seed, batch_id)` in a forked RNG state (the global one is left as it was), so a
-    set is the same byte for byte whichever process crafts a batch, in whatever order.
-    `batch_size`, `auto_batch`, `precision` and `channels_last` are the `crafting` speed options.
+    An attack with random draws (random starts, input diversity, variance-tuning neighbours) crafts
+    a batch in the fixed pieces of `RNG_PIECE` images (attacks/batching.py), each call seeded with
+    `piece_seed(seed, batch_id, first image)` in a forked RNG state (the global one is left as it
+    was); the control noise, drawn on reading, comes from `batch_seed(seed, batch_id)`. So a set is
+    the same byte for byte whichever process crafts a batch, in whatever order, whatever
+    `batch_size` and `auto_batch` split it into. `batch_size`, `auto_batch`, `precision` and
+    `channels_last` are the `crafting` speed options (`precision="bf16"` changes the set).
     """
 
     def __init__(self, surrogate: nn.Module, setting: dict, task: str, seed: int = 0, *, batch_size: int = 0,
@@ -75,18 +83,21 @@ class CraftingModule(pl.LightningModule):
         super().__init__()
         attack_params(setting)
         self.surrogate, self.setting, self.task, self.seed = surrogate, setting, task, int(seed)
+        self.pieces = ATTACKS[attack_params(setting)[0]].draws
         self.batches = CraftingBatch(int(batch_size), bool(auto_batch))
         self.precision, self.channels_last = precision, bool(channels_last)
 
     def predict_step(self, batch, batch_idx):
         images, labels, batch_id = batch
-        seed = batch_seed(self.seed, int(batch_id))
         cuda = [images.device.index or 0] if images.device.type == "cuda" else []
+
+        def attack(start: int, stop: int) -> torch.Tensor:
+            torch.manual_seed(piece_seed(self.seed, int(batch_id), start))
+            return craft(self.surrogate, images[start:stop], labels[start:stop], self.setting, self.task,
+                         precision=self.precision, channels_last=self.channels_last)
+
         with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            adversarial = self.batches.map(lambda i, j: craft(
-                self.surrogate, images[i:j], labels[i:j], self.setting, self.task, precision=self.precision,
-                channels_last=self.channels_last), len(images))
+            adversarial = self.batches.map(attack, len(images), self.pieces)
         return images, adversarial
 
 

@@ -34,13 +34,15 @@ CHECKS: dict[str, Rule] = {
 @dataclass(frozen=True)
 class AttackSpec:
     """A registered attack: its torchattacks class, its parameters with defaults and what it assumes
-    about the image layout (`three_channels`: RGB only; `square`: uses the width as the height)."""
+    about the image layout (`three_channels`: RGB only; `square`: uses the width as the height) and
+    whether a call draws random numbers (`draws`: crafted in fixed pieces, see attacks/batching.py)."""
 
     make: Callable[..., torchattacks.attack.Attack]
     defaults: dict[str, Any]
     doc: str
     three_channels: bool = False
     square: bool = False
+    draws: bool = False
 
 
 ITERATIVE = {"eps": 0.01, "alpha": 0.005, "steps": 20}
@@ -57,19 +59,21 @@ ATTACKS: dict[str, AttackSpec] = {
     "ifgsm": AttackSpec(lambda model, **p: torchattacks.PGD(model, random_start=False, **p), ITERATIVE,
                         "iterative FGSM (the paper's 'PGD'): no random start"),
     "pgd": AttackSpec(lambda model, **p: torchattacks.PGD(model, random_start=True, **p), ITERATIVE,
-                      "iterative FGSM from a uniformly random start in the eps-ball"),
+                      "iterative FGSM from a uniformly random start in the eps-ball", draws=True),
     "mifgsm": AttackSpec(torchattacks.MIFGSM, MOMENTUM, "momentum iterative FGSM"),
     "nifgsm": AttackSpec(torchattacks.NIFGSM, MOMENTUM, "Nesterov-momentum iterative FGSM"),
     "sinifgsm": AttackSpec(torchattacks.SINIFGSM, {**MOMENTUM, "m": 5},
                            "NI-FGSM with gradients averaged over m scaled copies x / 2**i"),
-    "vmifgsm": AttackSpec(torchattacks.VMIFGSM, VARIANCE, "MI-FGSM with variance tuning over N neighbours"),
-    "vnifgsm": AttackSpec(torchattacks.VNIFGSM, VARIANCE, "NI-FGSM with variance tuning over N neighbours"),
+    "vmifgsm": AttackSpec(torchattacks.VMIFGSM, VARIANCE, "MI-FGSM with variance tuning over N neighbours",
+                           draws=True),
+    "vnifgsm": AttackSpec(torchattacks.VNIFGSM, VARIANCE, "NI-FGSM with variance tuning over N neighbours",
+                           draws=True),
     "difgsm": AttackSpec(torchattacks.DIFGSM, {**ITERATIVE, "decay": 0.0, **DIVERSITY},
-                         "iterative FGSM on randomly resized and padded inputs", square=True),
+                         "iterative FGSM on randomly resized and padded inputs", square=True, draws=True),
     "tifgsm": AttackSpec(torchattacks.TIFGSM, {**ITERATIVE, "decay": 0.0, "kernel_name": "gaussian",
                                                "len_kernel": 15, "nsig": 3.0, **DIVERSITY},
                          "DI-FGSM with gradients smoothed by a translation kernel",
-                         three_channels=True, square=True),
+                         three_channels=True, square=True, draws=True),
 }
 
 

@@ -23,24 +23,30 @@ PLAN = "from experiments import run_study; from experiments.design.config import
        "print(run_study(load_config(sys.argv[1], sys.argv[2:]), dry_run=True).seconds)"
 
 
+def plan_and_run(preset: str) -> tuple[float, float]:
+    """(`plan`'s estimate, the measured wall time of `medtransfer run`) in seconds for a preset, each
+    in a process of its own, on a fresh store, output folder and data cache."""
+    with tempfile.TemporaryDirectory(prefix=f"bench_plan.{preset}.") as root:
+        folder = Path(root)
+        overrides = [f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", f"output_dir={folder / 'out'}",
+                     f"data.cache_dir={folder / 'cache'}"]
+        config = str(preset_path(preset))
+        planned = subprocess.run([sys.executable, "-c", PLAN, config, *overrides], capture_output=True,
+                                 text=True, check=True)
+        estimate = float(planned.stdout.strip().splitlines()[-1])
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "experiments", "run", "--config", config, *overrides],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        return estimate, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("presets", nargs="*", default=["smoke", "demo", "defences"])
     args = parser.parse_args()
     rows = []
     for preset in args.presets:
-        with tempfile.TemporaryDirectory(prefix=f"bench_plan.{preset}.") as root:
-            folder = Path(root)
-            overrides = [f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", f"output_dir={folder / 'out'}",
-                         f"data.cache_dir={folder / 'cache'}"]
-            config = str(preset_path(preset))
-            planned = subprocess.run([sys.executable, "-c", PLAN, config, *overrides], capture_output=True,
-                                     text=True, check=True)
-            estimate = float(planned.stdout.strip().splitlines()[-1])
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "experiments", "run", "--config", config, *overrides],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-            wall = time.perf_counter() - start
+        estimate, wall = plan_and_run(preset)
         rows.append((preset, estimate, wall))
         print(f"{preset:>10}: plan {estimate:8.1f} s, run {wall:8.1f} s, plan / run {estimate / wall:5.2f}",
               flush=True)

@@ -63,6 +63,14 @@ def timed(call) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def rate(count: int, start: float | None) -> float:
+    """Images per second since `start`, the end of the warm-up batch (there must be a batch after it)."""
+    if start is None:
+        raise SystemExit("bench_real_data: a split holds one batch only (the warm-up); use more --rows or a "
+                         "smaller --batch")
+    return count / (time.perf_counter() - start)
+
+
 def training_rate(data: DomainData, batches: int) -> float:
     module = data.datamodule("d1")
     loader = module.train_dataloader()
@@ -78,7 +86,7 @@ def training_rate(data: DomainData, batches: int) -> float:
         count += len(images)
         if step == batches:
             break
-    return count / (time.perf_counter() - start)
+    return rate(count, start)
 
 
 def crafting_rate(data: DomainData, batches: int) -> float:
@@ -92,7 +100,7 @@ def crafting_rate(data: DomainData, batches: int) -> float:
         count += len(images)
         if step == batches:
             break
-    return count / (time.perf_counter() - start)
+    return rate(count, start)
 
 
 def main() -> None:

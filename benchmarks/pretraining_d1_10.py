@@ -36,11 +36,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--patients", type=int, default=DATA["num_patients"], help="fewer for a smoke run")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    data = build_datamodule(DATA)
+    settings = {**DATA, "num_patients": args.patients}
+    data = build_datamodule(settings)
     sizes = {stage: len(data.dataset(stage)) for stage in ("train", "val", "test")}
-    print(f"data: {DATA} -> {sizes} images")
+    print(f"data: {settings} -> {sizes} images")
     cfg = OmegaConf.create({"train": {"max_epochs": args.epochs, "patience": args.patience},
                             "trainer": {"accelerator": args.accelerator, "devices": 1, "strategy": "auto",
                                         "precision": "32-true"}})

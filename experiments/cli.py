@@ -91,12 +91,12 @@ def parse_store(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """The command line; a Ctrl-C (exit 130) or SIGTERM (exit 143) at any moment, start-up included,
     is one line: the study's open runs end KILLED, finished work is kept."""
-    with exit_at_once():
-        args = build_parser().parse_args(argv)
-        if args.command != "models":
-            from . import console, study  # noqa: F401 (torch, Lightning, MLflow)
-    with StopSignals() as stop:
+    with StopSignals() as stop:  # installed first, so no signal meets the default handler in between
         try:
+            with exit_at_once():
+                args = build_parser().parse_args(argv)
+                if args.command != "models":
+                    from . import console, study  # noqa: F401 (torch, Lightning, MLflow)
             return command(args)
         except KeyboardInterrupt:
             print(stop.line(), file=sys.stderr)

@@ -4,7 +4,9 @@ its store being built, a set being written, the report folder, plus a delay), on
 some instants and on a store that already holds another finished study for the others. After each kill the same command runs
 again, unkilled: it exits 0 and the store holds exactly the pair runs of an uninterrupted run (same
 params, metrics equal to 1e-6 apart from timings), no duplicate and no unfinished run, and the
-earlier study's runs exactly as they were.
+earlier study's runs exactly as they were. Every instant must be a kill: its event shows before
+the run ends, the run is still going when the kill lands, it exits -9 and its study run is not
+finished in the store; otherwise the test fails.
 
 The processes run a copy of the code outside git, so that edits to the work tree meanwhile do not
 change the identities (which hold the code version).
@@ -102,6 +104,14 @@ def state(uri: str, root: Path, earlier: dict) -> str:
             + (f", report {len(list(report.iterdir()))} files" if report.is_dir() else ""))
 
 
+def finished_study(uri: str, earlier: dict) -> bool:
+    """Whether the store holds a finished study run besides the earlier study's."""
+    if not Path(uri.removeprefix("sqlite:///")).is_file():
+        return False
+    return any(r.data.tags.get("kind") == "study" and r.info.status == "FINISHED"
+               for r in all_runs(uri) if r.info.run_id not in earlier)
+
+
 def timeline(process: subprocess.Popen, uri: str, root: Path) -> dict[str, float]:
     """Seconds from the start until the store, the report folder and the end of an uninterrupted run."""
     start, seen = time.monotonic(), {}
@@ -145,14 +155,17 @@ def test_sigkill_at_any_instant_then_rerun_gives_the_uninterrupted_pairs(tmp_pat
         started = time.monotonic()
         if event == "middle":  # half the uninterrupted run's time
             event, delay = "start", end * delay
-        while killed.poll() is None and not EVENTS[event](root):
+        while not EVENTS[event](root):
+            assert killed.poll() is None, f"{event}: never showed before the run ended (exit {killed.returncode})"
             time.sleep(0.005)
         time.sleep(delay)
-        if killed.poll() is None:
-            os.killpg(killed.pid, signal.SIGKILL)
+        assert killed.poll() is None, f"{event} + {delay} s: the run ended (exit {killed.returncode}) before the kill"
+        os.killpg(killed.pid, signal.SIGKILL)
         instant = time.monotonic() - started
         status = killed.wait()
         at_kill = state(uri, root, earlier if existing else {})
+        assert status == -signal.SIGKILL, f"{event} + {delay} s: exit {status}, not a kill"
+        assert not finished_study(uri, earlier if existing else {}), f"{event} + {delay} s: {at_kill}, study finished"
 
         rerun = launch(code, uri, root, root / "rerun.txt")
         assert rerun.wait(timeout=600) == 0, f"{event} + {delay} s: " + (root / "rerun.txt").read_text()[-3000:]
