@@ -1,5 +1,6 @@
 """Every benchmark script runs with tiny arguments and prints its figure, so none rots unseen.
 The scripts run in this process (`runpy`, their own `__main__`), which saves a start of torch each."""
+import os
 import re
 import runpy
 import subprocess
@@ -13,8 +14,10 @@ NUMBER = r"([0-9]+\.[0-9]+(?:e[-+][0-9]+)?)"
 
 
 def run_script(name: str, *args: str, capsys) -> str:
-    """What `python benchmarks/<name> args...` prints; it must not exit with a failure."""
-    argv, path = sys.argv, list(sys.path)
+    """What `python benchmarks/<name> args...` prints; it must not exit with a failure. The process's
+    environment is restored after it (a script may set variables for itself, e.g. TQDM_DISABLE, which
+    the suite's later subprocesses would otherwise inherit)."""
+    argv, path, environment = sys.argv, list(sys.path), dict(os.environ)
     sys.argv, sys.path = [str(BENCHMARKS / name), *args], [str(BENCHMARKS), *sys.path]  # as `python script`
     try:
         runpy.run_path(str(BENCHMARKS / name), run_name="__main__")
@@ -22,6 +25,8 @@ def run_script(name: str, *args: str, capsys) -> str:
         assert stop.code in (None, 0), f"{name} exited {stop.code}"
     finally:
         sys.argv, sys.path[:] = argv, path
+        os.environ.clear()
+        os.environ.update(environment)
     return capsys.readouterr().out
 
 
