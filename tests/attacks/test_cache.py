@@ -102,7 +102,7 @@ def test_a_set_is_never_read_against_other_clean_images(tmp_path):
     cache.ensure("k", 0, lambda write: write(clean, (clean + 0.01).clamp(0, 1)))
     other = clean.clone()
     other[0, 0, 0, 0] += 1e-7
-    with pytest.raises(ValueError, match=r"k\.set: batch 0 was crafted on other clean images .*delete the file"):
+    with pytest.raises(ValueError, match=r"k\.set: batch 0 was crafted on other clean images than it is read against$"):
         cache.load("k", [other])
     with pytest.raises(ValueError, match="1 batches stored, more clean batches given"):
         cache.load("k", [clean, clean])
@@ -116,7 +116,7 @@ def test_files_of_another_format_are_refused_and_older_sets_crafted_again(tmp_pa
     cache = AdversarialSetCache(tmp_path)
     assert "k" not in cache
     cache.path("k").write_bytes(b"MEDTRANSFER-SET\n" + (9).to_bytes(2, "little") + bytes(8))
-    with pytest.raises(ValueError, match=r"k\.set: adversarial-set format 9, this version reads 2; delete"):
+    with pytest.raises(ValueError, match=r"k\.set: adversarial-set format 9, this version reads 3$"):
         cache.offsets("k")
 
 
