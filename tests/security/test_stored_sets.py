@@ -204,3 +204,63 @@ def test_a_payload_bomb_is_refused_before_it_is_decompressed(root):
         cache = AdversarialSetCache(root)
         cache.path("k").write_bytes(set_file([saved(record)]))
         cache.load("k", [CLEAN])
+
+
+def pair_results(uri: str) -> dict[str, dict]:
+    """Each pair run's result metrics (timings aside), by pair identity."""
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.kind = 'pair'")
+    return {run.data.tags["config_hash"]: {k: v for k, v in run.data.metrics.items() if not k.endswith("_seconds")}
+            for run in runs}
+
+
+@pytest.mark.slow  # two smoke studies
+def test_a_damaged_set_and_data_cache_entry_are_made_again_through_the_cli(tmp_path, capfd):
+    from datamodules.build import _generated
+    from experiments.cli import main
+    from experiments.design.config import preset_path
+
+    out, data = tmp_path / "out", tmp_path / "data"
+    args = ["run", "--config", str(preset_path("smoke")), f"output_dir={out}", f"data.cache_dir={data}",
+            "train.max_epochs=1", "bootstrap_resamples=0", "attacks=[{name: fgsm, eps: [0.02]}]"]
+    first = f"sqlite:///{tmp_path / 'first.db'}"
+    assert main([*args, f"tracking.uri={first}"]) == 0
+    sets = sorted((out / "adversarial_sets").glob("*.set"))
+    entry, = data.glob("*.images")
+    stored = {path: path.read_bytes() for path in [*sets, entry]}
+    for path, content in stored.items():  # one bit flipped in the middle of each file
+        damaged = bytearray(content)
+        damaged[len(damaged) // 2] ^= 0x04
+        path.write_bytes(bytes(damaged))
+    capfd.readouterr()
+    _generated.cache_clear()  # the in-process memo of generated data, so the disk is read
+    second = f"sqlite:///{tmp_path / 'second.db'}"  # a new store: models trained and pairs evaluated anew
+    assert main([*args, f"tracking.uri={second}"]) == 0
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    warnings = [line[line.index("medtransfer: warning:"):] for line in err.splitlines()  # after a progress bar
+                if "medtransfer: warning:" in line]
+    assert sorted(warnings) == sorted([
+        f"medtransfer: warning: {entry.with_suffix('.pt')}: cache entry damaged (checksum mismatch); "
+        "generating the data again",
+        *[f"medtransfer: warning: {path}: batch {batch}: record damaged (checksum mismatch); crafting the set again"
+          for path, batch in zip(sets, damaged_batches(sets, stored))]])
+    assert {path: path.read_bytes() for path in stored} == stored  # made again, exactly as before
+    results = pair_results(first)
+    assert len(results) == 4
+    np.testing.assert_equal(pair_results(second), results)  # every number the same (NaN as NaN)
+
+
+def damaged_batches(sets, stored) -> list[int]:
+    """The batch whose record holds the middle byte of each set file (read from its record lengths)."""
+    batches = []
+    for path in sets:
+        content, offset, batch = stored[path], HEADER_BYTES, 0
+        while True:
+            end = offset + 24 + int.from_bytes(content[offset:offset + 8], "little")
+            if end > len(content) // 2:
+                break
+            offset, batch = end, batch + 1
+        batches.append(batch)
+    return batches
