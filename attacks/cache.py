@@ -3,9 +3,10 @@
 A set is stored as what its adversarial images add to the clean ones, losslessly and compactly, and
 read back against the same clean images; the control noise is never stored: it is drawn again on
 reading from the perturbation and the set's per-batch seed (`batch_seed`), exactly as crafting
-would draw it. A file (`<key>.set`) starts with a header (`MAGIC`, the format `VERSION`, the set's
-seed), then one length-prefixed record per crafting batch, a weights-only `torch.save` of tensors
-in one of two exact codes, Zstandard compressed (level 1: a third of zlib's time at a smaller size):
+would draw it. A file (`<key>.set`, format 3) starts with a header (`MAGIC`, the format `VERSION`,
+the set's seed, a blake2b-128 checksum of those), then one record per crafting batch: its byte
+length, a blake2b-128 checksum of its bytes, and the bytes, a weights-only `torch.save` of tensors in
+one of two exact codes, Zstandard compressed (level 1: a third of zlib's time at a smaller size):
 
 - `grid8`: when the adversarial images are on the 8-bit grid k / 255 (quantised attacks): k as
   uint8, at most 1 byte a value;
@@ -16,8 +17,13 @@ in one of two exact codes, Zstandard compressed (level 1: a third of zlib's time
   control as float32).
 
 Each record also holds a CRC-32 of its clean batch, so a set is never decoded against other images.
-Files of older formats (`<key>.pt`, float32 adversarial + control images) are not read: their sets
-are crafted again.
+Reading trusts nothing in the file: a record longer than its clean batch can need (`record_cap`) is
+refused before it is read, checksums are compared before `torch.load`, keys, dtypes and shapes are
+checked, and the payload is decompressed to at most the clean batch's values times the code's bytes a
+value. Every fault is one `SetError` line naming the file and batch; `in` and `ensure` treat a file
+whose checksums fail (or of another format) as absent, and `ensure` crafts it again under the set's
+lock, with one warning line. Files of older formats (`<key>.pt`, float32 adversarial + control
+images; `<key>.set` of format 2, without checksums) are not read: their sets are crafted again.
 """
 from __future__ import annotations
 
