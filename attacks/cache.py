@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import zstandard
 from filelock import FileLock
+from tqdm.auto import tqdm
 
 from .noise import control_noise
 from .prediction import batch_seed
@@ -311,7 +312,7 @@ class AdversarialSetCache:
                 reason = self.damage(key)
                 if reason is None:
                     return
-                print(f"medtransfer: warning: {reason}; crafting the set again", file=sys.stderr, flush=True)
+                tqdm.write(f"medtransfer: warning: {reason}; crafting the set again", file=sys.stderr)  # own line
                 path.unlink()
             for stale in path.parent.glob(f"{key}.*.tmp"):  # left by a killed process
                 stale.unlink()

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .store import StoredImages, file_sink, memory_sink
 
@@ -111,7 +112,7 @@ def _read_entry(path: Path):
         return _checked_entry(path)
     except Exception as err:
         reason = str(err) if isinstance(err, ValueError) else f"unreadable ({type(err).__name__})"
-        print(f"medtransfer: warning: {path}: {reason}; generating the data again", file=sys.stderr, flush=True)
+        tqdm.write(f"medtransfer: warning: {path}: {reason}; generating the data again", file=sys.stderr)
         return None
 
 

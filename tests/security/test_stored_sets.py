@@ -239,8 +239,8 @@ def test_a_damaged_set_and_data_cache_entry_are_made_again_through_the_cli(tmp_p
     assert main([*args, f"tracking.uri={second}"]) == 0
     err = capfd.readouterr().err
     assert "Traceback" not in err
-    warnings = [line[line.index("medtransfer: warning:"):] for line in err.splitlines()  # after a progress bar
-                if "medtransfer: warning:" in line]
+    warnings = [line for line in err.splitlines() if line.startswith("medtransfer: warning:")]
+    assert len(warnings) == err.count("medtransfer: warning:")  # each on its own line, progress bars aside
     assert sorted(warnings) == sorted([
         f"medtransfer: warning: {entry.with_suffix('.pt')}: cache entry damaged (checksum mismatch); "
         "generating the data again",
