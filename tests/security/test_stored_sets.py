@@ -264,3 +264,42 @@ def damaged_batches(sets, stored) -> list[int]:
             offset, batch = end, batch + 1
         batches.append(batch)
     return batches
+
+
+def generate(n, empty=torch.empty):
+    """A tiny generator: image i is all i, label i % 2, patient i // 2."""
+    images = empty(n, 1, 2, 2, dtype=torch.uint8)
+    images[0:n] = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2)
+    return images, torch.arange(n) % 2, torch.arange(n) // 2
+
+
+@pytest.mark.parametrize("damage", ["label flipped", "images changed", "older format", "shape changed"])
+def test_a_damaged_data_cache_entry_is_generated_again_never_read(tmp_path, capsys, damage):
+    from datamodules.synthetic.cache import cached_generate
+
+    params = {"domain": "pathology", "n": 6}
+    cached_generate(generate, params, tmp_path)
+    record, = tmp_path.glob("pathology-*.pt")
+    saved_record = torch.load(record, weights_only=True)
+    if damage == "label flipped":  # the record's checksum kept, a label changed
+        saved_record["labels"][3] ^= 1
+    elif damage == "older format":
+        saved_record = {k: saved_record[k] for k in ("labels", "patients", "shape")}
+    elif damage == "shape changed":  # six 2 x 2 images read as three 2 x 4 ones
+        saved_record["shape"] = torch.tensor([3, 1, 2, 4])
+    else:
+        images = record.with_suffix(".images")
+        images.write_bytes(bytes([9]) * images.stat().st_size)
+    torch.save(saved_record, record)
+    capsys.readouterr()
+    images, labels, patients = cached_generate(generate, params, tmp_path)
+    reasons = {"older format": "cache entry of another format, this version reads 2"}
+    assert capsys.readouterr().err.splitlines() == [
+        f"medtransfer: warning: {record}: {reasons.get(damage, 'cache entry damaged (checksum mismatch)')}; "
+        "generating the data again"]
+    expected = generate(6)
+    assert torch.equal(images.read(0, 6), expected[0]) and torch.equal(labels, expected[1])
+    assert torch.equal(patients, expected[2])
+    capsys.readouterr()
+    cached_generate(generate, params, tmp_path)  # now intact: read back without a word
+    assert capsys.readouterr().err == ""
