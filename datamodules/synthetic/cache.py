@@ -1,23 +1,29 @@
 """On-disk cache of generated sets, keyed by a hash of the generator's parameters.
 
 An entry is two files: `<domain>-<key>.images` (the uint8 NCHW images, raw, written chunk by chunk
-as they are generated) and `<domain>-<key>.pt` (labels, patient ids and the array's shape; written
-last, so it marks a complete entry). Images are read back one at a time (`StoredImages`).
+as they are generated) and `<domain>-<key>.pt` (labels, patient ids, the array's shape, the entry's
+`ENTRY_FORMAT` and a blake2b checksum of all of them and of the images file's bytes; written last, so
+it marks a complete entry). Images are read back one at a time (`StoredImages`). An entry that is
+incomplete, of another format or does not match its checksum is generated again, with one warning
+line on stderr; it is never read.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .store import StoredImages, file_sink, memory_sink
 
 # Bump when a generator changes its output, so stale cached sets are not reused.
 GENERATOR_VERSION = 1
+ENTRY_FORMAT = 2  # 2: the record holds a checksum of the entry (1: none; generated again)
 
 
 def cache_root(setting: str | None = "") -> Path | None:
@@ -74,7 +80,9 @@ def cached_generate(generate, params: dict, cache_dir: str | Path | None):
         os.replace(image_file, path.with_suffix(".images"))
         record = _temporary(path.parent)
         try:
-            torch.save({"labels": labels, "patients": patients, "shape": torch.tensor(images.shape)}, record)
+            shape = torch.tensor(images.shape)
+            torch.save({"labels": labels, "patients": patients, "shape": shape, "format": ENTRY_FORMAT,
+                        "digest": entry_digest(path.with_suffix(".images"), shape, labels, patients)}, record)
             os.replace(record, path)
         finally:
             _remove(record)
@@ -83,22 +91,47 @@ def cached_generate(generate, params: dict, cache_dir: str | Path | None):
     return StoredImages(path.with_suffix(".images"), images.shape), labels, patients
 
 
+def entry_digest(images: Path, shape: torch.Tensor, labels: torch.Tensor, patients: torch.Tensor) -> str:
+    """The blake2b checksum of an entry: its tensors (dtype, shape and bytes) and its images file, read in pieces."""
+    check = hashlib.blake2b(digest_size=16)
+    for tensor in (shape, labels, patients):
+        check.update(f"{tensor.dtype} {tuple(tensor.shape)};".encode())
+        check.update(tensor.contiguous().numpy().tobytes())
+    with open(images, "rb") as file:
+        while piece := file.read(1 << 20):
+            check.update(piece)
+    return check.hexdigest()
+
+
 def _read_entry(path: Path):
-    """A complete, readable entry as (StoredImages, labels, patients), else None (a damaged entry
-    is regenerated, not trusted; its record is read as plain tensors only)."""
+    """A complete entry that matches its checksum as (StoredImages, labels, patients), else None (a
+    damaged entry is generated again, never read; its record is read as plain tensors only)."""
     if not path.is_file():
         return None
-    images = path.with_suffix(".images")
     try:
-        saved = torch.load(path, weights_only=True)
-        shape = tuple(int(d) for d in saved["shape"])
-        expected = shape[0] * shape[1] * shape[2] * shape[3]
-        if not images.is_file() or images.stat().st_size != expected:
-            raise ValueError("images file missing or of the wrong size")
-        return StoredImages(images, shape), saved["labels"], saved["patients"]
+        return _checked_entry(path)
     except Exception as err:
-        print(f"{path}: unreadable cache entry ({type(err).__name__}), regenerating")
+        reason = str(err) if isinstance(err, ValueError) else f"unreadable ({type(err).__name__})"
+        tqdm.write(f"medtransfer: warning: {path}: {reason}; generating the data again", file=sys.stderr)
         return None
+
+
+def _checked_entry(path: Path):
+    saved = torch.load(path, weights_only=True)
+    if not isinstance(saved, dict) or saved.get("format") != ENTRY_FORMAT:
+        raise ValueError(f"cache entry of another format, this version reads {ENTRY_FORMAT}")
+    shape, labels, patients = saved.get("shape"), saved.get("labels"), saved.get("patients")
+    if not all(isinstance(t, torch.Tensor) for t in (shape, labels, patients)) or shape.shape != (4,):
+        raise ValueError("cache entry without its shape, labels and patients as tensors")
+    images = path.with_suffix(".images")
+    shape = tuple(int(d) for d in shape)
+    if min(shape) < 1:
+        raise ValueError(f"cache entry of shape {shape}")
+    if not images.is_file() or images.stat().st_size != shape[0] * shape[1] * shape[2] * shape[3]:
+        raise ValueError(f"images file {images.name} missing or of the wrong size")
+    if saved.get("digest") != entry_digest(images, saved["shape"], labels, patients):
+        raise ValueError("cache entry damaged (checksum mismatch)")
+    return StoredImages(images, shape), labels, patients
 
 
 def _temporary(folder: Path) -> str:

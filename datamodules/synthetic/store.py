@@ -122,6 +122,6 @@ class StoredImages:
     def __call__(self, i: int) -> torch.Tensor:
         return self.read(i, i + 1)[0]
 
-    def __del__(self):
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
+    def __del__(self, getpid=os.getpid, close=os.close):  # bound now: `os` may be gone at interpreter exit
+        if self._fd is not None and self._pid == getpid():
+            close(self._fd)

@@ -86,11 +86,18 @@ def test_synthetic_sets_are_cached_by_parameters(tmp_path):
     build_datamodule({**cfg, "signal": 0.5})
     assert len(list(tmp_path.glob("*.pt"))) == 3 and len(list(tmp_path.glob("*.images"))) == 3
     assert not list(tmp_path.glob("*.tmp"))
-    # a cached entry is read back, not regenerated: overwrite its images and see the change
-    images_file.write_bytes(bytes([7]) * images_file.stat().st_size)
+    # a cached entry is read back, not regenerated: its files stay as they are
+    stamp = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (record, images_file)]
     _generated.cache_clear()  # the in-process memo, so the disk is read
-    assert first.dataset("test")[0][0].mul(255).round().eq(7).all()
-    assert build_datamodule(cfg).dataset("val")[1][0].mul(255).round().eq(7).all()
+    build_datamodule(cfg)
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (record, images_file)] == stamp
+    # unless its images no longer match the record's checksum: generated again, never read
+    images_file.write_bytes(bytes([7]) * images_file.stat().st_size)
+    _generated.cache_clear()
+    again = build_datamodule(cfg)
+    x, _ = again.dataset("val")[1]
+    torch.testing.assert_close(x, expected[again.indices["val"][1]].float() / 255)
+    assert images_file.read_bytes() == expected.numpy().tobytes()
 
 
 def test_a_truncated_cache_entry_is_regenerated(tmp_path):

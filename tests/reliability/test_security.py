@@ -1,4 +1,5 @@
 """Untrusted files never run code, data paths never leave their root, credentials are never logged."""
+import hashlib
 import io
 import urllib.error
 import urllib.request
@@ -23,6 +24,11 @@ def pickled_code(payload) -> bytes:
     buffer = io.BytesIO()
     torch.save({"adversarial": payload, "control": torch.zeros(1)}, buffer)
     return buffer.getvalue()
+
+
+def checksummed(record: bytes) -> bytes:
+    """A set file's record: its length, its blake2b checksum, its bytes."""
+    return len(record).to_bytes(8, "little") + hashlib.blake2b(record, digest_size=16).digest() + record
 
 
 def every_logged_text(client: MlflowClient, experiment_id: str, download_to: Path) -> str:
@@ -83,12 +89,11 @@ def test_tampered_cache_and_checkpoints_are_refused_never_run(tracking_uri, tmp_
 
     sets = sorted((out / "adversarial_sets").glob(f"*{SUFFIX}"))
     assert sets
-    for path in sets:  # the header kept, so that the record itself is read
-        record = pickled_code(code_payload)
-        path.write_bytes(path.read_bytes()[:HEADER_BYTES] + len(record).to_bytes(8, "little") + record)
+    for path in sets:  # the header kept and the record's checksum right, so that the record itself is read
+        path.write_bytes(path.read_bytes()[:HEADER_BYTES] + checksummed(pickled_code(code_payload)))
     assert main(args) == 2
     err = error_lines(capsys)
-    assert len(err) == 1 and "adversarial_sets" in err[0] and "not an adversarial set of tensors" in err[0]
+    assert len(err) == 1 and "adversarial_sets" in err[0] and "batch 0: not a record of tensors" in err[0]
     assert not marker.exists()
 
     for path in sets:  # crafted again from the stored models, whose checkpoints are now tampered with
@@ -106,10 +111,10 @@ def test_tampered_cache_and_checkpoints_are_refused_never_run(tracking_uri, tmp_
 
 def test_cache_refuses_a_pickled_record_by_file_name(tmp_path, code_payload):
     cache, marker = AdversarialSetCache(tmp_path / "sets"), code_payload.marker
-    record = pickled_code(code_payload)  # after a valid header, so that the record itself is read
-    cache.path("k").write_bytes(MAGIC + VERSION.to_bytes(2, "little") + bytes(8) + len(record).to_bytes(8, "little")
-                                + record)
-    with pytest.raises(ValueError, match=r"sets/k\.set: not an adversarial set of tensors .*delete the file"):
+    header = MAGIC + VERSION.to_bytes(2, "little") + bytes(8)  # valid, so that the record itself is read
+    cache.path("k").write_bytes(header + hashlib.blake2b(header, digest_size=16).digest()
+                                + checksummed(pickled_code(code_payload)))
+    with pytest.raises(ValueError, match=r"sets/k\.set: batch 0: not a record of tensors \(UnpicklingError\)$"):
         cache.load("k", [torch.zeros(1, 1, 2, 2)])
     assert not marker.exists()
 
