@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .fingerprint import sha256_file
 from .splits import DEV_SETS
 
 AUTHOR_FILES = {"d1/10": "d0_filenames.yml", "d1": "d1_filenames.yml", "d2": "d2_filenames.yml",
@@ -38,11 +39,7 @@ def sha256_of(path: Path) -> str:
     if path.is_dir():
         lines = "".join(f"{name} {sha256_of(path / name)}\n" for name in AUTHOR_FILES.values())
         return hashlib.sha256(lines.encode()).hexdigest()
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def read_split_lists(path: str | Path) -> tuple[dict[tuple[str, str], tuple[list[str], Path]], str]:

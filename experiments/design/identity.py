@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attacks import attack_params
 from datamodules.build import data_fingerprint
+from datamodules.fingerprint import sha256_file
 from datamodules.split_files import AUTHOR_FILES, sha256_of
 from lightning_modules.defences import defence_params
 
@@ -148,11 +149,7 @@ def _init_file(init: str) -> str | None:
 @cache
 def _file_digest(path: str, mtime_ns: int, size: int) -> str:
     """Content digest of a file, read once per version of it (path, modification time, size)."""
-    digest_ = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest_.update(block)
-    return digest_.hexdigest()[:16]
+    return sha256_file(Path(path))[:16]
 
 
 def model_identity(cfg: DictConfig, model_cfg) -> dict:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from datamodules.fingerprint import sha256_file
 from lightning_modules import tasks
 
 from ..design.external import ContractError, ExternalError, output_columns
@@ -351,14 +352,6 @@ def tree_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --- the contract --------------------------------------------------------------------------------------
 
 class ExternalModel(nn.Module):
@@ -463,7 +456,7 @@ def load_external(entry, layout: dict, tracking_uri: str | None = None, cache: P
         path = Path(str(settings["path"])).expanduser()
         if not path.is_file():
             raise ExternalError(f"models.{name}.external.path: {path}: file not found")
-        content = file_digest(path)
+        content = sha256_file(path)
         if fmt == "export":
             core, expects = load_pt2(path)
         else:

@@ -5,7 +5,6 @@ counts as present only when its hash matches. Nothing is ever downloaded.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from datamodules.fingerprint import sha256_file
 from lightning_modules.architectures import IMAGENET_WEIGHTS
 from lightning_modules.pretrained import torchvision_cache_path
 
@@ -53,14 +53,6 @@ class WeightFile:
         if problem is None:
             return "ok"
         return "missing" if self.path is None or not self.path.is_file() else "corrupt"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hash_problem(path: Path, name: str) -> str | None:
