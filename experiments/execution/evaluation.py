@@ -93,7 +93,8 @@ def evaluate_pair(test: TestSet, clean: torch.Tensor, adv_probs: torch.Tensor, c
         "auc_control": auc(test.task, test.labels, ctrl_probs),
         "asr": attack_success_rate(test.task, test.labels, clean, adv_probs),
     }
-    metrics["auc_pct_clean"] = 100.0 * metrics["auc_adv"] / metrics["auc_clean"]
+    # a target whose clean AUC is 0 (every test image ranked the wrong way) has no % of clean
+    metrics["auc_pct_clean"] = 100.0 * metrics["auc_adv"] / metrics["auc_clean"] if metrics["auc_clean"] else float("nan")
     intervals = bootstrap.interval(adv_probs.numpy()) if bootstrap else {c: float("nan") for c in CI_COLUMNS}
     return PairScores({**metrics, **intervals}, adv_probs, ctrl_probs)
 

@@ -1,5 +1,8 @@
+import math
+
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from experiments.report.bootstrap import PairedBootstrap, paired_bootstrap
@@ -116,3 +119,17 @@ def test_one_target_many_adversarial_sets_reuses_the_resamples():
 def test_bad_input_is_one_clear_error(task, labels, scores, message):
     with pytest.raises(ValueError, match=message):
         paired_bootstrap(task, labels, scores, scores, n_resamples=5)
+
+
+def test_a_target_ranking_every_image_the_wrong_way_has_no_percent_of_clean():
+    from experiments.execution.evaluation import TestSet, evaluate_pair
+
+    labels = torch.tensor([0, 1, 0, 1])
+    test = TestSet(loader=None, labels=labels, task="binary", label_names=["positive"], sample_ids=[0, 1, 2, 3])
+    inverted, adv = torch.tensor([0.9, 0.1, 0.8, 0.2]), torch.tensor([0.2, 0.9, 0.6, 0.4])
+    scores = evaluate_pair(test, inverted, adv, adv)
+    assert scores.metrics["auc_clean"] == 0.0
+    assert scores.metrics["auc_adv"] == pytest.approx(roc_auc_score(labels.numpy(), adv.numpy()))
+    assert math.isnan(scores.metrics["auc_pct_clean"])
+    fair = evaluate_pair(test, adv, inverted, adv).metrics
+    assert fair["auc_pct_clean"] == pytest.approx(100.0 * fair["auc_adv"] / fair["auc_clean"])
