@@ -26,7 +26,7 @@ from .external import external_source
 # Config keys that change how fast or where work runs, never what it computes.
 SPEED_OPTIONS = {
     "data": ("num_workers", "pin_memory", "cache_dir"),
-    "crafting": ("batch_size", "auto_batch", "channels_last", "device"),
+    "crafting": ("batch_size", "auto_batch", "device"),
     "trainer": ("accelerator",),
 }
 # Where results go: never part of any identity.
@@ -198,12 +198,13 @@ def external_key(entry) -> str:
     return digest({"external": external_source(settings), "fingerprint": settings["fingerprint"], "code": code()})
 
 
-def set_key(surrogate_network: str, setting: dict, seed: int, precision: str) -> str:
+def set_key(surrogate_network: str, setting: dict, seed: int, precision: str, channels_last: bool) -> str:
     """Identity of an adversarial test set: its surrogate network (`network_key` at the set's seed,
     whose identity holds the data), the complete attack setting (`attack_grid`), the seed of its
-    random parts and the crafting precision."""
+    random parts, and the crafting options that change its bits: the precision and the memory
+    layout (channels-last convolutions round differently)."""
     return digest({"surrogate": surrogate_network, "attack": setting, "seed": int(seed),
-                   "precision": precision})
+                   "precision": precision, "channels_last": bool(channels_last)})
 
 
 def pair_key(cfg: DictConfig, set_key_: str, target_network: str) -> str:

@@ -90,7 +90,8 @@ class Scheduler:
             for surrogate in surrogates:
                 for setting in self.settings:
                     job = SetJob(model(surrogate, seed), setting,
-                                 set_key(network(surrogate, seed), setting, seed, cfg.crafting.precision))
+                                 set_key(network(surrogate, seed), setting, seed, cfg.crafting.precision,
+                                         cfg.crafting.channels_last))
                     targets = [t for s, t in pairs if s == surrogate]
                     groups.append(SetGroup(job, [PairJob(job, model(t, seed), pair_key(cfg, job.key, network(t, seed)))
                                                  for t in targets]))

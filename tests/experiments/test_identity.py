@@ -11,7 +11,7 @@ from experiments.design.scheduler import Scheduler
 from experiments.execution.evaluation import PAIR_METRICS
 
 SPEED = ["data.num_workers=2", "data.pin_memory=true", "data.cache_dir=/elsewhere", "crafting.batch_size=3",
-         "crafting.auto_batch=false", "crafting.channels_last=true", "crafting.device=cpu",
+         "crafting.auto_batch=false", "crafting.device=cpu",
          "trainer.accelerator=cpu", "tracking.uri=sqlite:////elsewhere/mlflow.db", "output_dir=/elsewhere"]
 ATTACKS = "attacks=[{name: fgsm, eps: [0.02]}, {name: ifgsm, eps: [0.02], params: {alpha: 0.005, steps: %d}}]"
 MODELS = "models=[{name: a, dev_set: d1}, {name: b, dev_set: d2, %s}]"
@@ -55,6 +55,7 @@ CASES = {  # override -> what it must redo, by kind (missing kind: nothing of it
     ATTACKS % 6: {"set": {("a", "ifgsm"), ("b", "ifgsm")},
                                  "pair": {(s, t, "ifgsm") for s in "ab" for t in "ab"}, "study": ALL},
     "crafting.precision=bf16": {"set": ALL, "pair": ALL, "study": ALL},
+    "crafting.channels_last=true": {"set": ALL, "pair": ALL, "study": ALL},  # other kernels, other last bits
     "bootstrap_resamples=10": {"pair": ALL, "study": ALL},
     "name=renamed": {"study": ALL},
     "pairs=whitebox": {"study": ALL},
@@ -113,7 +114,7 @@ def test_speed_options_reuse_every_run_and_set_and_a_result_key_redoes_its_work(
     assert (len(stored["model"]), len(stored["pair"]), len(stored["study"]), len(crafted)) == (2, 8, 1, 4)
 
     speed = ["data.num_workers=1", "data.pin_memory=true", f"data.cache_dir={tmp_path / 'data'}",
-             "crafting.batch_size=7", "crafting.auto_batch=false", "crafting.channels_last=true"]
+             "crafting.batch_size=7", "crafting.auto_batch=false"]
     again = run_study(smoke_config(tmp_path, *fast, *speed))
     assert store_contents(tmp_path) == stored and sets(tmp_path) == crafted  # nothing new
     assert list(again.run_id) == list(first.run_id)  # every row read back from its pair run
