@@ -53,7 +53,7 @@ def npz_data(path):
 
 def csv_data(root):
     return ["data.source=csv", "data.domain=dermatology", f"data.root={root}", "data.channels=1",
-            "data.image_size=16", "data.test_fraction=0.25"]
+            "data.image_size=16", "data.test_fraction=0.25", "data.val_fraction=0.3"]
 
 
 def store(root) -> dict:
