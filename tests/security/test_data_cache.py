@@ -31,7 +31,7 @@ def write_folder(root):
 
 def data_keys(root, cache):
     return [f"data.root={root}", f"data.cache_dir={cache}", "data.source=csv", "data.domain=dermatology",
-            "data.channels=1", "data.image_size=12", "data.test_fraction=0.25"]
+            "data.channels=1", "data.image_size=12", "data.test_fraction=0.25", "data.val_fraction=0.3"]
 
 
 def run(tmp_path, capsys, *data):
