@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from experiments.cli import main
 from experiments.design.config import preset_path
-from experiments.design.external import ContractError, ExternalError, external_settings
+from experiments.design.external import ExternalError, external_settings
 from experiments.execution.endpoint import Endpoint, ScoreCache
 
 TOKEN = "secret-token-31"
