@@ -12,6 +12,7 @@ from ..write_errors import writing
 from .defences import defences_section
 from .findings import findings_section, load_predictions
 from .plots import epsilon_curves, example_grid, transfer_heatmaps
+from .queries import queries_section
 from .tables import markdown_table, summary, write_tables
 
 EXAMPLE_IMAGES = 6
@@ -35,11 +36,12 @@ def with_factors(table: pd.DataFrame, zoo: dict, domain: str) -> pd.DataFrame:
 
 
 def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, manifest: pd.DataFrame,
-                 tracking_uri: str, n_resamples: int, seed: int) -> str:
+                 tracking_uri: str, n_resamples: int, seed: int, queries: pd.DataFrame | None = None) -> str:
     """A domain study's report under `out_dir`, every file of it logged to the active MLflow run (the
     study's parent run): result CSV/Markdown, paper tables, heatmaps, epsilon curves, an example grid,
     the split manifest, the findings and defences sections (from each pair run's predictions, read
-    once); returns the terminal summary."""
+    once) and, with query rows (`queries`, see `report.queries`), the query attacks' tables, curves
+    and finding; returns the terminal summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob("*.png"), *out_dir.glob("*.csv"), *out_dir.glob("*.md")]:
         stale.unlink()  # a report describes one run of the study, never a mix
@@ -53,13 +55,15 @@ def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, ma
         n = EXAMPLE_IMAGES
         example_grid(examples["clean"][:n], examples["adv"][:n], examples["control"][:n],
                      out_dir / f"examples_{examples['domain']}.png", title=examples["title"])
-    sections = ["", ""]  # no findings, no defences
+    sections, predictions = ["", ""], {}  # no findings, no defences
     if not results.empty and n_resamples >= 1:
         predictions = load_predictions(results["run_id"], tracking_uri)
         sections = [findings_section(results, predictions, out_dir, n_resamples, seed, tracking_uri),
                     defences_section(results, predictions, out_dir, n_resamples, seed)]
     if not results.empty:  # after the findings, which mark the targets at chance
         transfer_heatmaps(results, out_dir)
+    if queries is not None and not queries.empty:
+        sections.append(queries_section(queries, results, predictions, out_dir, n_resamples, seed))
     with writing(mlflow.get_artifact_uri().removeprefix("file://"), "the report's copy in the study run"):
         mlflow.log_artifacts(str(out_dir))
     return "\n".join([summary(results) if not results.empty else "(no results)", *sections])
