@@ -12,7 +12,7 @@ from ..write_errors import writing
 from .defences import defences_section
 from .findings import findings_section, load_predictions
 from .plots import epsilon_curves, example_grid, transfer_heatmaps
-from .queries import queries_section
+from .queries import check_query_rows, queries_section
 from .tables import markdown_table, summary, write_tables
 
 EXAMPLE_IMAGES = 6
@@ -42,6 +42,7 @@ def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, ma
     the split manifest, the findings and defences sections (from each pair run's predictions, read
     once) and, with query rows (`queries`, see `report.queries`), the query attacks' tables, curves
     and finding; returns the terminal summary."""
+    queries = check_query_rows(queries) if queries is not None and not queries.empty else None  # before writing
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob("*.png"), *out_dir.glob("*.csv"), *out_dir.glob("*.md")]:
         stale.unlink()  # a report describes one run of the study, never a mix
@@ -62,7 +63,7 @@ def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, ma
                     defences_section(results, predictions, out_dir, n_resamples, seed)]
     if not results.empty:  # after the findings, which mark the targets at chance
         transfer_heatmaps(results, out_dir)
-    if queries is not None and not queries.empty:
+    if queries is not None:
         sections.append(queries_section(queries, results, predictions, out_dir, n_resamples, seed))
     with writing(mlflow.get_artifact_uri().removeprefix("file://"), "the report's copy in the study run"):
         mlflow.log_artifacts(str(out_dir))
