@@ -210,3 +210,115 @@ def test_transfer_interval_matches_an_independent_bootstrap_of_the_predictions()
     resampled = np.array([flipped[d].sum() / right[d].sum() for d in draws])
     assert (row.lo, row.hi) == pytest.approx(percentile_interval(resampled))
     assert row.images == right.sum()
+
+
+# Through write_report on a real smoke study (its MLflow store, pair runs and predictions).
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory, smoke_config):
+    from experiments import run_study
+    cfg = smoke_config(tmp_path_factory.mktemp("study"))
+    table = run_study(cfg)
+    return cfg, table.drop(columns="target_at_chance", errors="ignore")  # as write_report received it
+
+
+def report(cfg, table, out_dir: Path, **queries) -> str:
+    """`write_report` of the study's table into `out_dir`, inside a fresh run of the study's store."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from experiments.report import write_report
+    report_dir = Path(cfg.output_dir) / cfg.name / "report"
+    manifest = pd.read_csv(report_dir / "split_manifest.csv")
+    experiment = MlflowClient(cfg.tracking.uri).get_experiment_by_name(cfg.name)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    try:
+        with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=out_dir.name) as run:
+            text = write_report(table.copy(), out_dir, None, manifest, cfg.tracking.uri, cfg.bootstrap_resamples,
+                                cfg.seed, **queries)
+        return text, run.info.run_id
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.slow
+def test_without_query_rows_the_report_stays_byte_for_byte_the_same(smoke_study, tmp_path):
+    cfg, table = smoke_study
+    absent, _ = report(cfg, table, tmp_path / "absent")
+    empty, _ = report(cfg, table, tmp_path / "empty", queries=pd.DataFrame())
+    columns, _ = report(cfg, table, tmp_path / "columns", queries=simulate().iloc[0:0])
+    assert absent == empty == columns
+    before = files(tmp_path / "absent")
+    assert before == files(tmp_path / "empty") == files(tmp_path / "columns")
+    assert not [name for name in before if "queries" in name]
+    # the study's own report (written by run_study, no query rows), less the example grid this test leaves out
+    study = files(Path(cfg.output_dir) / cfg.name / "report")
+    assert {n: b for n, b in study.items() if not n.startswith("examples_")} == before
+
+
+def smoke_query_rows(cfg, table):
+    """Contract rows for the study's targets: an image its transfer start (the first attack's set)
+    already fools costs 1 query; the others a deterministic number of queries, never fooled past 1000."""
+    from experiments.report.findings import load_predictions
+    first = table[table.attack == table.attack.iloc[0]]
+    predictions = load_predictions(first.run_id, cfg.tracking.uri)
+    rows = []
+    for target in ("a", "b"):
+        own = predictions[first[(first.surrogate == target) & (first.target == target)].run_id.iloc[0]]
+        labels = own.labels[:, 0].astype(int)
+        correct = (own.clean[:, 0] >= 0.5).astype(int) == labels
+        for start in ("clean", "a", "b"):
+            if start == "clean":
+                fooled = np.zeros(len(labels), bool)
+            else:
+                p = predictions[first[(first.surrogate == start) & (first.target == target)].run_id.iloc[0]]
+                fooled = (p.adv[:, 0] >= 0.5).astype(int) != labels
+            for i in range(len(labels)):
+                needed = 1 if fooled[i] else (37 * i) % 1500 + (1 if start == "clean" else 0) + 2
+                rows.append({"target": target, "start": start, "attack": "square", "norm": "linf", "eps": 0.02,
+                             "max_queries": 1000, "image": i, "label": int(labels[i]),
+                             "clean_correct": bool(correct[i]), "queries": min(needed, 1000),
+                             "success": needed <= 1000})
+    return pd.DataFrame(rows), predictions, first
+
+
+@pytest.mark.slow
+def test_write_report_with_query_rows_of_the_study_targets(smoke_study, tmp_path):
+    from mlflow.tracking import MlflowClient
+    cfg, table = smoke_study
+    rows, predictions, first = smoke_query_rows(cfg, table)
+    plain, _ = report(cfg, table, tmp_path / "plain")
+    text, run_id = report(cfg, table, tmp_path / "queried", queries=rows)
+    before, after = files(tmp_path / "plain"), files(tmp_path / "queried")
+    added = {"queries_success.csv", "queries_success.md", "queries_threat_models.csv", "queries_threat_models.md",
+             "queries_finding.csv", "queries_finding.md", "queries_square_linf_eps0.02_q1000.png"}
+    assert set(after) == set(before) | added | {"findings.md"}
+    for name in set(before) - {"findings.md"}:
+        assert after[name] == before[name]
+    assert after["findings.md"].startswith(before.get("findings.md", b""))
+    assert b"Do transfer starts save queries?" in after["findings.md"]
+    assert text.startswith(plain) and "Threat models: target a" in text and "(queries) b" in text
+    logged = {a.path for a in MlflowClient(cfg.tracking.uri).list_artifacts(run_id)}
+    assert added <= logged
+    threats = pd.read_csv(tmp_path / "queried" / "queries_threat_models.csv", keep_default_na=False,
+                          na_values=[""])
+    for target, other in (("a", "b"), ("b", "a")):
+        part = threats[threats.target == target].set_index("threat_model")
+        for name, surrogate in ((TRANSFER_BEST, other), (TRANSFER_MEDIAN, other), (WHITE_BOX, target)):
+            run = first[(first.surrogate == surrogate) & (first.target == target)]
+            p = predictions[run.run_id.iloc[0]]
+            right = ((p.clean >= 0.5) == p.labels)[:, 0]
+            flipped = right & ((p.adv >= 0.5) != p.labels)[:, 0]
+            assert part.loc[name, "model"] == surrogate and part.loc[name, "transfer_attack"] == "fgsm"
+            assert part.loc[name, "success"] == pytest.approx(flipped.sum() / right.sum())  # = the table's asr
+            assert part.loc[name, "lo"] <= part.loc[name, "success"] <= part.loc[name, "hi"]
+        started = threats[(threats.target == target) & (threats.threat_model != TRANSFER_BEST)
+                          & (threats.threat_model != TRANSFER_MEDIAN) & (threats.threat_model != WHITE_BOX)]
+        for row in started.itertuples():
+            assert row.success == pytest.approx(direct_rate(rows, target, row.model, row.queries))
+    finding = pd.read_csv(tmp_path / "queried" / "queries_finding.csv")
+    assert set(zip(finding.target, finding.start)) == {("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")}
