@@ -42,7 +42,10 @@ def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, ma
     the split manifest, the findings and defences sections (from each pair run's predictions, read
     once) and, with query rows (`queries`, see `report.queries`), the query attacks' tables, curves
     and finding; returns the terminal summary."""
-    queries = check_query_rows(queries) if queries is not None and not queries.empty else None  # before writing
+    if queries is not None and not queries.empty:  # refused before anything is written
+        queries = check_query_rows(queries, None if results.empty else {*results["surrogate"], *results["target"]})
+    else:
+        queries = None
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob("*.png"), *out_dir.glob("*.csv"), *out_dir.glob("*.md")]:
         stale.unlink()  # a report describes one run of the study, never a mix

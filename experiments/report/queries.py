@@ -34,10 +34,11 @@ TRANSFER_BEST, TRANSFER_MEDIAN = "transfer only (best surrogate)", "transfer onl
 QUERY_ONLY, TRANSFER_STARTED, WHITE_BOX = "query only (from clean)", "transfer-started query", "white-box (gradients)"
 
 
-def check_query_rows(rows: pd.DataFrame) -> pd.DataFrame:
+def check_query_rows(rows: pd.DataFrame, models=None) -> pd.DataFrame:
     """The rows with their contract types; a ValueError naming the column or value for anything else:
     other columns, values out of range, duplicate rows, starts of one (setting, target) on different
-    images or disagreeing on an image's label or clean decision."""
+    images or disagreeing on an image's label or clean decision, and (given the study's `models`) a
+    target or start surrogate that is not one of them."""
     got = [str(c) for c in rows.columns]
     if sorted(got) != sorted(COLUMNS) or len(set(got)) != len(got):
         missing, extra = sorted(set(COLUMNS) - set(got)), sorted(set(got) - set(COLUMNS))
@@ -52,8 +53,14 @@ def check_query_rows(rows: pd.DataFrame) -> pd.DataFrame:
             ("queries", (out["queries"] >= 1) & (out["queries"] <= out["max_queries"]), "in [1, max_queries]"),
             ("queries", out["success"] | (out["queries"] == out["max_queries"]), "max_queries where never fooled")):
         if not ok.all():
-            raise ValueError(f"query rows: {column} must be {rule}, got {out.loc[~ok, column].iloc[0]!r} "
+            value = out.loc[~ok, column].iloc[0]
+            raise ValueError(f"query rows: {column} must be {rule}, got {getattr(value, 'item', lambda: value)()!r} "
                              f"(row {int(np.flatnonzero(~ok.to_numpy())[0])})")
+    if models is not None:
+        for column, allowed in (("target", set(models)), ("start", {*models, CLEAN_START})):
+            unknown = sorted(set(out[column]) - allowed)
+            if unknown:
+                raise ValueError(f"query rows: {column} {unknown[0]!r} is not a model of the study's transfer table")
     key = [*GROUP, "start", "image"]
     duplicated = out.duplicated(key)
     if duplicated.any():
@@ -69,15 +76,18 @@ def check_query_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _typed(column: pd.Series, name: str, kind: str) -> pd.Series:
     if kind == "str":
-        if not column.map(lambda v: isinstance(v, str) and v != "").all():
-            raise ValueError(f"query rows: {name} must be non-empty text")
+        if not column.map(lambda v: isinstance(v, str) and v != "" and v.isprintable()).all():
+            raise ValueError(f"query rows: {name} must be non-empty text on one line")
         return column.astype(str)
     if kind == "bool":
         if not column.map(lambda v: isinstance(v, (bool, np.bool_))).all():
             raise ValueError(f"query rows: {name} must be true/false")
         return column.astype(bool)
-    numbers = pd.to_numeric(column, errors="coerce")
-    if numbers.isna().any() or (kind == "int" and not (np.isfinite(numbers) & (numbers % 1 == 0)).all()):
+    real = column.map(lambda v: isinstance(v, (int, float, np.integer, np.floating))
+                      and not isinstance(v, (bool, np.bool_)))
+    numbers = column.astype(float) if real.all() else None
+    if numbers is None or (kind == "int" and not (np.isfinite(numbers) & (numbers % 1 == 0)
+                                                  & (numbers.abs() < 2 ** 53)).all()):
         raise ValueError(f"query rows: {name} must be {'whole numbers' if kind == 'int' else 'numbers'}")
     return numbers.astype(int if kind == "int" else float)
 
