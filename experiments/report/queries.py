@@ -112,7 +112,7 @@ class TargetDraws:
 
     def __init__(self, part: pd.DataFrame, n_resamples: int, seed: int, confidence: float):
         correct = part[part["clean_correct"]].sort_values("image", kind="stable")
-        self.starts = {s: rows for s, rows in correct.groupby("start", sort=False)}
+        self.starts = {s: correct[correct["start"] == s] for s in dict.fromkeys(part["start"])}
         self.images = int(correct["image"].nunique())
         self.max_queries = int(part["max_queries"].iloc[0])
         self.counts, self.confidence = image_counts(self.images, n_resamples, seed), confidence

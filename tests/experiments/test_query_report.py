@@ -124,6 +124,13 @@ def test_identical_starts_save_nothing():
     assert (row.effect, row.lo, row.hi) == (0.0, 0.0, 0.0) and row.verdict == "inconclusive"
 
 
+def test_a_target_without_clean_correct_images_has_no_rates_and_no_verdict():
+    rows = simulate(targets=("a",), starts=("clean", "b"), n=10).assign(clean_correct=False)
+    table = success_table(rows, n_resamples=50)
+    assert len(table) == 2 * 3 and (table.images == 0).all() and table.success.isna().all()
+    assert list(start_savings(rows, n_resamples=50).verdict) == ["no verdict"]
+
+
 def test_no_finding_without_a_clean_start():
     assert start_savings(simulate(starts=("a", "b")), n_resamples=50).empty
 
