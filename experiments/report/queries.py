@@ -2,9 +2,9 @@
 the threat-models table per target and the finding "do transfer starts save queries?".
 
 Input: the query rows (`COLUMNS`; docs/protocol.md, "Query attacks in the report"), one row per
-(query setting, target, start, test image). Every rate is over the target's clean-correct images. Intervals: 95 % percentile
-bootstrap over those images, `default_rng(seed).integers(0, n, (B, n))` per (setting, target), the
-same draws for every start and budget (so differences between starts are paired by image).
+(query setting, target, start, test image). Every rate is over the target's clean-correct images.
+Intervals: 95 % percentile bootstrap over those images, `default_rng(seed).integers(0, n, (B, n))`
+per (setting, target), the same draws for every start and budget (differences are paired by image).
 """
 from __future__ import annotations
 
