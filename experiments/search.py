@@ -7,6 +7,7 @@ import re
 
 import pandas as pd
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from .design.locations import default_tracking_uri
@@ -52,22 +53,30 @@ def search_pairs(tracking_uri: str | None = None, study: str = "", **filters) ->
 
 
 def study_runs(client: MlflowClient, study: str) -> list[Run]:
-    """The study runs `study` names: a run id, or a name (see `search_pairs`); one line when none."""
+    """The study runs `study` names: a run id, or a name (see `search_pairs`), compared as a plain
+    string with each study run's param `study` (never spliced into a filter); one line when none."""
+    if not study:
+        raise ValueError("search_pairs: give study=<a study run's id or a study's name>")
     if RUN_ID.fullmatch(study):
-        run = client.get_run(study)
-        if run.data.tags.get("kind") != "study":
-            raise ValueError(f"search_pairs: run {study} is not a study run (tag kind=study)")
-        return [run]
+        try:
+            run = client.get_run(study)
+        except MlflowException:
+            run = None  # a name that looks like a run id
+        if run is not None:
+            if run.data.tags.get("kind") != "study":
+                raise ValueError(f"search_pairs: run {study} is not a study run (tag kind=study)")
+            return [run]
     experiments = [e.experiment_id for e in client.search_experiments()]
-    quoted = study.replace("'", "\\'")
-    for query in (f"params.study = '{quoted}'", f"params.study LIKE '{quoted}-%'"):
-        found = client.search_runs(experiments, f"tags.kind = 'study' and {query}", max_results=10000,
-                                   order_by=["attributes.start_time DESC"])
+    found = client.search_runs(experiments, "tags.kind = 'study'", max_results=50000,
+                               order_by=["attributes.start_time DESC"])
+    for named in (lambda name: name == study, lambda name: name.startswith(f"{study}-")):
         newest = {}
         for run in found:
-            newest.setdefault((run.info.experiment_id, run.data.params.get("study")), run)
+            name = run.data.params.get("study", "")
+            if named(name):
+                newest.setdefault((run.info.experiment_id, name), run)
         if newest:
-            return sorted(newest.values(), key=lambda run: run.data.params.get("study", ""))
+            return sorted(newest.values(), key=lambda run: run.data.params["study"])
     raise ValueError(f"search_pairs: no study run named {study!r} in the store")
 
 

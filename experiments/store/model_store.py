@@ -8,6 +8,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from mlflow.entities import Metric, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from lightning_modules import ClassifierModule
@@ -72,11 +73,15 @@ def stored_module(client: MlflowClient, run, name: str = "", **options) -> Class
                          "arch and layout.*)")
     if run.info.status != "FINISHED":
         raise ValueError(f"{where}: a model run that did not finish ({run.info.status})")
+    sizes = [params[f"layout.{key}"] for key in ("num_outputs", "channels")]
+    for key, value in zip(("num_outputs", "channels"), sizes):
+        if not (value.isdigit() and int(value) >= 1):
+            raise ValueError(f"{where}: param layout.{key}={value!r} must be a whole number >= 1")
     with tempfile.TemporaryDirectory() as tmp:
         local = download_checkpoint(client, run.info.run_id, tmp)
         try:
             module = ClassifierModule(params["arch"], f"checkpoint:{local}", params["layout.task"],
-                                      int(params["layout.num_outputs"]), int(params["layout.channels"]), **options)
+                                      int(sizes[0]), int(sizes[1]), **options)
         except ValueError as err:  # named by its run, not by the temporary download
             raise ValueError(f"{where}: " + str(err).replace(str(local), CHECKPOINT_ARTIFACT)) from None
     return module.eval()
@@ -86,8 +91,13 @@ def load_model(run_id: str, tracking_uri: str | None = None) -> ClassifierModule
     """The trained model of model run `run_id` (a pair run's `surrogate_run_id` or `target_run_id`
     tag) in the store at `tracking_uri` (default: the project's), in eval mode: a LightningModule
     whose forward maps [0, 1] images to logits (`scores(task, logits)` gives the study's scores)."""
-    client = MlflowClient(tracking_uri or default_tracking_uri())
-    return stored_module(client, client.get_run(run_id))
+    uri = tracking_uri or default_tracking_uri()
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"load_model: no run {run_id} in the store {uri}") from None
+    return stored_module(client, run)
 
 
 class EpochMetrics(pl.Callback):

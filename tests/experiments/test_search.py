@@ -2,7 +2,9 @@
 a second study that reuses its pairs; the building blocks used on their own."""
 import subprocess
 import sys
+from pathlib import Path
 
+import medtransfer
 import mlflow
 import pandas as pd
 import pytest
@@ -20,6 +22,7 @@ from experiments.search import search_pairs
 from experiments.store.model_store import load_model
 from lightning_modules.tasks import scores
 
+LIBRARY = Path(medtransfer.__file__).resolve().parent.parent
 KEYS = ["seed", "surrogate", "target", "attack", "eps"]
 ATTACKS = "attacks=[{name: fgsm, eps: [0.01, 0.03]}, {name: ifgsm, eps: [0.02], params: {alpha: 0.005, steps: 3}}]"
 BOOLEAN = {"true", "false"}
@@ -166,16 +169,36 @@ def test_craft_takes_a_name_and_keywords():
         craft(net, images, labels, {"name": "fgsm"}, "multiclass", eps=0.03)
 
 
+def python(folder, code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=120)
+
+
 def test_medtransfer_resists_a_users_attacks_module(tmp_path):
-    (tmp_path / "attacks.py").write_text("raise SystemExit('the user file ran')\n")
-    (tmp_path / "uses_it.py").write_text("import medtransfer\n")
-    result = subprocess.run([sys.executable, "uses_it.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    last = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 1 and "the user file ran" not in result.stderr
-    assert last.startswith("medtransfer.ShadowedPackage: medtransfer: ") and str(tmp_path / "attacks.py") in last
-    assert "would be imported as `attacks` instead of the library's" in last
+    """A user's `attacks.py` in the working folder: importing medtransfer refuses in one line naming
+    it, before it runs (it would be found first) or after (it was imported already); elsewhere the
+    library's package is the one found."""
+    (tmp_path / "attacks.py").write_text("print('the user file ran')\n")
+    first = python(tmp_path, "import medtransfer")
+    last = first.stderr.strip().splitlines()[-1]
+    assert first.returncode == 1 and "the user file ran" not in first.stdout
+    assert last == (f"medtransfer.ShadowedPackage: medtransfer: {tmp_path / 'attacks.py'} would be imported as "
+                    f"`attacks` instead of the library's {LIBRARY / 'attacks'}; rename or move it (or start Python "
+                    "in another folder)")
+    imported = python(tmp_path, "import sys, attacks; sys.path.pop(0); import medtransfer")
+    assert f"medtransfer: {tmp_path / 'attacks.py'} is imported as `attacks`" in imported.stderr.splitlines()[-1]
     (tmp_path / "clean").mkdir()
-    elsewhere = subprocess.run([sys.executable, "-c", "import medtransfer, attacks; print(attacks.craft is "
-                                "medtransfer.craft, medtransfer.ConfigError.__name__)"],
-                               cwd=tmp_path / "clean", capture_output=True, text=True, timeout=300)
-    assert elsewhere.stdout.split() == ["True", "ConfigError"], elsewhere.stderr
+    elsewhere = python(tmp_path / "clean", "import importlib.util, medtransfer; "
+                                           "print(importlib.util.find_spec('attacks').origin)")
+    assert elsewhere.stdout.strip() == str(LIBRARY / "attacks" / "__init__.py"), elsewhere.stderr
+
+
+def test_medtransfer_exports_the_interface():
+    from experiments.design.config import ConfigError
+    from experiments.report.metrics import auc
+    assert medtransfer.ConfigError is ConfigError and medtransfer.auc is auc and medtransfer.scores is scores
+    assert medtransfer.search_pairs is search_pairs and medtransfer.load_model is load_model
+    assert medtransfer.craft is craft and medtransfer.build_datamodule is build_datamodule
+    assert medtransfer.load_config is load_config
+    for name in ("py.typed", "../attacks/py.typed", "../datamodules/py.typed", "../experiments/py.typed",
+                 "../lightning_modules/py.typed"):
+        assert (Path(medtransfer.__file__).parent / name).is_file(), name
