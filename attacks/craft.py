@@ -17,20 +17,34 @@ def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
 PRECISIONS = ("fp32", "bf16")
 
 
+def attack_setting(attack_cfg, params: dict) -> dict:
+    """`craft`'s attack as one mapping: a name and keyword parameters, or a mapping with `name` (then
+    no keywords)."""
+    if isinstance(attack_cfg, str):
+        return {"name": attack_cfg, **params}
+    if params:
+        raise ValueError(f"craft: attack parameters {', '.join(sorted(params))} given both as keywords and "
+                         "in the attack's settings; give a name with keywords, or one mapping")
+    if not hasattr(attack_cfg, "items"):
+        raise ValueError(f"craft: attack {attack_cfg!r}: give an attack name or a mapping with `name`")
+    return dict(attack_cfg.items())
+
+
 def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack_cfg,
-          task: str, *, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+          task: str, *, precision: str = "fp32", channels_last: bool = False, **params) -> torch.Tensor:
     """Untargeted attack on the cross-entropy of the true labels; returns images in [0, 1].
 
-    `attack_cfg`: a dict or DictConfig with `name` and the attack's parameters (see ATTACKS), plus
-    `quantize` (round the result to 8 bits). `labels`: class indices for binary and multiclass, a 0/1
-    matrix for multilabel. Gradients are enabled here even under Lightning's inference mode.
+    `attack_cfg`: an attack name with its parameters as keywords (`craft(net, x, y, "fgsm", task,
+    eps=0.03)`), or a dict or DictConfig with `name` and the parameters (see ATTACKS), plus
+    `quantize` (round the result to 8 bits); either is checked as the config's attacks are.
+    `labels`: class indices for binary and multiclass, a 0/1 matrix for multilabel. Gradients are enabled here even under Lightning's inference mode.
     `precision="bf16"` runs the model's forward passes under bf16 autocast (the images and the attack
     steps stay fp32); `channels_last` converts the model (in place) and the images to channels-last
     memory format. Both are speed options for GPUs; results stay fp32 NCHW tensors.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"craft: precision={precision!r} must be one of {', '.join(PRECISIONS)}")
-    name, params = attack_params(attack_cfg)
+    name, params = attack_params(attack_setting(attack_cfg, params))
     spec = ATTACKS[name]
     target, layouts = CrossEntropyView(model, task), []
     channels, height, width = images.shape[1:]

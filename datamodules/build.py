@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .readers.pcam import SPLITS as PCAM_SPLITS
 from .readers.pcam import pcam_file, read_pcam
 from .readers.source import Source, positive_label
 from .real_cache import Entry, decoded, decoding_seconds, fingerprint, identity, indexed
+from .settings import DataConfig
 from .split_files import file_manifest
 from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
 from .synthetic import GENERATORS
@@ -53,7 +55,7 @@ def domain_problem(domain: str, source: str) -> str:
 
 
 class DomainData:
-    """One domain's data set as `cfg` names it (keys as in experiments.config.DataConfig): domain,
+    """One domain's data set as `cfg` names it (keys as in `datamodules.settings.DataConfig`): domain,
     source, image_size, seed, batch_size, num_workers, pin_memory, test_fraction, val_fraction, splits (split files, see split_files);
     synthetic: num_patients, images_per_patient, signal, cache_dir ('' = default, 'none' = off);
     real: root, max_pixels; medmnist: flag, npz_size, ordinal_threshold; csv and dicom: csv_file, path_column,
@@ -139,11 +141,19 @@ def domain_manifest(data: Source, get, seed: int):
     return manifest
 
 
-def build_datamodule(cfg) -> DevSetDataModule:
-    """The set-up datamodule of development set `cfg["dev_set"]` (default d1) of the data `cfg`
-    names (see `DomainData`); all input is read and validated here."""
-    get = cfg.get if hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
-    data = DomainData(cfg).datamodule(get("dev_set", "d1"))
+def build_datamodule(cfg=None, /, **settings) -> DevSetDataModule:
+    """The set-up datamodule of development set `dev_set` (default d1) of the data that `cfg` (a
+    mapping or an object with the `data` keys) and the keywords name, keywords taking precedence
+    (`build_datamodule(domain="pathology", image_size=64)`); keys left out take the study schema's
+    defaults (`DataConfig`). An unknown key is refused in one line; all input is read and validated here."""
+    given = {} if cfg is None else dict(cfg.items()) if hasattr(cfg, "items") else dict(vars(cfg))
+    given.update(settings)
+    dev_set = given.pop("dev_set", "d1")
+    defaults = asdict(DataConfig())
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"build_datamodule: unknown data key {unknown[0]!r}; valid: dev_set, {', '.join(defaults)}")
+    data = DomainData({**defaults, **given}).datamodule(dev_set)
     data.setup()
     return data
 

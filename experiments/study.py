@@ -43,7 +43,7 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     defences) into its parent run and puts the terminal summary in `table.attrs["summary"]`. Every
     problem found up front (weights, checkpoints, data roots, tracking server, devices, disk space)
     is raised together before any work starts; external models are then probed on the data's
-    layout. `dry_run=True` returns the study's plan (`experiments.preflight.StudyPlan`) instead and
+    layout. `dry_run=True` returns the study's plan (`experiments.preflight.plan.StudyPlan`) instead and
     writes nothing.
     """
     if not isinstance(cfg, DictConfig):

@@ -3,7 +3,7 @@ from .architectures import ARCHITECTURES, architecture_listing, get_architecture
 from .classifier import ClassifierModule
 from .model import build_classifier
 from .pretrained import MissingWeightsError
-from .tasks import TASKS
+from .tasks import TASKS, scores
 
 __all__ = ["ARCHITECTURES", "TASKS", "ClassifierModule", "MissingWeightsError", "architecture_listing",
-           "build_classifier", "get_architecture"]
+           "build_classifier", "get_architecture", "scores"]

@@ -27,8 +27,8 @@ from ..design.identity import adversarial_training, model_identity, model_key, m
 from ..design.locations import default_tracking_uri
 from ..store.datasets import log_dataset, split_dataset
 from ..store.logged_models import log_trained_model
-from ..store.model_store import (CHECKPOINT_ARTIFACT, EpochMetrics, download_checkpoint, find_trained,
-                                 find_unfinished, finish_training_run, start_training_run)
+from ..store.model_store import (EpochMetrics, find_trained, find_unfinished, finish_training_run,
+                                 start_training_run, stored_module)
 from ..store.tracking import setup_experiment
 from .devices import Process
 
@@ -80,16 +80,10 @@ def initial_module(cfg: DictConfig, model_cfg: DictConfig, data: DomainData) -> 
 
 
 def load_trained(cfg: DictConfig, model_cfg: DictConfig, client: MlflowClient, run) -> TrainedModel:
-    """A stored model from its MLflow run alone (checkpoint and logged layout; no image is read)."""
-    layout = {key: run.data.params[f"layout.{key}"] for key in ("task", "num_outputs", "channels")}
-    with tempfile.TemporaryDirectory() as tmp:
-        local = download_checkpoint(client, run.info.run_id, tmp)
-        try:
-            module = classifier(cfg, model_cfg, layout, f"checkpoint:{local}")
-        except ValueError as err:  # named by its run, not by the temporary download
-            raise ValueError(f"MLflow run {run.info.run_id} (model {model_cfg.name}): "
-                             + str(err).replace(str(local), CHECKPOINT_ARTIFACT)) from None
-    return TrainedModel(module.eval(), float(run.data.metrics["best_val_auc"]), run.info.run_id)
+    """A stored model from its MLflow run alone (`model_store.stored_module`; no image is read)."""
+    module = stored_module(client, run, model_cfg.name, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                           adversary=adversary(adversarial_training(model_cfg), run.data.params["layout.task"]))
+    return TrainedModel(module, float(run.data.metrics["best_val_auc"]), run.info.run_id)
 
 
 def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, group: Process | None = None) -> TrainedModel:
@@ -118,8 +112,8 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, group:
         for stale in find_unfinished(client, experiment_id, key):
             client.delete_run(stale.info.run_id)
         identity = model_identity(cfg, model_cfg)
-        run_id = start_training_run(client, experiment_id, key, model_cfg.name,
-                                    {**flat_params(identity), **flat_params({"layout": layout})})
+        params = {**flat_params(identity), "study_seed": int(cfg.seed), **flat_params({"layout": layout})}
+        run_id = start_training_run(client, experiment_id, key, model_cfg.name, params)
         try:
             datamodule = data.datamodule(model_cfg.dev_set)
             datamodule.setup()
@@ -131,7 +125,7 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, group:
                 EpochMetrics(uri, run_id), TrainingBar(model_cfg.name, cfg.train.max_epochs)))
             if cfg.tracking.register_models:
                 log_trained_model(client, experiment_id, run_id, model_cfg.name, module.model, identity, layout)
-            finish_training_run(client, run_id, module.model, best_val_auc)
+            finish_training_run(client, run_id, module.model, best_val_auc, params)
         except KeyboardInterrupt:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
             raise

@@ -29,7 +29,7 @@ from ..report.bootstrap import PairedBootstrap
 from ..report.outputs import example_images
 from ..store.datasets import split_dataset
 from ..store.runs import StudyRuns
-from ..store.tracking import setup_experiment
+from ..store.tracking import flag, setup_experiment
 from ..write_errors import writing
 from .batches import SetBatches, TestBatches
 from .devices import DeviceGroup
@@ -165,9 +165,11 @@ class StudyWork:
             metrics["queries"] = endpoint.queries - queried
         surrogate = self.model(pair.set.surrogate)
         setting = pair.set.setting
+        models = {f"{role}_run_id": model.run_id for role, model in (("surrogate", surrogate), ("target", target))
+                  if model.run_id}  # their training runs (an ensemble's: its members', comma-separated)
         run_id = self.store.log_pair(
             f"{pair.set.surrogate.name}->{pair.target.name} {setting['name']} eps={setting['eps']}", pair.key,
-            self.pair_params(pair), {**self.pair_tags(pair), "set_key": pair.set.key},
+            self.pair_params(pair), {**self.pair_tags(pair), "set_key": pair.set.key, **models},
             {**metrics, "surrogate_val_auc": surrogate.val_auc, "target_val_auc": target.val_auc},
             prediction_table(self.test, clean, scores.adversarial, scores.control), self.test_input)
         return {**metrics, "run_id": run_id}
@@ -185,9 +187,10 @@ class StudyWork:
     def pair_tags(self, pair: PairJob) -> dict:
         """Tags that let the MLflow UI filter pairs by factor."""
         surrogate, target = self.scheduler.zoo[pair.set.surrogate.name], self.scheduler.zoo[pair.target.name]
-        return {"domain": self.cfg.data.domain, "same_arch": str(surrogate.arch == target.arch),
-                "same_init": str(surrogate.init == target.init), "same_data": str(surrogate.dev_set == target.dev_set),
-                "whitebox": str(surrogate.name == target.name), "defended": str(hardening(target) != "none"),
+        return {"domain": self.cfg.data.domain, "same_arch": flag(surrogate.arch == target.arch),
+                "same_init": flag(surrogate.init == target.init),
+                "same_data": flag(surrogate.dev_set == target.dev_set),
+                "whitebox": flag(surrogate.name == target.name), "defended": flag(hardening(target) != "none"),
                 "git_sha": code(), **external_tags(target, pair.target.key)}
 
     def external_changes(self) -> list[str]:

@@ -4,7 +4,8 @@ Owns metrics, paired-bootstrap intervals, the paper's tables, plots, the paper's
 defences section, the query attacks' tables, curves and finding, and the report folder logged to
 the study's parent run (`write_report`). May import `design`, `store` and the library packages.
 """
+from .metrics import auc
 from .outputs import with_factors, write_report
 from .tables import markdown_table
 
-__all__ = ["markdown_table", "with_factors", "write_report"]
+__all__ = ["auc", "markdown_table", "with_factors", "write_report"]

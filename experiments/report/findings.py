@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from ..store.tracking import flag as tag_flag
 from .bootstrap import label_matrix, percentile_interval, resampled_macro_auc
 from .tables import markdown_table, plain_pairs
 
@@ -317,7 +318,7 @@ def mark_at_chance(everything: pd.DataFrame, plain: pd.DataFrame, predictions: d
     everything[AT_CHANCE_TAG] = [bool(by_run.get(r, False)) for r in everything["run_id"]]
     client = MlflowClient(tracking_uri)
     for run_id, flag in by_run.items():
-        client.set_tag(run_id, AT_CHANCE_TAG, str(bool(flag)).lower())
+        client.set_tag(run_id, AT_CHANCE_TAG, tag_flag(bool(flag)))
 
 
 def display(table: pd.DataFrame) -> pd.DataFrame:

@@ -8,9 +8,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from mlflow.entities import Metric, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from .tracking import worker_name
+from lightning_modules import ClassifierModule
+
+from ..design.locations import default_tracking_uri
+from .tracking import numbers, worker_name
 
 CHECKPOINT_ARTIFACT = "checkpoint/model.pt"
 
@@ -45,14 +49,55 @@ def start_training_run(client: MlflowClient, experiment_id: str, key: str, name:
 
 
 def finish_training_run(client: MlflowClient, run_id: str, model: torch.nn.Module,
-                        best_val_auc: float) -> None:
-    """Store the plain nn.Module's state dict as the run's checkpoint and close the run as FINISHED."""
+                        best_val_auc: float, params: dict) -> None:
+    """Store the plain nn.Module's state dict as the run's checkpoint, log the numeric `params` (the
+    run's) as metrics too (`numbers`: filterable by range) and close the run as FINISHED."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(CHECKPOINT_ARTIFACT).name
         torch.save(model.state_dict(), path)
         client.log_artifact(run_id, str(path), str(Path(CHECKPOINT_ARTIFACT).parent))
-    client.log_metric(run_id, "best_val_auc", best_val_auc)
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, 0) for key, value in {**numbers(params), "best_val_auc": best_val_auc}.items()]
+    client.log_batch(run_id, metrics=metrics)
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def stored_module(client: MlflowClient, run, name: str = "", **options) -> ClassifierModule:
+    """A stored model rebuilt from its run alone (its checkpoint, logged `arch` and layout; no image
+    is read), in eval mode; `options`: the `ClassifierModule`'s training settings (lr, adversary, ...).
+    Problems are one line naming the run (and zoo model `name`)."""
+    params, where = run.data.params, f"MLflow run {run.info.run_id}" + (f" (model {name})" if name else "")
+    missing = [key for key in ("arch", "layout.task", "layout.num_outputs", "layout.channels") if key not in params]
+    if missing or run.data.tags.get("kind") != "model":
+        raise ValueError(f"{where}: not a medtransfer model run (tag kind=model, params "
+                         "arch and layout.*)")
+    if run.info.status != "FINISHED":
+        raise ValueError(f"{where}: a model run that did not finish ({run.info.status})")
+    sizes = [params[f"layout.{key}"] for key in ("num_outputs", "channels")]
+    for key, value in zip(("num_outputs", "channels"), sizes):
+        if not (value.isdigit() and int(value) >= 1):
+            raise ValueError(f"{where}: param layout.{key}={value!r} must be a whole number >= 1")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = download_checkpoint(client, run.info.run_id, tmp)
+        try:
+            module = ClassifierModule(params["arch"], f"checkpoint:{local}", params["layout.task"],
+                                      int(sizes[0]), int(sizes[1]), **options)
+        except ValueError as err:  # named by its run, not by the temporary download
+            raise ValueError(f"{where}: " + str(err).replace(str(local), CHECKPOINT_ARTIFACT)) from None
+    return module.eval()
+
+
+def load_model(run_id: str, tracking_uri: str | None = None) -> ClassifierModule:
+    """The trained model of model run `run_id` (a pair run's `surrogate_run_id` or `target_run_id`
+    tag) in the store at `tracking_uri` (default: the project's), in eval mode: a LightningModule
+    whose forward maps [0, 1] images to logits (`scores(task, logits)` gives the study's scores)."""
+    uri = tracking_uri or default_tracking_uri()
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"load_model: no run {run_id} in the store {uri}") from None
+    return stored_module(client, run)
 
 
 class EpochMetrics(pl.Callback):

@@ -12,9 +12,15 @@ from mlflow.data.dataset import Dataset
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
-from .tracking import log_frame, worker_name
+from .tracking import flag, log_frame, numbers, worker_name
 
 STUDY_TAG = "study_hash"
+
+
+def study_link(study_run_id: str) -> str:
+    """The tag `study.<study run id>` (value `true`) on every pair or query run a study used, whichever
+    study logged it: `tags.`study.<id>` = 'true'` finds a study's runs."""
+    return f"study.{study_run_id}"
 
 
 class StudyRuns:
@@ -68,10 +74,15 @@ class StudyRuns:
             raise
         mlflow.end_run()
 
+    def link(self, run_id: str) -> None:
+        """Record that this study uses run `run_id` (a pair or query run, maybe another study's):
+        the tag `study_link(parent_id)` = `true`."""
+        self.client.set_tag(run_id, study_link(self.parent_id), flag(True))
+
     def finished_pair(self, pair_key: str) -> Run | None:
-        """The FINISHED pair run with this identity in the experiment; this study's unfinished runs
-        of it are deleted. Under the pair's lock, so a run another process is logging is waited for,
-        never taken for a stale one."""
+        """The FINISHED pair run with this identity in the experiment, linked to this study (`link`);
+        this study's unfinished runs of it are deleted. Under the pair's lock, so a run another
+        process is logging is waited for, never taken for a stale one."""
         finished = None
         with self.pair_lock(pair_key):
             for run in self._search(f"tags.kind = 'pair' and tags.config_hash = '{pair_key}'"):
@@ -79,17 +90,19 @@ class StudyRuns:
                     finished = run
                 elif run.info.status != "FINISHED" and run.data.tags.get("mlflow.parentRunId") == self.parent_id:
                     self.client.delete_run(run.info.run_id)
+            if finished is not None and finished.data.tags.get(study_link(self.parent_id)) != flag(True):
+                self.link(finished.info.run_id)
         return finished
 
     def log_pair(self, run_name: str, pair_key: str, params: dict, tags: dict, metrics: dict,
                  predictions: pd.DataFrame, test_input: Dataset) -> str:
         """Log one pair evaluation as a child of the study run, with its test set as a dataset input
-        (context `evaluation`); returns its run id."""
+        (context `evaluation`) and each numeric param also as a metric (`numbers`); returns its run id."""
         tags = {**tags, "kind": "pair", "config_hash": pair_key, "mlflow.parentRunId": self.parent_id,
-                "worker": worker_name()}
+                "worker": worker_name(), study_link(self.parent_id): flag(True)}
         with mlflow.start_run(experiment_id=self.experiment_id, nested=True, tags=tags, run_name=run_name) as run:
             mlflow.log_params(params)
             mlflow.log_input(test_input, context="evaluation")
-            mlflow.log_metrics(metrics)
+            mlflow.log_metrics({**numbers(params), **metrics})
             log_frame(predictions, "predictions.csv")
         return run.info.run_id

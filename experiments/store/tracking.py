@@ -107,6 +107,18 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def flag(value: bool) -> str:
+    """A boolean tag's value: `true` or `false`, the one spelling of every boolean tag medtransfer writes."""
+    return "true" if value else "false"
+
+
+def numbers(params: dict) -> dict[str, float]:
+    """The numeric params (int or float, never bool) as metrics of the same keys: MLflow compares
+    params as strings only (`=`, `LIKE`), so `metrics.`attack.eps` > 0.01` is how a range is filtered."""
+    return {key: float(value) for key, value in params.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
 def log_text_files(files: dict[str, str]) -> None:
     """Log text files (name -> content) as artifacts of the active run."""
     with tempfile.TemporaryDirectory() as tmp:

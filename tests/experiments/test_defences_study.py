@@ -58,7 +58,7 @@ def test_defended_target_reuses_its_twins_training_run(study):
     defended, plain = pairs["b", "a_jpeg"], pairs["b", "a"]
     assert defended.data.params["target.defence.name"] == "jpeg"
     assert defended.data.params["target.defence.quality"] == "50"
-    assert defended.data.tags["defended"] == "True" and plain.data.tags["defended"] == "False"
+    assert defended.data.tags["defended"] == "true" and plain.data.tags["defended"] == "false"
     assert defended.data.tags["config_hash"] != plain.data.tags["config_hash"]
 
     # the defended target's clean scores: a's stored weights on PIL-JPEG-compressed test images

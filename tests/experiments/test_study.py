@@ -42,8 +42,8 @@ def test_mlflow_parent_child_structure(smoke_study):
         for key in ("auc_clean", "auc_adv", "auc_control", "asr", "linf"):
             assert m[key] == pytest.approx(float(row[key].iloc[0]), nan_ok=True)
         assert p["seed"] == "0" and p["data.domain"] == "pathology"
-        assert tags["same_data"] == str(p["surrogate.dev_set"] == p["target.dev_set"])
-        assert tags["whitebox"] == str(p["surrogate.name"] == p["target.name"])
+        assert tags["same_data"] == str(p["surrogate.dev_set"] == p["target.dev_set"]).lower()
+        assert tags["whitebox"] == str(p["surrogate.name"] == p["target.name"]).lower()
         assert tags["domain"] == "pathology" and len(tags["config_hash"]) == 16 and tags["git_sha"]
         assert m["linf"] <= float(p["attack.eps"]) + 1e-6
 
@@ -52,7 +52,7 @@ def test_logged_aucs_match_sklearn_on_logged_predictions(smoke_study, tmp_path):
     _, table, uri = smoke_study
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("smoke")
-    children = client.search_runs([experiment.experiment_id], "tags.whitebox = 'True'", max_results=100)
+    children = client.search_runs([experiment.experiment_id], "tags.whitebox = 'true'", max_results=100)
     assert children
     for child in children:
         path = client.download_artifacts(child.info.run_id, "predictions.csv", str(tmp_path))
