@@ -337,7 +337,8 @@ class AdversarialSetCache:
 
     def ensure(self, key: str, seed: int, fill: Fill) -> None:
         """Store the set under `key` unless some process has stored it intact already: `fill(write)`
-        calls `write(clean, adversarial)` (`write(clean, adversarial, targets)`) once per batch, in batch order, and each batch is written as
+        calls `write(clean, adversarial)` (`write(clean, adversarial, targets)` for a targeted set) once
+        per batch, in batch order, and each batch is written as
         it comes. `seed`: the set's seed, from which each batch's control noise is drawn on reading.
         A damaged file (`damage`) is removed, with a warning line on stderr, and the set crafted again."""
         path = self.path(key)

@@ -37,7 +37,8 @@ def scored(task, labels, clean, adv, resamples=0):
 def test_binary_rates_match_the_count_by_hand():
     metrics = scored("binary", LABELS, CLEAN, ADV)
     asr_correct, asr_all = by_hand(LABELS, CLEAN, ADV)
-    assert (asr_correct, asr_all) == (pytest.approx(4 / 8), pytest.approx(6 / 10))  # images 0, 3, 6, 9 flipped; 2, 5 already wrong
+    # images 0, 3, 6 and 9 flipped; 2 and 5 wrong already
+    assert (asr_correct, asr_all) == (pytest.approx(4 / 8), pytest.approx(6 / 10))
     assert metrics["asr_correct"] == pytest.approx(asr_correct) and metrics["asr_all"] == pytest.approx(asr_all)
     assert np.isnan(metrics["targeted_success"]) and np.isnan(metrics["targeted_success_lo"])
 

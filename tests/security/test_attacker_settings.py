@@ -14,7 +14,8 @@ from experiments.cli import main
 from experiments.design.config import preset_path
 
 REFUSED = [
-    pytest.param(["attacks=[{name: mifgsm, eps: [0.02], norm: l2}]"], "attacks[0].norm: l2;", id="norm the attack lacks"),
+    pytest.param(["attacks=[{name: mifgsm, eps: [0.02], norm: l2}]"], "attacks[0].norm: l2;",
+                 id="norm the attack lacks"),
     pytest.param(["attacks=[{name: fgsm, eps: [0.02]}, {name: pgd, eps: [0.5], norm: l1}]"], "attacks[1].norm: l1;",
                  id="unknown norm"),
     pytest.param(["attacks=[{name: pgd, eps: [0.02], target: sideways}]"], "attacks[0].target: sideways;",
