@@ -12,8 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 from attacks import CraftingBatch, attack_params
 from attacks.craft import PRECISIONS
 from attacks.ensemble import MODES
-from attacks.registry import check_norm, check_target
-from attacks.targets import MODES as TARGETED_MODES
+from attacks.registry import TARGET_MODES, check_norm, check_target
 from attacks.targets import named_index
 from datamodules import SOURCES
 from datamodules.build import domain_problem
@@ -345,7 +344,7 @@ def _validate_attacks(cfg: DictConfig) -> None:
         for key, check in (("norm", check_norm), ("target", check_target)):
             try:
                 check(attack.name, attack[key])
-                if key == "target" and names is not None and attack.target not in ("untargeted", *TARGETED_MODES):
+                if key == "target" and names is not None and attack.target not in TARGET_MODES:
                     outputs = 2 if task == "binary" else len(names)
                     named_index(attack.target, task, names, outputs)
             except ValueError as err:
