@@ -74,3 +74,19 @@ def test_every_attack_can_aim_at_the_least_likely_target(name, task, channels, h
         clean_loss, adv_loss, noise_loss = (float(task_loss(task, model(x), aimed))
                                             for x in (images, adversarial, noise))
     assert adv_loss < clean_loss - 2 * abs(noise_loss - clean_loss)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, spec in ATTACKS.items() if "l2" in spec.norms))
+@pytest.mark.parametrize("task, channels, height, width", [
+    ("binary", 1, 20, 28), ("multilabel", 1, 28, 20), ("multiclass", 3, 20, 28)])
+def test_an_l2_attack_stays_in_its_l2_ball_and_raises_the_loss(name, task, channels, height, width, make_case,
+                                                               task_loss):
+    model, images, labels = make_case(task, channels, height, width, n=4, fixed_size=True)
+    eps = 1.5  # an L2 length: above any L-inf budget, on images of 560 to 1680 values
+    setting = {**cfg_for(name), "eps": eps, "norm": "l2", **({"alpha": 0.5} if name != "fgsm" else {})}
+    adversarial = craft(model, images, labels, setting, task)
+    lengths = torch.linalg.vector_norm((adversarial - images).flatten(1), dim=1)
+    assert (lengths <= eps + 1e-4).all() and float((adversarial - images).abs().max()) > EPS
+    with torch.no_grad():
+        clean_loss, adv_loss = (float(task_loss(task, model(x), labels)) for x in (images, adversarial))
+    assert adv_loss > clean_loss
