@@ -16,7 +16,10 @@ one of two exact codes, Zstandard compressed (level 1: a third of zlib's time at
   the value, so the differences compress to under a byte a value (8 bytes before: adversarial and
   control as float32).
 
-Each record also holds a CRC-32 of its clean batch, so a set is never decoded against other images.
+Each record also holds a CRC-32 of its clean batch, so a set is never decoded against other images,
+and, for a set crafted by a targeted attack, the attacker's target of each image (`target`, int64,
+one per image, -1 for none: `attacks.targets`), which the evaluation reads back (`targets`). An
+untargeted set's records are as before, so the format stays 3.
 Reading trusts nothing in the file: a record longer than its clean batch can need (`record_cap`) is
 refused before it is read, checksums are compared before `torch.load`, keys, dtypes and shapes are
 checked, and the payload is decompressed to at most the clean batch's values times the code's bytes a
@@ -46,7 +49,8 @@ from .noise import control_noise
 from .prediction import batch_seed
 
 AdversarialSet = tuple[torch.Tensor, torch.Tensor]
-Fill = Callable[[Callable[[torch.Tensor, torch.Tensor], None]], None]  # fill(write): write(clean, adv) per batch
+# fill(write): write(clean, adv) per batch, write(clean, adv, targets) for a targeted set
+Fill = Callable[[Callable[..., None]], None]
 MAGIC, VERSION = b"MEDTRANSFER-SET\n", 3
 DIGEST_BYTES = 16  # blake2b
 HEADER_BYTES = len(MAGIC) + 2 + 8 + DIGEST_BYTES  # magic, version (uint16), seed (int64), digest; little-endian
@@ -85,13 +89,21 @@ def _crc(clean: torch.Tensor) -> int:
     return zlib.crc32(_bits(clean).data)
 
 
-def encode(clean: torch.Tensor, adversarial: torch.Tensor) -> dict:
-    """A batch's record: `adversarial` (float32, the shape of `clean`) in its exact code relative to `clean`."""
+RECORD_KEYS = {"shape", "clean_crc", "code", "packed"}  # and `target` in a targeted set's records
+
+
+def encode(clean: torch.Tensor, adversarial: torch.Tensor, targets: torch.Tensor | None = None) -> dict:
+    """A batch's record: `adversarial` (float32, the shape of `clean`) in its exact code relative to
+    `clean`, with the images' `targets` (one whole number each) when given."""
     adversarial = adversarial.detach().cpu().float().contiguous()
     if adversarial.shape != clean.shape:
         raise ValueError(f"adversarial images of shape {tuple(adversarial.shape)} for clean ones of "
                          f"{tuple(clean.shape)}")
     record = {"shape": torch.tensor(adversarial.shape), "clean_crc": torch.tensor(_crc(clean))}
+    if targets is not None:
+        if targets.shape != (len(clean),) or targets.is_floating_point():
+            raise ValueError(f"targets of shape {tuple(targets.shape)} for {len(clean)} images")
+        record["target"] = targets.detach().cpu().long().contiguous()
     grid = torch.round(adversarial * 255.0).clamp(0, 255).to(torch.uint8)
     if torch.equal((grid.float() / 255.0).view(torch.int32), adversarial.view(torch.int32)):
         code, payload = "grid8", grid.numpy()
@@ -103,10 +115,12 @@ def encode(clean: torch.Tensor, adversarial: torch.Tensor) -> dict:
 
 def _checked(record) -> dict:
     """`record` if it holds what `encode` writes (keys, types, dtypes), else SetError."""
-    if not isinstance(record, dict) or set(record) != {"shape", "clean_crc", "code", "packed"}:
+    if not isinstance(record, dict) or set(record) - {"target"} != RECORD_KEYS:
         keys = sorted(map(str, record)) if isinstance(record, dict) else type(record).__name__
-        raise SetError(f"record holds {keys}, not clean_crc, code, packed, shape")
-    kinds = {"shape": (torch.int64, 1), "clean_crc": (torch.int64, 0), "packed": (torch.uint8, 1)}
+        raise SetError(f"record holds {keys}, not clean_crc, code, packed, shape (and target)")
+    kinds = {"shape": (torch.int64, 1), "clean_crc": (torch.int64, 0), "packed": (torch.uint8, 1),
+             "target": (torch.int64, 1)}
+    kinds = {name: kind for name, kind in kinds.items() if name in record}
     for name, (dtype, dims) in kinds.items():
         value = record[name]
         if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.dim() != dims:
@@ -122,6 +136,8 @@ def decode(record: dict, clean: torch.Tensor) -> torch.Tensor:
     record, clean = _checked(record), clean.detach().cpu().float()
     if record["shape"].tolist() != list(clean.shape):
         raise SetError(f"record of shape {record['shape'].tolist()[:8]} for clean images of {list(clean.shape)}")
+    if "target" in record and (len(record["target"]) != len(clean) or bool((record["target"] < -1).any())):
+        raise SetError(f"record's targets are not one whole number of at least -1 per image ({len(clean)})")
     size = clean.numel() * CODES[record["code"]]
     packed = record["packed"].numpy().data
     try:  # a frame that declares its size is decompressed to that size: refused above the bound first
@@ -260,6 +276,24 @@ class AdversarialSetCache:
     def chunks(self, key: str, clean: Iterable[torch.Tensor]) -> Iterator[AdversarialSet]:
         """The stored set's (adversarial, control) batches in crafting order, read one at a time
         against the clean batches it was crafted on (`clean`, in the same order)."""
+        for batch_id, (record, images, seed) in enumerate(self._records(key, clean)):
+            yield self._decoded(self.path(key), record, images, seed, batch_id)
+
+    def targets(self, key: str, clean: Iterable[torch.Tensor]) -> torch.Tensor | None:
+        """The attacker's target of each image of the stored set (a targeted set's), None for an
+        untargeted set; read against the clean batches the set was crafted on, every record checked
+        as `chunks` checks it. SetError when only some batches hold targets."""
+        path, found = self.path(key), []
+        for batch_id, (record, images, seed) in enumerate(self._records(key, clean)):
+            self._decoded(path, record, images, seed, batch_id)  # every check a read makes
+            found.append(record.get("target"))
+        if any(t is None for t in found) and any(t is not None for t in found):
+            raise SetError(f"{path}: some batches hold targets, others not")
+        return None if not found or found[0] is None else torch.cat(found)
+
+    def _records(self, key: str, clean: Iterable[torch.Tensor]) -> Iterator[tuple[dict, torch.Tensor, int]]:
+        """The stored set's records (checked as `_record` checks them) with their clean batches and the
+        set's seed, in crafting order."""
         path = self.path(key)
         file, seed = self._open(key)
         with file:
@@ -267,7 +301,7 @@ class AdversarialSetCache:
                 record = self._record(file, path, batch_id, images.numel())
                 if record is None:
                     raise SetError(f"{path}: {batch_id} batches stored, more clean batches given")
-                yield self._decoded(path, record, images, seed, batch_id)
+                yield record, images, seed
             if file.read(1):
                 raise SetError(f"{path}: more batches stored than clean batches given")
 
@@ -303,7 +337,8 @@ class AdversarialSetCache:
 
     def ensure(self, key: str, seed: int, fill: Fill) -> None:
         """Store the set under `key` unless some process has stored it intact already: `fill(write)`
-        calls `write(clean, adversarial)` once per batch, in batch order, and each batch is written as
+        calls `write(clean, adversarial)` (`write(clean, adversarial, targets)` for a targeted set) once
+        per batch, in batch order, and each batch is written as
         it comes. `seed`: the set's seed, from which each batch's control noise is drawn on reading.
         A damaged file (`damage`) is removed, with a warning line on stderr, and the set crafted again."""
         path = self.path(key)
@@ -326,9 +361,9 @@ class AdversarialSetCache:
                 header = MAGIC + VERSION.to_bytes(2, "little") + int(seed).to_bytes(8, "little", signed=True)
                 file.write(header + _digest(header))
 
-                def write(clean: torch.Tensor, adversarial: torch.Tensor) -> None:
+                def write(clean: torch.Tensor, adversarial: torch.Tensor, targets: torch.Tensor | None = None) -> None:
                     payload = io.BytesIO()
-                    torch.save(encode(clean, adversarial), payload)
+                    torch.save(encode(clean, adversarial, targets), payload)
                     file.write(payload.getbuffer().nbytes.to_bytes(LENGTH_BYTES, "little"))
                     file.write(_digest(payload.getbuffer()))
                     file.write(payload.getbuffer())

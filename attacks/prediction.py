@@ -18,8 +18,8 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import nn
 
 from .batching import CraftingBatch
-from .craft import craft
-from .registry import ATTACKS, attack_params
+from .craft import craft, surrogate_targets
+from .registry import ATTACKS, attack_params, threat
 
 Sink = Callable[..., None]
 
@@ -76,29 +76,41 @@ class CraftingModule(pl.LightningModule):
     the same byte for byte whichever process crafts a batch, in whatever order, whatever
     `batch_size` and `auto_batch` split it into. `batch_size`, `auto_batch`, `precision` and
     `channels_last` are the `crafting` speed options (`precision="bf16"` changes the set).
+
+    A targeted setting also returns each image's target (`attacks.targets`), chosen for the whole
+    batch before it is split: from the surrogate's clean logits, or drawn (`random`) from a generator
+    seeded with `batch_seed(seed, batch_id)`; `label_names` resolve a target named by its label.
     """
 
     def __init__(self, surrogate: nn.Module, setting: dict, task: str, seed: int = 0, *, batch_size: int = 0,
-                 auto_batch: bool = True, precision: str = "fp32", channels_last: bool = False):
+                 auto_batch: bool = True, precision: str = "fp32", channels_last: bool = False,
+                 label_names: list[str] | None = None):
         super().__init__()
-        attack_params(setting)
+        name, params = attack_params(setting)
         self.surrogate, self.setting, self.task, self.seed = surrogate, setting, task, int(seed)
-        self.pieces = ATTACKS[attack_params(setting)[0]].draws
+        self.goal, self.label_names = threat(params)[0], list(label_names or [])
+        self.pieces = ATTACKS[name].draws
         self.batches = CraftingBatch(int(batch_size), bool(auto_batch))
         self.precision, self.channels_last = precision, bool(channels_last)
 
     def predict_step(self, batch, batch_idx):
         images, labels, batch_id = batch
         cuda = [images.device.index or 0] if images.device.type == "cuda" else []
+        targets = None
+        if self.goal != "untargeted":
+            generator = torch.Generator().manual_seed(batch_seed(self.seed, int(batch_id)))
+            targets = surrogate_targets(self.surrogate, images, labels, self.goal, self.task, generator,
+                                        self.label_names).to(images.device)
 
         def attack(start: int, stop: int) -> torch.Tensor:
             torch.manual_seed(piece_seed(self.seed, int(batch_id), start))
             return craft(self.surrogate, images[start:stop], labels[start:stop], self.setting, self.task,
-                         precision=self.precision, channels_last=self.channels_last)
+                         precision=self.precision, channels_last=self.channels_last,
+                         targets=None if targets is None else targets[start:stop])
 
         with torch.random.fork_rng(devices=cuda):
             adversarial = self.batches.map(attack, len(images), self.pieces)
-        return images, adversarial
+        return (images, adversarial) if targets is None else (images, adversarial, targets)
 
 
 def all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:

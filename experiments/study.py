@@ -27,9 +27,9 @@ from .store.sqlite_store import sqlite_path
 from .store.tracking import artifact_root, setup_experiment, ui_hint
 from .write_errors import store_writes, writing
 
-RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "auc_clean", "auc_adv", "auc_control",
-                  "auc_pct_clean", "asr"]
-TABLE_COLUMNS = ["seed", "surrogate", "target", "attack", "eps", *PAIR_METRICS, "run_id"]
+RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "norm", "attack_target", "auc_clean", "auc_adv",
+                  "auc_control", "auc_pct_clean", "asr_correct", "asr_all", "targeted_success"]
+TABLE_COLUMNS = ["seed", "surrogate", "target", "attack", "eps", "norm", "attack_target", *PAIR_METRICS, "run_id"]
 
 
 def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry_run: bool = False):

@@ -12,10 +12,13 @@ from omegaconf.errors import OmegaConfBaseException
 from attacks import CraftingBatch, attack_params
 from attacks.craft import PRECISIONS
 from attacks.ensemble import MODES
+from attacks.registry import TARGET_MODES, check_norm, check_target
+from attacks.targets import named_index
 from datamodules import SOURCES
 from datamodules.build import domain_problem
 from datamodules.settings import DataConfig
 from datamodules.splits import DEV_SETS
+from datamodules.synthetic import GENERATORS
 from lightning_modules import ARCHITECTURES, TASKS
 from lightning_modules.defences import defence_params
 from lightning_modules.model import INITS
@@ -68,8 +71,10 @@ class DesignConfig:
 @dataclass
 class AttackConfig:
     name: str = "ifgsm"
-    eps: list[float] = field(default_factory=lambda: [0.01])
+    eps: list[float] = field(default_factory=lambda: [0.01])  # in the attack's norm
     params: dict[str, Any] = field(default_factory=dict)
+    target: str = "untargeted"  # least_likely, random, or a class (finding) by index or data.labels name
+    norm: str = "linf"  # l2: fgsm, ifgsm and pgd (eps and alpha are then L2 lengths)
 
 
 @dataclass
@@ -241,6 +246,8 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in valid:
             raise ConfigError(f"{key}: unknown {value!r}; valid: {', '.join(valid)}")
+    for sub in [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]:
+        _validate_attacks(sub)
     try:
         CraftingBatch(int(cfg.crafting.batch_size))
     except ValueError as err:
@@ -292,6 +299,24 @@ def _validate_model(model: dict) -> None:
     init = model["init"]  # a `checkpoint:` file is read by the up-front checks (experiments.preflight.checks)
     if not init.startswith("checkpoint:") and init not in INITS:
         raise ConfigError(f"{where}.init: unknown init {init!r}; valid: {', '.join(INITS)}")
+
+
+def _validate_attacks(cfg: DictConfig) -> None:
+    """Each attack's `norm` is one it has and its `target` one it can aim at: a class (finding) named by
+    index or name must be one of the task's where the config tells them (`data.labels`, or the
+    synthetic domain's), else it is checked when the set is crafted."""
+    names, task = (list(cfg.data.labels), cfg.data.task) if cfg.data.labels else (None, None)
+    if cfg.data.source == "synthetic" and cfg.data.domain in GENERATORS:
+        _, names, task = GENERATORS[cfg.data.domain]
+    for i, attack in enumerate(cfg.attacks):
+        for key, check in (("norm", check_norm), ("target", check_target)):
+            try:
+                check(attack.name, attack[key])
+                if key == "target" and names is not None and attack.target not in TARGET_MODES:
+                    outputs = 2 if task == "binary" else len(names)
+                    named_index(attack.target, task, names, outputs)
+            except ValueError as err:
+                raise ConfigError(f"attacks[{i}].{key}: {attack[key]}; {err}") from None
 
 
 def _validate_ray(cfg: DictConfig) -> None:

@@ -102,11 +102,14 @@ def _sha256_at(path: Path, stamp: tuple) -> str:
 
 def attack_grid(cfg: DictConfig) -> list[dict]:
     """Each (attack, eps) of the config as a complete, validated parameter dict with `name` (defaults
-    filled in, so a setting is named the same however it is spelled)."""
+    filled in, so a setting is named the same however it is spelled; `target` and `norm` only where
+    they are not untargeted and linf, so the settings of earlier configs keep their identities)."""
     settings = []
     for attack in cfg.attacks:
         for eps in attack.eps:
-            name, params = attack_params({"name": attack.name, **attack.params, "eps": float(eps)})
+            name, params = attack_params({"name": attack.name, **attack.params, "eps": float(eps),
+                                          "target": attack.get("target", "untargeted"),
+                                          "norm": attack.get("norm", "linf")})
             settings.append({"name": name, **params})
     return settings
 

@@ -24,7 +24,9 @@ def _one_of(values: tuple):
 
 SEED = (lambda v: 0 <= v <= SEED_MAX, f"must be a whole number from 0 to {SEED_MAX}")
 
-# key -> (check, what the check asks for); `[]` marks every item of a list
+# key -> (check, what the check asks for); `[]` marks every item of a list. An attack's budgets
+# (`attacks[].eps[]`, `alpha`) are checked in the attack's norm by `attacks.attack_params`: (0, 1] for
+# L-inf, above 0 and finite for L2 (whose budgets exceed 1 on a 32-px image).
 RANGES = {
     "data.image_size": _at_least(1), "data.num_patients": _at_least(1), "data.images_per_patient": _at_least(1),
     "data.signal": _at_least(0), "data.test_fraction": _between(0, 1), "data.val_fraction": _between(0, 1),

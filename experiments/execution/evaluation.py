@@ -11,11 +11,13 @@ from torch.utils.data import DataLoader
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from ..report.bootstrap import PairedBootstrap
-from ..report.metrics import attack_success_rate, auc
-from ..report.tables import CI_COLUMNS
+from attacks.targets import targeted_hits
+
+from ..report.metrics import asr_counts, auc, rate
+from ..report.tables import CI_COLUMNS, RATES
 
 # The metrics of one pair evaluation (a pair run's MLflow metrics and a result row's numbers).
-PAIR_METRICS = ("auc_clean", "auc_adv", "auc_control", "auc_pct_clean", "asr", "linf", "l2", "ssim", "psnr",
+PAIR_METRICS = ("auc_clean", "auc_adv", "auc_control", "auc_pct_clean", *RATES, "linf", "l2", "ssim", "psnr",
                 *CI_COLUMNS, "craft_seconds", "eval_seconds")
 Chunks = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -84,18 +86,27 @@ def set_distortion(clean_batches: Iterable[torch.Tensor], chunks: Chunks) -> dic
 
 
 def evaluate_pair(test: TestSet, clean: torch.Tensor, adv_probs: torch.Tensor, ctrl_probs: torch.Tensor,
-                  bootstrap: PairedBootstrap | None = None) -> PairScores:
-    """AUCs of a target from its scores on clean, adversarial and control images, attack success
-    rate, AUC as % of clean and, with `bootstrap`, the paired-bootstrap intervals."""
+                  bootstrap: PairedBootstrap | None = None, targets: torch.Tensor | None = None) -> PairScores:
+    """AUCs of a target from its scores on clean, adversarial and control images, the attack success
+    rates over clean-correct decisions (`asr_correct`) and over all decisions (`asr_all`), AUC as %
+    of clean, with the attacker's `targets` (a targeted set's, `attacks.targets`) the targeted
+    success rate over the images that have a target (NaN without), and, with `bootstrap`, the
+    paired-bootstrap intervals."""
     metrics = {
         "auc_clean": auc(test.task, test.labels, clean),
         "auc_adv": auc(test.task, test.labels, adv_probs),
         "auc_control": auc(test.task, test.labels, ctrl_probs),
-        "asr": attack_success_rate(test.task, test.labels, clean, adv_probs),
     }
+    counts = asr_counts(test.task, test.labels, clean, adv_probs)
+    if targets is not None:
+        counts["targeted_success"] = targeted_hits(test.task, test.labels, adv_probs, targets)
+    metrics.update({name: rate(*counts[name]) if name in counts else float("nan") for name in RATES})
     # a target whose clean AUC is 0 (every test image ranked the wrong way) has no % of clean
     metrics["auc_pct_clean"] = 100.0 * metrics["auc_adv"] / metrics["auc_clean"] if metrics["auc_clean"] else float("nan")
-    intervals = bootstrap.interval(adv_probs.numpy()) if bootstrap else {c: float("nan") for c in CI_COLUMNS}
+    intervals = {c: float("nan") for c in CI_COLUMNS}
+    if bootstrap:
+        intervals.update(bootstrap.interval(adv_probs.numpy()))
+        intervals.update(bootstrap.rate_intervals({name: (h.numpy(), c.numpy()) for name, (h, c) in counts.items()}))
     return PairScores({**metrics, **intervals}, adv_probs, ctrl_probs)
 
 

@@ -104,15 +104,16 @@ class Predictor:
         return torch.cat(adversarial), torch.cat(control)
 
     def adversarial_set(self, surrogate: torch.nn.Module, batches: Dataset, setting: dict, seed: int, task: str,
-              write: Callable[[torch.Tensor, torch.Tensor], None], label: str) -> None:
+              write: Callable[..., None], label: str, label_names: list[str] | None = None) -> None:
         """Craft the set on `surrogate` (a classifier, or a plain model such as an ensemble, which the
-        attack then sees as it is) batch by batch, `write(clean, adversarial)` in batch order."""
+        attack then sees as it is) batch by batch, `write(clean, adversarial)` in batch order
+        (`write(clean, adversarial, targets)` for a targeted setting)."""
         crafting = self.cfg.crafting
         module = CraftingModule(surrogate, setting, task, seed, batch_size=crafting.batch_size,
                                 auto_batch=crafting.auto_batch, precision=crafting.precision,
-                                channels_last=crafting.channels_last)
+                                channels_last=crafting.channels_last, label_names=label_names)
         with stage_bar([], label, total=len(batches), unit="batch") as bar:
-            def sink(batch_id: int, clean: torch.Tensor, adversarial: torch.Tensor) -> None:
-                write(clean, adversarial)
+            def sink(batch_id: int, clean: torch.Tensor, adversarial: torch.Tensor, *targets: torch.Tensor) -> None:
+                write(clean, adversarial, *targets)
                 bar.update()
             self._run(module, batches, sink)

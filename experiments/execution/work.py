@@ -17,6 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from attacks import AdversarialSetCache
+from attacks.cache import SetError
+from attacks.registry import threat
 from datamodules import DomainData
 from datamodules.synthetic.cache import cache_root
 
@@ -116,10 +118,10 @@ class StudyWork:
         surrogate = self.model(job.surrogate).module
         start = time.perf_counter()
         setting = job.setting
-        label = f"crafting {job.surrogate.name} {setting['name']} eps={setting['eps']:g}"
+        label = f"crafting {job.surrogate.name} {attack_label(setting)}"
         with writing(self.cache.root, f"adversarial set {job.key}"):
             self.cache.ensure(job.key, job.seed, lambda write: self.predictor.adversarial_set(
-                surrogate, self.test_batches, setting, job.seed, self.test.task, write, label))
+                surrogate, self.test_batches, setting, job.seed, self.test.task, write, label, self.test.label_names))
         return time.perf_counter() - start
 
     def set_numbers(self, job: SetJob) -> dict:
@@ -127,6 +129,15 @@ class StudyWork:
         craft_seconds = self.ensure_set(job)
         clean, measured = itertools.tee(self.test.batches())  # one read of the test split for both
         return {**set_distortion(measured, self.cache.chunks(job.key, clean)), "craft_seconds": craft_seconds}
+
+    def set_targets(self, job: SetJob) -> torch.Tensor | None:
+        """The attacker's target of each test image, stored with a targeted set; None for an untargeted one."""
+        if threat(job.setting)[0] == "untargeted":
+            return None
+        targets = self.cache.targets(job.key, self.test.batches())
+        if targets is None:
+            raise SetError(f"{self.cache.path(job.key)}: a targeted set stored without its targets")
+        return targets
 
     def stored(self, group: SetGroup) -> tuple[dict[str, dict], list[PairJob]]:
         """A set's pairs the store holds FINISHED (their rows, by pair key) and those still to do."""
@@ -159,7 +170,8 @@ class StudyWork:
         queried = endpoint.queries if endpoint is not None else 0
         adversarial, control = self.predictor.set_scores(
             target.module, SetBatches(self.cache.root, pair.set.key, self.test_batches))
-        scores = evaluate_pair(self.test, clean, adversarial, control, self.bootstrap(pair.target))
+        scores = evaluate_pair(self.test, clean, adversarial, control, self.bootstrap(pair.target),
+                               self.set_targets(pair.set))
         metrics = {**scores.metrics, **shared, "eval_seconds": time.perf_counter() - start}
         if endpoint is not None:  # the set's images whose scores came from the endpoint (now or before)
             metrics["queries"] = endpoint.queries - queried
@@ -168,7 +180,7 @@ class StudyWork:
         models = {f"{role}_run_id": model.run_id for role, model in (("surrogate", surrogate), ("target", target))
                   if model.run_id}  # their training runs (an ensemble's: its members', comma-separated)
         run_id = self.store.log_pair(
-            f"{pair.set.surrogate.name}->{pair.target.name} {setting['name']} eps={setting['eps']}", pair.key,
+            f"{pair.set.surrogate.name}->{pair.target.name} {attack_label(setting)}", pair.key,
             self.pair_params(pair), {**self.pair_tags(pair), "set_key": pair.set.key, **models},
             {**metrics, "surrogate_val_auc": surrogate.val_auc, "target_val_auc": target.val_auc},
             prediction_table(self.test, clean, scores.adversarial, scores.control), self.test_input)
@@ -218,7 +230,14 @@ class StudyWork:
         adv, ctrl = next(self.cache.chunks(group.set.key, [clean]))
         setting = group.set.setting
         return example_images(clean, adv, ctrl, self.cfg.data.domain,
-                              f"{group.set.surrogate.name}: {setting['name']} eps={setting['eps']:g}")
+                              f"{group.set.surrogate.name}: {attack_label(setting)}")
+
+
+def attack_label(setting: dict) -> str:
+    """An attack setting as runs and progress lines name it: `pgd eps=0.01`, `pgd l2 least_likely eps=1`."""
+    target, norm = threat(setting)
+    parts = [setting["name"], *([norm] if norm != "linf" else []), *([str(target)] if target != "untargeted" else [])]
+    return f"{' '.join(parts)} eps={setting['eps']:g}"
 
 
 def external_tags(entry, key: str) -> dict:
@@ -236,5 +255,7 @@ def stored_row(run) -> dict:
 def group_rows(group: SetGroup, rows: dict[str, dict]) -> list[dict]:
     """A set's result rows in target order, from each pair's numbers and run id (`rows`, by pair key)."""
     setting = group.set.setting
+    target, norm = threat(setting)
     return [{"seed": group.set.seed, "surrogate": group.set.surrogate.name, "target": pair.target.name,
-             "attack": setting["name"], "eps": setting["eps"], **rows[pair.key]} for pair in group.pairs]
+             "attack": setting["name"], "eps": setting["eps"], "norm": norm, "attack_target": str(target),
+             **rows[pair.key]} for pair in group.pairs]

@@ -63,18 +63,37 @@ class PairedBootstrap:
             result[f"{name}_lo"], result[f"{name}_hi"] = percentile_interval(values, self.confidence)
         return result
 
-    def _resampled(self, scores: np.ndarray) -> np.ndarray:
-        """Macro AUC of `scores` on each resample (the same resamples on every call)."""
+    def rate_intervals(self, rates: dict[str, tuple]) -> dict[str, float]:
+        """{name}_lo, {name}_hi for each rate `name -> (hits, counted)` (per-image vectors): the ratio
+        sum(hits) / sum(counted) over the same resamples of test images as the AUC intervals (all of
+        them: a resample counting nothing is left out)."""
+        result = {}
+        for name, (hits, counted) in rates.items():
+            hits, counted = np.asarray(hits, dtype=float), np.asarray(counted, dtype=float)
+            if hits.shape != (len(self.labels),) or counted.shape != hits.shape:
+                raise ValueError(f"paired_bootstrap: {name} counts {hits.shape}, {counted.shape} for "
+                                 f"{len(self.labels)} images")
+            parts = [(counts @ hits, counts @ counted) for counts in self._counts()]
+            top, bottom = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            values = np.divide(top, bottom, out=np.full(len(top), np.nan), where=bottom > 0)
+            result[f"{name}_lo"], result[f"{name}_hi"] = percentile_interval(values, self.confidence)
+        return result
+
+    def _counts(self):
+        """Blocks of the resamples' counts (block x images): counts[b, i] is how often test image i
+        occurs in resample b; the same resamples on every call."""
         rng = np.random.default_rng(self.seed)
-        n = len(scores)
+        n = len(self.labels)
         block = max(1, _BLOCK_ELEMENTS // n)
-        aucs = []
         for start in range(0, self.n_resamples, block):
             rows = min(block, self.n_resamples - start)
             idx = np.stack([rng.integers(0, n, size=n) for _ in range(rows)])
             counts = np.bincount((idx + n * np.arange(rows)[:, None]).ravel(), minlength=rows * n)
-            aucs.append(resampled_macro_auc(counts.reshape(rows, n).astype(np.float32), self.labels, scores))
-        return np.concatenate(aucs)
+            yield counts.reshape(rows, n).astype(np.float32)
+
+    def _resampled(self, scores: np.ndarray) -> np.ndarray:
+        """Macro AUC of `scores` on each resample (the same resamples on every call)."""
+        return np.concatenate([resampled_macro_auc(counts, self.labels, scores) for counts in self._counts()])
 
 
 def paired_bootstrap(task: str, labels, clean_scores, adv_scores, n_resamples: int = 1000,

@@ -15,7 +15,7 @@ from ..design.zoo import MIXED
 from .bootstrap import percentile_interval
 from .findings import PairDraws
 from .plots import _save, _slug, heatmap_figure
-from .tables import attack_settings, markdown_table
+from .tables import attack_settings, markdown_table, setting_label
 
 GROUPS = ("white-box", "same data", "other data", "other architecture")
 
@@ -48,7 +48,7 @@ def defence_table(results: pd.DataFrame, draws_of: dict[str, PairDraws]) -> pd.D
     rows = []
     for domain, attack, eps in attack_settings(results):
         frame, draws = results[results["domain"] == domain], draws_of[domain]
-        setting = (frame["attack"] == attack) & np.isclose(frame["eps"], eps)
+        setting = (setting_label(frame) == attack) & np.isclose(frame["eps"], eps)
         groups = surrogate_groups(frame)
         clean = frame[setting].groupby("target", sort=False)["auc_clean"].mean()
         for target in clean.index:
@@ -82,7 +82,7 @@ def ensemble_table(results: pd.DataFrame, draws_of: dict[str, PairDraws]) -> pd.
     rows = []
     for domain, attack, eps in attack_settings(results):
         frame = results[results["domain"] == domain]
-        setting = (frame["attack"] == attack) & np.isclose(frame["eps"], eps)
+        setting = (setting_label(frame) == attack) & np.isclose(frame["eps"], eps)
         ensembles = frame[setting & (frame["surrogate_members"] != "")][["surrogate", "surrogate_members"]]
         if ensembles.empty:
             continue

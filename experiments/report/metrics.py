@@ -16,12 +16,19 @@ def auc(task: str, labels: torch.Tensor, probs: torch.Tensor) -> float:
     return float(multiclass_auroc(probs, labels.long(), num_classes=probs.shape[1], average="macro"))
 
 
-def attack_success_rate(task: str, labels: torch.Tensor, clean: torch.Tensor, adv: torch.Tensor) -> float:
-    """Fraction of clean-correct decisions (per sample; per sample and label for multilabel) that
-    the attack flips."""
+def asr_counts(task: str, labels: torch.Tensor, clean: torch.Tensor, adv: torch.Tensor) -> dict[str, tuple]:
+    """Per image, the counts behind both attack success rates, as (hits, counted) float64 vectors:
+    `asr_correct` (decisions the attack flips among the clean-correct ones) and `asr_all` (decisions
+    wrong after the attack among all decisions); a decision is one per image, one per image and
+    label for multilabel."""
     truth = labels.long()
     clean_pred, adv_pred = predictions(task, clean), predictions(task, adv)
-    correct = clean_pred == truth
-    if int(correct.sum()) == 0:
-        return float("nan")
-    return float((adv_pred[correct] != truth[correct]).float().mean())
+    correct, wrong = (clean_pred == truth).reshape(len(truth), -1), (adv_pred != truth).reshape(len(truth), -1)
+    return {"asr_correct": ((correct & wrong).sum(1).double(), correct.sum(1).double()),
+            "asr_all": (wrong.sum(1).double(), torch.full((len(truth),), float(wrong.shape[1]), dtype=torch.float64))}
+
+
+def rate(hits: torch.Tensor, counted: torch.Tensor) -> float:
+    """sum(hits) / sum(counted); NaN when nothing is counted."""
+    total = float(counted.sum())
+    return float(hits.sum()) / total if total else float("nan")

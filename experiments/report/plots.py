@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .findings import AT_CHANCE_TAG
-from .tables import attack_settings, check_results, transfer_matrix
+from .tables import attack_settings, check_results, setting_label, transfer_matrix
 
 DPI = 100
 HEATMAP_CMAP = "magma"  # dark = low AUC = strong attack; luminance rises with the value
@@ -90,11 +90,12 @@ def transfer_heatmaps(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 
 def epsilon_figure(results: pd.DataFrame, domain: str) -> Figure:
-    """Adversarial AUC as % of clean against eps per attack (solid), control noise of the same
-    perturbations (dashed); mean over pairs and seeds with a +-1 sd band. One panel for transfer
+    """Adversarial AUC as % of clean against eps per attack as `setting_label` names it (solid), control
+    noise of the same perturbations (dashed); mean over pairs and seeds with a +-1 sd band. One panel for transfer
     pairs and, when present, one for white-box pairs."""
     rows = check_results(results)
     rows = rows[rows["domain"] == domain]
+    rows = rows.assign(attack=setting_label(rows))  # one curve per attacker (an L2 one has its own eps)
     if rows.empty:
         raise ValueError(f"no results for domain={domain}")
     panels = [(name, rows[rows["whitebox"] == wb]) for name, wb in (("transfer (surrogate ≠ target)", False),

@@ -21,7 +21,7 @@ from .findings import Predictions, verdict
 from .plots import _figure, _save, _slug
 from .tables import markdown_table
 
-TRANSFER_ASR = "asr"  # the transfer table's column of attack success over clean-correct images
+TRANSFER_ASR = "asr_correct"  # the transfer table's column of attack success over clean-correct images
 CLEAN_START = "clean"
 DEFAULT_BUDGETS = (10, 100, 1000)
 NORMS = ("linf", "l2")

@@ -9,21 +9,28 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-METRICS = ("auc_clean", "auc_adv", "auc_control", "auc_pct_clean", "control_pct_clean", "asr",
-           "linf", "l2", "ssim", "psnr")
+METRICS = ("auc_clean", "auc_adv", "auc_control", "auc_pct_clean", "control_pct_clean", "asr_correct", "asr_all",
+           "targeted_success", "linf", "l2", "ssim", "psnr")
+# The rates with bootstrap intervals: ASR over clean-correct decisions and over all decisions, and the
+# targeted success rate (NaN for untargeted sets).
+RATES = ("asr_correct", "asr_all", "targeted_success")
 CI_COLUMNS = ("auc_adv_lo", "auc_adv_hi", "auc_drop_lo", "auc_drop_hi",
-              "auc_pct_clean_lo", "auc_pct_clean_hi")
+              "auc_pct_clean_lo", "auc_pct_clean_hi", *(f"{rate}_{end}" for rate in RATES for end in ("lo", "hi")))
+# The attacker of a result row besides `attack` and `eps` (defaults where a results table lacks them).
+THREAT_COLUMNS = {"norm": "linf", "attack_target": "untargeted"}
 REQUIRED_COLUMNS = ("surrogate", "target", "attack", "eps", "auc_clean", "auc_adv", "auc_control",
-                    "auc_pct_clean", "asr", "linf", "l2", "ssim", "psnr", "surrogate_arch", "surrogate_init",
+                    "auc_pct_clean", "asr_correct", "asr_all", "linf", "l2", "ssim", "psnr", "surrogate_arch",
+                    "surrogate_init",
                     "surrogate_dev_set", "target_arch", "target_init", "target_dev_set", "same_arch",
                     "same_init", "same_data", "whitebox", "domain", "seed")
 PAIR_COLUMNS = ("surrogate", "target", "surrogate_arch", "target_arch", "attack")
 
 # Markdown: the metrics shown (CSV has all), their headers and number formats.
-SHOWN = ("auc_clean", "auc_adv", "auc_pct_clean", "control_pct_clean", "asr", "ssim", "psnr")
+SHOWN = ("auc_clean", "auc_adv", "auc_pct_clean", "control_pct_clean", "asr_correct", "asr_all", "ssim", "psnr")
 HEADERS = {
     "auc_clean": "AUC clean", "auc_adv": "AUC adv", "auc_control": "AUC ctrl",
-    "auc_pct_clean": "adv % clean", "control_pct_clean": "ctrl % clean", "asr": "ASR", "linf": "Linf",
+    "auc_pct_clean": "adv % clean", "control_pct_clean": "ctrl % clean", "asr_correct": "ASR (correct)",
+    "asr_all": "ASR (all)", "targeted_success": "targeted success", "linf": "Linf",
     "l2": "L2", "ssim": "SSIM", "psnr": "PSNR dB", "eps": "eps", "whitebox": "white-box",
     "surrogate_init": "surr. init", "target_init": "target init", "surrogate_dev_set": "surr. data",
     "target_dev_set": "target data", "same_arch": "same arch", "surrogate_arch": "surr. arch",
@@ -31,7 +38,8 @@ HEADERS = {
     "n_pairs": "pairs", "n_seeds": "seeds", "auc_adv_ci": "AUC adv 95% CI", "auc_drop_ci": "AUC drop 95% CI",
 }
 FORMATS = {"auc_clean": "{:.3f}", "auc_adv": "{:.3f}", "auc_control": "{:.3f}", "auc_pct_clean": "{:.1f}",
-           "control_pct_clean": "{:.1f}", "asr": "{:.3f}", "linf": "{:.4f}", "l2": "{:.3f}", "ssim": "{:.4f}",
+           "control_pct_clean": "{:.1f}", "asr_correct": "{:.3f}",
+           "asr_all": "{:.3f}", "targeted_success": "{:.3f}", "linf": "{:.4f}", "l2": "{:.3f}", "ssim": "{:.4f}",
            "psnr": "{:.1f}", "auc_drop": "{:.3f}", "eps": "{:g}"}
 
 
@@ -72,15 +80,37 @@ PAPER_TABLES = (
 
 
 def check_results(results: pd.DataFrame) -> pd.DataFrame:
-    """The results with the derived `control_pct_clean` column; a clear error for missing columns or
-    non-boolean flags."""
+    """The results with the derived `control_pct_clean` column (and `targeted_success` NaN where a table
+    predates it); a clear error for missing columns or non-boolean flags."""
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
     if missing:
         raise ValueError(f"results table lacks columns: {', '.join(missing)}")
     for column in ("same_arch", "same_init", "same_data", "whitebox"):
         if not pd.api.types.is_bool_dtype(results[column]):
             raise ValueError(f"results column {column} must be boolean, got dtype {results[column].dtype}")
+    if "targeted_success" not in results:
+        results = results.assign(targeted_success=np.nan)
     return results.assign(control_pct_clean=100.0 * results["auc_control"] / results["auc_clean"])
+
+
+def setting_label(results: pd.DataFrame) -> pd.Series:
+    """Each row's attack as the report names it: the attack's name, then `/l2` for an L2 budget and
+    `/<target>` for a targeted attack (`pgd/l2/least_likely`), so no table mixes attackers."""
+    label = results["attack"].astype(str)
+    for column, default in THREAT_COLUMNS.items():
+        if column in results:
+            values = results[column].fillna(default).astype(str)
+            label = label.where(values == default, label + "/" + values)
+    return label
+
+
+def paper_attacker(results: pd.DataFrame) -> pd.Series:
+    """The rows of the paper's attacker: untargeted, L-inf (every row of a table without the columns)."""
+    keep = pd.Series(True, index=results.index)
+    for column, default in THREAT_COLUMNS.items():
+        if column in results:
+            keep &= results[column].fillna(default).astype(str) == default
+    return keep
 
 
 def aggregate_seeds(per_seed: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -123,7 +153,9 @@ def manuscript_table(results: pd.DataFrame, table: PaperTable) -> pd.DataFrame:
 
 def plain_pairs(results: pd.DataFrame) -> pd.DataFrame:
     """The rows whose surrogate and target are plain trained models (no defence, no adversarial
-    training, no ensemble): the paper's tables and findings are about these."""
+    training, no ensemble) under the paper's attacker (untargeted, L-inf): the paper's tables and
+    findings are about these."""
+    results = results[paper_attacker(results)]
     if "target_hardening" not in results:
         return results
     return results[(results["target_hardening"] == "none") & (results["surrogate_hardening"] == "none")
@@ -157,10 +189,10 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 def transfer_matrix(results: pd.DataFrame, domain: str, attack: str, eps: float,
                     metric: str = "auc_pct_clean") -> pd.DataFrame:
-    """Surrogates (rows) x targets (columns) of one attack setting, `metric` averaged over seeds;
-    models in order of first appearance, NaN where a pair was not run."""
+    """Surrogates (rows) x targets (columns) of one attack setting (`attack` as `setting_label` names
+    it), `metric` averaged over seeds; models in order of first appearance, NaN where a pair was not run."""
     rows = check_results(results)
-    rows = rows[(rows["domain"] == domain) & (rows["attack"] == attack) & np.isclose(rows["eps"], eps)]
+    rows = rows[(rows["domain"] == domain) & (setting_label(rows) == attack) & np.isclose(rows["eps"], eps)]
     if rows.empty:
         raise ValueError(f"no results for domain={domain} attack={attack} eps={eps}")
     matrix = rows.pivot_table(index="surrogate", columns="target", values=metric, aggfunc="mean", sort=False)
@@ -168,8 +200,8 @@ def transfer_matrix(results: pd.DataFrame, domain: str, attack: str, eps: float,
 
 
 def attack_settings(results: pd.DataFrame) -> list[tuple[str, str, float]]:
-    """The (domain, attack, eps) settings in the results, sorted."""
-    settings = results[["domain", "attack", "eps"]].drop_duplicates()
+    """The (domain, attack, eps) settings in the results, sorted (attacks as `setting_label` names them)."""
+    settings = results[["domain", "attack", "eps"]].assign(attack=setting_label(results)).drop_duplicates()
     settings = settings.sort_values(["domain", "attack", "eps"])
     return [(d, a, float(e)) for d, a, e in settings.itertuples(index=False)]
 

@@ -30,7 +30,8 @@ from experiments.study import run_study
 REPO = Path(__file__).resolve().parents[2]
 OVERRIDES = ["train.max_epochs=1", "bootstrap_resamples=50"]
 CONTRACT = {"input": {"size": 16, "channels": 3}, "output": {"kind": "logits"}}
-AGREEING = ["auc_clean", "auc_adv", "auc_control", "auc_pct_clean", "asr", "auc_adv_lo", "auc_adv_hi"]
+AGREEING = ["auc_clean", "auc_adv", "auc_control", "auc_pct_clean", "asr_correct", "asr_all", "auc_adv_lo",
+            "auc_adv_hi"]
 
 
 def free_port() -> int:

@@ -35,7 +35,8 @@ def results_frame(surrogates, targets, attacks=("fgsm", "ifgsm"), eps=(0.01,), s
                         rows.append({
                             "surrogate": sur, "target": tgt, "attack": attack, "eps": e,
                             "auc_clean": clean, "auc_adv": adv, "auc_control": ctrl,
-                            "auc_pct_clean": 100 * adv / clean, "asr": rng.uniform(), "linf": e,
+                            "auc_pct_clean": 100 * adv / clean, "asr_correct": rng.uniform(),
+                            "asr_all": rng.uniform(), "linf": e,
                             "l2": rng.uniform(), "ssim": rng.uniform(0.9, 1), "psnr": rng.uniform(30, 40),
                             "craft_seconds": 1.0, "eval_seconds": 1.0,
                             "surrogate_arch": sa, "surrogate_init": si, "surrogate_dev_set": sd,

@@ -39,7 +39,7 @@ def test_mlflow_parent_child_structure(smoke_study):
         row = table[(table.surrogate == p["surrogate.name"]) & (table.target == p["target.name"])
                     & (table.attack == p["attack.name"]) & (table.eps == float(p["attack.eps"]))]
         assert len(row) == 1
-        for key in ("auc_clean", "auc_adv", "auc_control", "asr", "linf"):
+        for key in ("auc_clean", "auc_adv", "auc_control", "asr_correct", "asr_all", "linf"):
             assert m[key] == pytest.approx(float(row[key].iloc[0]), nan_ok=True)
         assert p["seed"] == "0" and p["data.domain"] == "pathology"
         assert tags["same_data"] == str(p["surrogate.dev_set"] == p["target.dev_set"]).lower()
@@ -62,7 +62,8 @@ def test_logged_aucs_match_sklearn_on_logged_predictions(smoke_study, tmp_path):
             assert m[f"auc_{kind}"] == pytest.approx(roc_auc_score(pred.label, pred[kind]), abs=1e-6)
         correct = (pred.clean >= 0.5).astype(int) == pred.label
         flipped = (pred.adv[correct] >= 0.5).astype(int) != pred.label[correct]
-        assert m["asr"] == pytest.approx(flipped.mean(), abs=1e-6)
+        assert m["asr_correct"] == pytest.approx(flipped.mean(), abs=1e-6)
+        assert m["asr_all"] == pytest.approx(((pred.adv >= 0.5).astype(int) != pred.label).mean(), abs=1e-6)
 
 
 def test_whitebox_attack_hurts_more_than_control_noise(smoke_study):

@@ -436,4 +436,5 @@ def pair_metrics(uri: str) -> dict:
 
     client = MlflowClient(uri)
     [pair] = client.search_runs([client.get_experiment_by_name("smoke").experiment_id], "tags.kind = 'pair'")
-    return {key: pair.data.metrics[key] for key in ("auc_clean", "auc_adv", "auc_control", "asr", "queries")}
+    keys = ("auc_clean", "auc_adv", "auc_control", "asr_correct", "asr_all", "queries")
+    return {key: pair.data.metrics[key] for key in keys}
