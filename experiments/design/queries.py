@@ -10,6 +10,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from .external import NON_DIFFERENTIABLE, is_external
+from .identity import attack_grid
 
 QUERY_ATTACKS = ("square",)  # torchattacks.Square: random search on the target's scores
 NORMS = ("linf", "l2")
@@ -27,6 +28,13 @@ def query_settings(cfg: DictConfig) -> list[dict]:
     return [{"name": str(q.name), "norm": str(q.norm), "eps": float(eps), "max_queries": int(q.max_queries),
              "budgets": sorted({int(b) for b in q.budgets}), "starts": list(dict.fromkeys(map(str, q.start_from)))}
             for q in cfg.queries for eps in q.eps]
+
+
+def start_setting(cfg: DictConfig, eps: float) -> dict:
+    """The complete attack setting of the transfer sets that start a query attack at `eps`: the
+    study's first `attacks` entry at that eps, as `identity.attack_grid` names it (so it is that
+    set, whenever a pair reads it too)."""
+    return next(s for s in attack_grid(cfg)[:len(cfg.attacks[0].eps)] if s["eps"] == float(eps))
 
 
 def query_problem(cfg: DictConfig, zoo: list[dict]) -> str | None:

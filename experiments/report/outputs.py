@@ -35,7 +35,7 @@ def with_factors(table: pd.DataFrame, zoo: dict, domain: str) -> pd.DataFrame:
 
 
 def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, manifest: pd.DataFrame,
-                 tracking_uri: str, n_resamples: int, seed: int) -> str:
+                 tracking_uri: str, n_resamples: int, seed: int, queries: pd.DataFrame = pd.DataFrame()) -> str:
     """A domain study's report under `out_dir`, every file of it logged to the active MLflow run (the
     study's parent run): result CSV/Markdown, paper tables, heatmaps, epsilon curves, an example grid,
     the split manifest, the findings and defences sections (from each pair run's predictions, read
