@@ -10,7 +10,8 @@ positions, so the oracle knows which image each queried row is. For each queried
 - scores it through the target's forward (the contract path of scoring) and decides as the study
   does (`lightning_modules.tasks.predictions`: threshold 0.5 of the positive score, arg-max);
 - counts one query for that image, and records its first success (the decision no longer equals
-  the label) with the image that achieved it.
+  the label) with the image that achieved it; an image asked for before (a step of Square that
+  changed nothing) is answered from memory, neither sent nor counted.
 
 The margin given to Square is positive exactly while the study's decision is still correct (its
 size: the distance of the logits from the decision boundary), so Square stops querying an image at
@@ -19,6 +20,7 @@ is left as it was), so a rerun queries the same images in the same order.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
@@ -84,20 +86,29 @@ class Oracle(nn.Module):
         # torchattacks reads the device from the model's first parameter; an endpoint's module has none
         self.device_marker = nn.Parameter(torch.empty(0, device=clean.device), requires_grad=False)
         self.queries = torch.zeros(len(clean), dtype=torch.long, device=clean.device)
+        self.asked: list[dict[bytes, torch.Tensor]] = [{} for _ in range(len(clean))]  # per image: digest -> margin
         self.success = torch.zeros(len(clean), dtype=torch.bool, device=clean.device)
         self.adversarial = clean.clone()
 
     def margins(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Query the target on `images` (image `index[j]` in row j); their decision margins."""
+        """Query the target on `images` (image `index[j]` in row j); their decision margins. A row
+        that repeats an image already asked for that image (Square's step can leave it unchanged) is
+        answered from memory: not sent, not counted."""
         index = index.reshape(-1).long()
         seen = project(images.reshape(len(index), *self.clean.shape[1:]), self.clean[index], self.eps, self.norm)
-        with torch.no_grad():
-            margin = decision_margin(self.task, self.target(seen), self.labels[index])
-        self.queries[index] += 1
-        first = (margin <= 0) & ~self.success[index]
-        self.success[index[first]] = True
-        self.adversarial[index[first]] = seen[first]
-        return margin
+        digests = [hashlib.sha256(row.cpu().numpy().tobytes()).digest() for row in seen]
+        new = [j for j, (i, d) in enumerate(zip(index.tolist(), digests)) if d not in self.asked[i]]
+        if new:
+            rows = torch.tensor(new, device=index.device)
+            with torch.no_grad():
+                answers = decision_margin(self.task, self.target(seen[rows]), self.labels[index[rows]])
+            for j, answer in zip(new, answers):
+                self.asked[int(index[j])][digests[j]] = answer
+            self.queries[index[rows]] += 1
+            first = (answers <= 0) & ~self.success[index[rows]]
+            self.success[index[rows][first]] = True
+            self.adversarial[index[rows][first]] = seen[rows][first]
+        return torch.stack([self.asked[int(i)][d] for i, d in zip(index, digests)])
 
 
 class OracleSquare(torchattacks.Square):
@@ -115,8 +126,9 @@ class OracleSquare(torchattacks.Square):
 
 @dataclass
 class QueryResult:
-    """Per image of a piece: target queries spent (until the first success, else all it was given),
-    whether it was fooled, and the image that fooled it (else its start)."""
+    """Per image of a piece: target queries spent (until the first success; at most the budget, less
+    when some of Square's steps repeated an image), whether it was fooled, and the image that fooled
+    it (else its start)."""
     queries: torch.Tensor
     success: torch.Tensor
     adversarial: torch.Tensor

@@ -88,10 +88,12 @@ def attack(work, job: QueryJob) -> pd.DataFrame:
     module = QueryModule(target.module, work.test.task, job.setting, job.target.seed, job.start is not None)
     spent, fooled = work.predictor.queries(module, QueryBatches(work.test_batches, correct, starts))
     setting = job.setting
+    # the contract's count: queries to the first success; the whole budget for an image never fooled
+    counted_queries = torch.where(fooled, spent, torch.where(correct, setting["max_queries"], 0))
     rows = pd.DataFrame({"target": job.target.name, "start": job.start_name, "attack": setting["name"],
                          "norm": setting["norm"], "eps": setting["eps"], "max_queries": setting["max_queries"],
                          "image": range(len(labels)), "label": labels.long().reshape(len(labels), -1)[:, 0].numpy(),
-                         "clean_correct": correct.numpy(), "queries": spent.long().numpy(),
+                         "clean_correct": correct.numpy(), "queries": counted_queries.long().numpy(),
                          "success": fooled.numpy()}, columns=QUERY_COLUMNS)
     sent = counted() - before if before is not None else int(spent.sum())
     metrics = {**{f"success_at_{b}": success_at(rows, b) for b in setting["budgets"]}, "queries": sent,
