@@ -71,7 +71,8 @@ def _start_problem(cfg: DictConfig, entries: dict, query, start: str) -> str | N
         return f"unknown surrogate {start!r}; valid: {CLEAN}, {', '.join(entries)}"
     entry = entries[start]
     if is_external(entry) and entry["external"]["format"] in NON_DIFFERENTIABLE:
-        return f"{start!r} is an external {entry['external']['format']} model, which gives no gradients (no transfer set)"
+        return (f"{start!r} is an external {entry['external']['format']} model, which gives no gradients "
+                "(no transfer set)")
     if not cfg.attacks:
         return f"{start!r}: the study has no `attacks` entry whose transfer set could start the search"
     first = cfg.attacks[0]

@@ -121,7 +121,8 @@ class Scheduler:
                 job = None
                 if start != CLEAN:
                     attack = start_setting(cfg, setting["eps"])
-                    key = set_key(network(start, seed), attack, seed, cfg.crafting.precision, cfg.crafting.channels_last)
+                    key = set_key(network(start, seed), attack, seed, cfg.crafting.precision,
+                                  cfg.crafting.channels_last)
                     job = sets.setdefault(key, SetJob(model(start, seed), attack, key))
                 for target in dict.fromkeys(t for _, t in pairs):
                     queries.append(QueryJob(setting, model(target, seed), job, start, query_key(

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,7 +115,8 @@ def test_square_on_a_served_model_counts_every_query_and_a_killed_run_resumes_wi
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke").experiment_id
     runs = client.search_runs([experiment], "tags.kind = 'query'")
-    assert sorted(r.data.tags["start"] for r in runs) == ["b", "clean"] and {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.tags["start"] for r in runs) == ["b", "clean"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
     [study] = client.search_runs([experiment], "tags.kind = 'study'")
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {study.info.run_id}
     [pair] = client.search_runs([experiment], "tags.kind = 'pair'")
