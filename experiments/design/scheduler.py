@@ -154,11 +154,10 @@ class Scheduler:
 
     def set_jobs(self) -> list[SetJob]:
         """The sets of the pairs, then the start sets of query attacks that no pair reads."""
-        sets = {group.set.key: group.set for group in self.groups}
-        for query in self.queries:
-            if query.start is not None:
-                sets.setdefault(query.start.key, query.start)
-        return list(sets.values())
+        sets = [group.set for group in self.groups]
+        keys = {job.key for job in sets}
+        starts = {q.start.key: q.start for q in self.queries if q.start is not None and q.start.key not in keys}
+        return sets + list(starts.values())
 
     def pair_jobs(self) -> list[PairJob]:
         return [pair for group in self.groups for pair in group.pairs]
