@@ -182,3 +182,23 @@ def test_query_runs_are_scheduled_per_setting_start_and_target_and_named_by_what
         del without["queries"]
     assert study_key(cfg) == study_key(without)
     assert study_key(smoke(base[-1], QUERIES)) != study_key(smoke(base[-1]))
+
+
+@pytest.mark.slow  # Ray's start-up and a study on each executor: about 70 s here
+def test_ray_runs_the_query_runs_in_its_workers_and_the_local_executor_reads_them_back(tmp_path):
+    pytest.importorskip("ray")
+    from experiments.design.config import load_config
+    from experiments.study import run_study
+
+    overrides = [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"output_dir={tmp_path}", "train.max_epochs=1",
+                 "bootstrap_resamples=0", "attacks=[{name: fgsm, eps: [0.03]}]", "targets=[a]", "surrogates=[b]",
+                 QUERIES.replace(f"max_queries: {MAX_QUERIES}", "max_queries: 10").replace("[1, 5, 20]", "[1, 10]")]
+    run_study(load_config(preset_path("smoke"), [*overrides, "executor=ray", "ray.cpus_per_task=1"]))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke").experiment_id
+    runs = client.search_runs([experiment], "tags.kind = 'query'")
+    assert sorted(r.data.tags["start"] for r in runs) == ["b", "clean"]
+    assert all(int(r.data.tags["worker"].rpartition(":")[2]) != os.getpid() for r in runs)  # in Ray's workers
+    run_study(load_config(preset_path("smoke"), overrides))
+    again = client.search_runs([experiment], "tags.kind = 'query'")
+    assert {r.info.run_id for r in again} == {r.info.run_id for r in runs}
