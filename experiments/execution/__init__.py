@@ -2,8 +2,8 @@
 
 Owns the executors (`local`: this process; `ray`: a pool of Ray actors), the per-piece work they
 share (`work.StudyWork`: train or read back a model, craft a set, evaluate or read back a pair),
-query attacks (`queries`), training, prediction through Lightning (`predicting`), the device group of a multi-device run
-(`devices`, `follower`) and the measurements of a pair (`evaluation`). May import `design`,
+query attacks (`queries`), training, prediction through Lightning (`predicting`), the device group
+of a multi-device run (`devices`, `follower`) and the measurements of a pair (`evaluation`). May import `design`,
 `store`, `report` and the library packages; never `preflight` or the study.
 """
 from __future__ import annotations
