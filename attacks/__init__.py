@@ -1,5 +1,6 @@
 """Adversarial crafting over torchattacks for every task layout, noise baselines, ensembles, sets
-crafted as a model's predictions, the adversarial-set cache and perturbation metrics."""
+crafted as a model's predictions, the adversarial-set cache, perturbation metrics and score-only
+query attacks (`attacks.queries`)."""
 from .batching import RNG_PIECE, CraftingBatch
 from .cache import AdversarialSetCache
 from .craft import craft, quantize_8bit

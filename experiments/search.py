@@ -10,6 +10,8 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from attacks.registry import THREAT_DEFAULTS
+
 from .design.locations import default_tracking_uri
 from .execution.work import stored_row
 from .report.findings import AT_CHANCE_TAG
@@ -96,7 +98,9 @@ def row_of(run: Run) -> dict:
     """A pair run's result row, as the study's executor builds it (`work.group_rows`)."""
     params = run.data.params
     return {"seed": int(params["seed"]), "surrogate": params["surrogate.name"], "target": params["target.name"],
-            "attack": params["attack.name"], "eps": float(params["attack.eps"]), **stored_row(run)}
+            "attack": params["attack.name"], "eps": float(params["attack.eps"]),
+            "norm": params.get("attack.norm", THREAT_DEFAULTS["norm"]),
+            "attack_target": params.get("attack.target", str(THREAT_DEFAULTS["target"])), **stored_row(run)}
 
 
 def zoo_entry(params: dict, role: str) -> dict:

@@ -93,7 +93,9 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group
         mlflow.set_tags({"git_sha": code(), "domain": cfg.data.domain})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         mlflow.log_input(work.test_input, context="evaluation")
-        rows = executor(cfg.executor, work).rows(scheduler.groups)
+        doer = executor(cfg.executor, work)
+        rows = doer.rows(scheduler.groups)
+        queries = doer.query_rows(scheduler.queries)  # the query attacks' per-image rows (docs/protocol.md)
         table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), scheduler.zoo, cfg.data.domain)
         table.attrs["ui"] = ui_hint(uri, bool(cfg.tracking.uri), experiment_id, store.parent_id, cfg.data.domain)
         if shard == (0, 1):
@@ -101,7 +103,7 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group
             report = output_dir / cfg.name / "report"
             with report_lock(cfg), writing(report, "the report"):
                 table.attrs["summary"] = write_report(table, report, examples, data.manifest, uri,
-                                                      cfg.bootstrap_resamples, cfg.seed)
+                                                      cfg.bootstrap_resamples, cfg.seed, queries=queries)
     return table
 
 

@@ -24,14 +24,14 @@ from lightning_modules.defences import defence_params
 from lightning_modules.model import INITS
 
 from .data_keys import data_key_problem
-from .external import is_external
+from .external import NON_DIFFERENTIABLE, is_external
+from .queries import query_problem
 from .locations import CONFIG_DIR, location_problem
 from .resources import MULTI_PROCESS_STRATEGIES, world_size
 from .value_ranges import range_problem
 from .zoo import PAIR_MODES, expand_zoo, is_ensemble
 
 EXECUTORS = ("local", "ray")
-NON_DIFFERENTIABLE = ("onnx", "http")  # external formats that can only be targets
 
 
 @dataclass
@@ -75,6 +75,17 @@ class AttackConfig:
     params: dict[str, Any] = field(default_factory=dict)
     target: str = "untargeted"  # least_likely, random, or a class (finding) by index or data.labels name
     norm: str = "linf"  # l2: fgsm, ifgsm and pgd (eps and alpha are then L2 lengths)
+
+
+@dataclass
+class QueryConfig:
+    """A score-only query attack on every target (docs/protocol.md, "Query attacks")."""
+    name: str = "square"  # torchattacks.Square
+    eps: list[float] = field(default_factory=lambda: [0.03])  # each in `norm`
+    norm: str = "linf"  # linf or l2
+    max_queries: int = 1000  # per-image budget of target queries
+    budgets: list[int] = field(default_factory=lambda: [10, 100, 1000])  # success reported at (<= max_queries)
+    start_from: list[str] = field(default_factory=lambda: ["clean"])  # clean and/or surrogates' transfer sets
 
 
 @dataclass
@@ -134,6 +145,7 @@ class StudyConfig:
     designs: list[DesignConfig] = field(default_factory=list)  # when given: the union of their grids
     pairs: str = "all"
     attacks: list[AttackConfig] = field(default_factory=lambda: [AttackConfig()])
+    queries: list[QueryConfig] = field(default_factory=list)  # score-only query attacks on every target
     crafting: CraftingConfig = field(default_factory=CraftingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -242,6 +254,9 @@ def validate(cfg: DictConfig) -> None:
             if key.endswith("surrogates") and external and external["format"] in NON_DIFFERENTIABLE:
                 raise ConfigError(f"{key}: {name!r} is an external {external['format']} model, which gives no "
                                   "gradients: it can only be a target")
+    problem = query_problem(cfg, zoo)
+    if problem:
+        raise ConfigError(problem)
     for key, valid in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in valid:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 FORMATS = ("export", "onnx", "mlflow", "http")
 DIFFERENTIABLE = ("export",)  # an `mlflow` model is when it has a pt2 PyTorch flavour (seen when loaded)
+NON_DIFFERENTIABLE = ("onnx", "http")  # formats that can only be targets
 OUTPUT_KINDS = ("logits", "probabilities")
 DEVICES = ("cpu", "cuda")
 # Keys of an entry and their defaults; `fingerprint` is set by the run (the probe's digest), never by hand.

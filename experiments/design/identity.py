@@ -216,6 +216,15 @@ def pair_key(cfg: DictConfig, set_key_: str, target_network: str) -> str:
     return digest({"set": set_key_, "target": target_network, **{key: cfg[key] for key in PAIR_CONFIG_KEYS}})
 
 
+def query_key(cfg: DictConfig, target_network: str, start: str, setting: dict) -> str:
+    """Identity of a query attack on one target: the target network, the start (`clean` or the start
+    set's `set_key`), the complete query setting without its other starts (name, norm, eps,
+    max_queries, budgets), the seed of its random draws, the test data and the code version."""
+    attack = {k: v for k, v in setting.items() if k != "starts"}
+    return digest({"target": target_network, "start": start, "attack": attack, "seed": int(cfg.seed),
+                   "data": data_identity(cfg), "code": code()})
+
+
 def study_key(cfg: DictConfig) -> str:
     """Identity of a study (its parent run): the resolved config without speed options, locations
     and execution keys, its attacks as `attack_grid` names them, and the code version."""
@@ -224,4 +233,6 @@ def study_key(cfg: DictConfig) -> str:
                 if name not in LOCATIONS + EXECUTION}
     resolved["data"] = data_identity(cfg)
     resolved["attacks"] = attack_grid(cfg)
+    if not resolved.get("queries"):  # a study without query attacks keeps the identity it had before them
+        resolved.pop("queries", None)
     return digest({"config": resolved, "code": code()})

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from .external import is_external
-from .identity import attack_grid, model_key, network_key, pair_key, set_key
+from .identity import attack_grid, model_key, network_key, pair_key, query_key, set_key
+from .queries import CLEAN, query_settings, start_setting
 from .zoo import default_surrogate, expand_zoo, is_ensemble, select_pairs
 
 
@@ -44,6 +45,22 @@ class PairJob:
     set: SetJob
     target: ModelJob
     key: str
+
+
+@dataclass(eq=False)
+class QueryJob:
+    """Query-attack one target with one query setting from one start (after the target's `ModelJob`
+    and, from a transfer set, the start's `SetJob`)."""
+    setting: dict  # the complete query setting (design.queries.query_settings)
+    target: ModelJob
+    start: SetJob | None  # None: from the clean images
+    start_name: str  # "clean" or the surrogate's name
+    key: str
+
+    @property
+    def models(self) -> list[ModelJob]:
+        """The models it needs: its target, and the surrogate of its start set."""
+        return [self.target, *([self.start.surrogate] if self.start is not None else [])]
 
 
 @dataclass(eq=False)
@@ -97,6 +114,20 @@ class Scheduler:
                                                  for t in targets]))
         index, count = shard
         self.groups: list[SetGroup] = groups[index::count]
+        sets = {group.set.key: group.set for group in groups}
+        queries, seed = [], self.seeds[0]  # query attacks run at the study's first seed
+        for setting in query_settings(cfg):
+            for start in setting["starts"]:
+                job = None
+                if start != CLEAN:
+                    attack = start_setting(cfg, setting["eps"])
+                    key = set_key(network(start, seed), attack, seed, cfg.crafting.precision,
+                                  cfg.crafting.channels_last)
+                    job = sets.setdefault(key, SetJob(model(start, seed), attack, key))
+                for target in dict.fromkeys(t for _, t in pairs):
+                    queries.append(QueryJob(setting, model(target, seed), job, start, query_key(
+                        seeded[seed], network(target, seed), job.key if job else CLEAN, setting)))
+        self.queries: list[QueryJob] = queries[index::count]
 
     def seeded(self, seed: int) -> DictConfig:
         """The study config at one of its seeds."""
@@ -110,8 +141,9 @@ class Scheduler:
         """Every trained model some set or pair of this shard needs, each training identity once
         (ensembles stand for their members; a defended model and its twin are one training;
         external models are not trained)."""
-        jobs = [job for group in self.groups for job in (group.set.surrogate, *(p.target for p in group.pairs))
-                if not is_external(self.zoo[job.name])]
+        jobs = [job for group in self.groups for job in (group.set.surrogate, *(p.target for p in group.pairs))]
+        jobs += [job for query in self.queries for job in query.models]
+        jobs = [job for job in jobs if not is_external(self.zoo[job.name])]
         trainings: dict[str, ModelJob] = {}
         for job in jobs:
             for member in self.members(job):
@@ -121,7 +153,11 @@ class Scheduler:
         return list(trainings.values())
 
     def set_jobs(self) -> list[SetJob]:
-        return [group.set for group in self.groups]
+        """The sets of the pairs, then the start sets of query attacks that no pair reads."""
+        sets = [group.set for group in self.groups]
+        keys = {job.key for job in sets}
+        starts = {q.start.key: q.start for q in self.queries if q.start is not None and q.start.key not in keys}
+        return sets + list(starts.values())
 
     def pair_jobs(self) -> list[PairJob]:
         return [pair for group in self.groups for pair in group.pairs]

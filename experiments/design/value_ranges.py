@@ -38,6 +38,8 @@ RANGES = {
     "crafting.batch_size": _at_least(0),
     "train.max_epochs": _at_least(1), "train.patience": _at_least(0),
     "train.lr": (lambda v: 0 < v < math.inf, "must be above 0"), "train.weight_decay": _at_least(0),
+    "queries[].eps[]": (lambda v: 0 < v < math.inf, "must be above 0"), "queries[].max_queries": _at_least(1),
+    "queries[].budgets[]": _at_least(1),
 }
 
 
@@ -47,8 +49,10 @@ def _values(cfg: DictConfig, key: str) -> list[tuple[str, object]]:
         return [(key, OmegaConf.select(cfg, key))]
     head, _, rest = key.partition("[]")
     items = OmegaConf.select(cfg, head) or []
-    return [(f"{head}[{i}]{rest}", OmegaConf.select(item, rest.lstrip(".")) if rest else item)
-            for i, item in enumerate(items)]
+    if not rest:
+        return [(f"{head}[{i}]", item) for i, item in enumerate(items)]
+    return [(f"{head}[{i}].{shown}", value) for i, item in enumerate(items)
+            for shown, value in _values(item, rest.lstrip("."))]
 
 
 def range_problem(cfg: DictConfig) -> str | None:

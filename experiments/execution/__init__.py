@@ -2,8 +2,8 @@
 
 Owns the executors (`local`: this process; `ray`: a pool of Ray actors), the per-piece work they
 share (`work.StudyWork`: train or read back a model, craft a set, evaluate or read back a pair),
-training, prediction through Lightning (`predicting`), the device group of a multi-device run
-(`devices`, `follower`) and the measurements of a pair (`evaluation`). May import `design`,
+query attacks (`queries`), training, prediction through Lightning (`predicting`), the device group
+of a multi-device run (`devices`, `follower`) and the measurements of a pair (`evaluation`). May import `design`,
 `store`, `report` and the library packages; never `preflight` or the study.
 """
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Protocol
 
-from ..design.scheduler import SetGroup
+import pandas as pd
+
+from ..design.scheduler import QueryJob, SetGroup
 from .devices import DeviceGroup
 from .work import StudyWork, WorkSpec, located, read_data
 
@@ -26,6 +28,8 @@ class Executor(Protocol):
     def __init__(self, work: StudyWork): ...
 
     def rows(self, groups: list[SetGroup]) -> list[dict]: ...
+
+    def query_rows(self, queries: list[QueryJob]) -> pd.DataFrame: ...
 
 
 def executor(name: str, work: StudyWork) -> Executor:

@@ -5,8 +5,11 @@ each target evaluated and logged (`work.StudyWork`).
 """
 from __future__ import annotations
 
+import pandas as pd
+
 from ..console import stage_bar
-from ..design.scheduler import SetGroup
+from ..design.scheduler import QueryJob, SetGroup
+from .queries import QUERY_COLUMNS, query_rows
 from .work import StudyWork, group_rows
 
 
@@ -19,6 +22,12 @@ class LocalExecutor:
     def rows(self, groups: list[SetGroup]) -> list[dict]:
         with stage_bar(groups, "evaluating", unit="set") as bar:  # own line on errors
             return [row for group in bar for row in self.group_rows(group)]
+
+    def query_rows(self, queries: list[QueryJob]) -> pd.DataFrame:
+        """The query runs' rows (read back, or attacked and logged), in the scheduler's order."""
+        with stage_bar(queries, "querying", unit="run") as bar:
+            frames = [query_rows(self.work, job) for job in bar]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=QUERY_COLUMNS)
 
     def group_rows(self, group: SetGroup) -> list[dict]:
         rows, pending = self.work.stored(group)

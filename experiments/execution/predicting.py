@@ -103,6 +103,16 @@ class Predictor:
         self._run(module, batches, sink)
         return torch.cat(adversarial), torch.cat(control)
 
+    def queries(self, module: pl.LightningModule, batches: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """A query attack's (`attacks.queries.QueryModule`) per-image queries and successes, in order."""
+        spent, fooled = [], []
+
+        def sink(batch_id: int, queries: torch.Tensor, success: torch.Tensor) -> None:
+            spent.append(queries)
+            fooled.append(success)
+        self._run(module, batches, sink)
+        return torch.cat(spent), torch.cat(fooled)
+
     def adversarial_set(self, surrogate: torch.nn.Module, batches: Dataset, setting: dict, seed: int, task: str,
               write: Callable[..., None], label: str, label_names: list[str] | None = None) -> None:
         """Craft the set on `surrogate` (a classifier, or a plain model such as an ensemble, which the

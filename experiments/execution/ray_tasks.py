@@ -19,12 +19,14 @@ from __future__ import annotations
 import signal
 from collections import deque
 
+import pandas as pd
 import ray
 import torch
 
 from ..console import stage_bar
-from ..design.scheduler import ModelJob, PairJob, SetGroup, SetJob
+from ..design.scheduler import ModelJob, PairJob, QueryJob, SetGroup, SetJob
 from .devices import DeviceGroup
+from .queries import QUERY_COLUMNS, query_rows
 from .ray_cluster import connect
 from .work import StudyWork, WorkSpec, group_rows, read_data
 
@@ -59,6 +61,10 @@ class StudyWorker:
         """Evaluate and log a pair (or read back the run an earlier attempt finished); its row's numbers."""
         return self.work.evaluate(pair, shared)
 
+    def query(self, job: QueryJob) -> pd.DataFrame:
+        """Run and log a query attack (or read back the run an earlier attempt finished); its rows."""
+        return query_rows(self.work, job)
+
 
 class RayExecutor:
     """Does a `StudyWork`'s groups on Ray actors (`rows`: their result rows, in order); Ray is started
@@ -75,6 +81,19 @@ class RayExecutor:
             if started:
                 ray.shutdown()
 
+    def query_rows(self, queries: list[QueryJob]) -> pd.DataFrame:
+        """The query runs' rows, each run a piece of work after its target's training and its start set."""
+        frames = []
+        if queries:
+            started = connect(self.work.cfg.ray)
+            try:
+                done = Pool(self.work, [], queries).run_all()
+            finally:
+                if started:
+                    ray.shutdown()
+            frames = [done["query", job] for job in queries]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=QUERY_COLUMNS)
+
     def _rows(self, groups: list[SetGroup]) -> list[dict]:
         rows, todo = {}, []
         for group in groups:
@@ -88,18 +107,27 @@ class RayExecutor:
 
 
 class Pool:
-    """The pieces of work of `groups` handed to idle actors in dependency order."""
+    """The pieces of work of `groups` (and of query attacks, `queries`) handed to idle actors in
+    dependency order."""
 
-    def __init__(self, work: StudyWork, groups: list[SetGroup]):
-        self.work, self.groups = work, groups
-        needed = (job for group in groups for job in (group.set.surrogate, *(p.target for p in group.pairs)))
+    def __init__(self, work: StudyWork, groups: list[SetGroup], queries: list[QueryJob] = ()):
+        self.work, self.groups, self.queries = work, groups, list(queries)
+        needed = [job for group in groups for job in (group.set.surrogate, *(p.target for p in group.pairs))]
+        needed += [job for query in self.queries for job in query.models]
         self.models = list(dict.fromkeys(needed))
+        starts = {q.start.key: q.start for q in self.queries if q.start is not None}
+        self.start_sets = [job for key, job in starts.items() if all(g.set.key != key for g in groups)]
         self.ready = deque(("train", job) for job in self.models)
         self.queued = set(self.ready)  # every piece of work handed out so far
         self.done: dict = {}  # ("train", job) -> run id, ("set", set) -> shared numbers, ("evaluate", pair) -> row
         self.running: dict[ray.ObjectRef, tuple] = {}
 
     def run(self) -> dict[str, dict]:
+        self.run_all()
+        return {pair.key: self.done["evaluate", pair] for group in self.groups for pair in group.pairs}
+
+    def run_all(self) -> dict:
+        """Every piece of work done: ("evaluate", pair) -> its row's numbers, ("query", job) -> its rows, ..."""
         cfg = self.work.cfg
         resources = ray.cluster_resources()
         slots = int(resources.get("CPU", 1) // cfg.ray.cpus_per_task)
@@ -108,7 +136,7 @@ class Pool:
         spec = ray.put(self.work.spec)
         pairs = sum(len(group.pairs) for group in self.groups)
         actors = [StudyWorker.options(num_cpus=cfg.ray.cpus_per_task, num_gpus=cfg.ray.gpus_per_task).remote(spec)
-                  for _ in range(max(1, min(slots, len(self.models) + pairs)))]
+                  for _ in range(max(1, min(slots, len(self.models) + pairs + len(self.queries))))]
         idle = deque(actors)
         try:
             with stage_bar([], "evaluating", total=pairs, unit="pair") as bar:
@@ -126,28 +154,34 @@ class Pool:
         except BaseException:
             self._cancel(actors)
             raise
-        return {pair.key: self.done["evaluate", pair] for group in self.groups for pair in group.pairs}
+        return self.done
 
     def _submit(self, actor, kind: str, job) -> None:
         if kind == "train":
             ref = actor.train.remote(job)
         elif kind == "set":
             ref = actor.make_set.remote(job)
+        elif kind == "query":
+            ref = actor.query.remote(job)
         else:
             ref = actor.evaluate.remote(job, self.done["set", job.set])
         self.running[ref] = (actor, (kind, job))
 
     def _unlock(self) -> None:
         """Queue each piece of work whose needs are all done: a set once its surrogate is trained, a
-        pair once its set is crafted and its target trained."""
+        pair once its set is crafted and its target trained, a query attack once its target is trained
+        and its start set crafted."""
+        wanted = [("set", job) for job in self.start_sets if ("train", job.surrogate) in self.done]
+        wanted += [("query", q) for q in self.queries if ("train", q.target) in self.done
+                   and (q.start is None or ("set", q.start) in self.done)]
         for group in self.groups:
-            wanted = [("set", group.set)] if ("train", group.set.surrogate) in self.done else []
+            wanted += [("set", group.set)] if ("train", group.set.surrogate) in self.done else []
             if ("set", group.set) in self.done:
                 wanted += [("evaluate", pair) for pair in group.pairs if ("train", pair.target) in self.done]
-            for piece in wanted:
-                if piece not in self.queued:
-                    self.queued.add(piece)
-                    self.ready.append(piece)
+        for piece in wanted:
+            if piece not in self.queued:
+                self.queued.add(piece)
+                self.ready.append(piece)
 
     def _cancel(self, actors: list) -> None:
         """Cancel the running work (it ends its runs KILLED), give it time, then end the actors."""

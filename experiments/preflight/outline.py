@@ -16,7 +16,7 @@ from datamodules.synthetic import GENERATORS
 from datamodules.synthetic.cache import cache_root, entry_path, generator_params
 
 from ..design.config import domain_config
-from ..design.scheduler import ModelJob, PairJob, Scheduler, SetJob
+from ..design.scheduler import ModelJob, PairJob, QueryJob, Scheduler, SetJob
 
 
 @dataclass
@@ -61,6 +61,10 @@ class DomainWork:
     @property
     def pairs(self) -> list[PairJob]:
         return self.scheduler.pair_jobs()
+
+    @property
+    def queries(self) -> list[QueryJob]:
+        return self.scheduler.queries
 
     def zoo_entry(self, job: ModelJob) -> DictConfig:
         return self.scheduler.zoo[job.name]

@@ -23,7 +23,7 @@ from lightning_modules.model import build_classifier
 
 from ..design.external import is_external
 from ..design.locations import default_tracking_uri
-from ..design.scheduler import ModelJob, PairJob, SetJob
+from ..design.scheduler import ModelJob, PairJob, QueryJob, SetJob
 from ..store.sqlite_store import COMPLETE, sqlite_path, store_state
 from .checks import study_problems
 from .externals import probe_externals
@@ -49,6 +49,8 @@ class Remaining:
     pairs_left: int | None = None
     passes: dict[str, float] = field(default_factory=dict)  # stage -> image passes still to run
     seconds: float = 0.0
+    queries: int = 0  # query runs (kind=query)
+    queries_left: int | None = None
 
 
 @dataclass
@@ -81,25 +83,30 @@ def remaining(domain: DomainWork, client: MlflowClient | None) -> Remaining:
     cfg = domain.cfg
     models_done: set[str] = set()
     pairs_done: set[str] = set()
+    queries_done: set[str] = set()
     experiment = client.get_experiment_by_name(cfg.tracking.experiment or cfg.name) if client else None
     if experiment is not None:
         models_done = finished_hashes(client, experiment.experiment_id, "tags.kind = 'model'")
         pairs_done = finished_hashes(client, experiment.experiment_id, "tags.kind = 'pair'")
+        if domain.queries:
+            queries_done = finished_hashes(client, experiment.experiment_id, "tags.kind = 'query'")
     sets_dir = Path(cfg.output_dir) / "adversarial_sets"
     models_left = [job for job in domain.models if job.key not in models_done]
     pending_pairs = [pair for pair in domain.pairs if pair.key not in pairs_done]
-    pending_sets = dict.fromkeys(pair.set for pair in pending_pairs)
+    pending_queries = [job for job in domain.queries if job.key not in queries_done]
+    pending_sets = dict.fromkeys([pair.set for pair in pending_pairs] + [q.start for q in pending_queries if q.start])
     sets_left = [job for job in pending_sets if not set_path(sets_dir, job.key).is_file()]
     work = Remaining(len(domain.models), len(domain.sets), len(domain.pairs), len(models_left), len(sets_left),
-                     len(pending_pairs))
-    work.passes, work.seconds = cost(domain, models_left, sets_left, pending_pairs)
+                     len(pending_pairs), queries=len(domain.queries), queries_left=len(pending_queries))
+    work.passes, work.seconds = cost(domain, models_left, sets_left, pending_pairs, pending_queries)
     return work
 
 
-def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob],
-         pairs: list[PairJob]) -> tuple[dict[str, float], float]:
+def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob], pairs: list[PairJob],
+         queries: list[QueryJob] = ()) -> tuple[dict[str, float], float]:
     """Image passes per stage (forward+backward for training and crafting, forward otherwise) and
-    the seconds they take at the speeds measured here; training counts every epoch (an upper bound)."""
+    the seconds they take at the speeds measured here; training counts every epoch, a query attack
+    every image's whole budget (upper bounds)."""
     cfg, splits = domain.cfg, domain.data.split_sizes
     test, epochs = splits.get("test", 0), int(cfg.train.max_epochs)
     passes = {"train": 0.0, "validate": 0.0, "craft": 0.0, "evaluate": 0.0}
@@ -123,7 +130,9 @@ def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob],
         seconds += (OVERHEAD["model"] * len(models) + OVERHEAD["set"] * len(sets) + OVERHEAD["pair"] * len(pairs)
                     + OVERHEAD["study"] + decoding(domain, passes["train"] + passes["validate"], len(sets), pairs))
     clean = dict.fromkeys(pair.target for pair in pairs)  # each target scores the clean test set once
+    clean.update(dict.fromkeys(query.target for query in queries))
     evaluations = [(2 * test, pair.target) for pair in pairs] + [(test, target) for target in clean]
+    evaluations += [(test * query.setting["max_queries"], query.target) for query in queries]
     for n, target in evaluations:
         passes["evaluate"] += n
         seconds += n * model_speed(domain, domain.zoo_entry(target))[1]
@@ -287,6 +296,9 @@ def render(cfg: DictConfig, work: list[DomainWork], domains: dict[str, Remaining
         lines.append(f"  models to train     {done(left.models, left.models_left, 'in the store')}")
         lines.append(f"  sets to craft       {done(left.sets, left.sets_left, 'cached or not needed')}")
         lines.append(f"  pairs to evaluate   {done(left.pairs, left.pairs_left, 'done')}")
+        if left.queries:
+            lines.append(f"  query runs          {done(left.queries, left.queries_left, 'done')}")
+        lines += endpoint_lines(d)
         p = left.passes
         lines.append(f"  compute left        training <= {human_count(p['train'])} image forward+backward passes "
                      f"({d.cfg.train.max_epochs} epochs) + {human_count(p['validate'])} forward; crafting "
@@ -301,6 +313,30 @@ def render(cfg: DictConfig, work: list[DomainWork], domains: dict[str, Remaining
     lines.append(f"\nProblems ({len(problems)}):" if problems else "\nProblems: none")
     lines += [f"  {p}" for p in problems]
     return "\n".join(lines)
+
+
+def endpoint_queries(d: DomainWork) -> dict[str, tuple[int, int]]:
+    """Per http target: (scoring queries, query-attack queries at most) the whole study sends it: the
+    clean test set once and each pair's adversarial and control images; test images x max_queries
+    per query run (the probe's few batches come on top)."""
+    test, counts = d.data.split_sizes.get("test", 0), {}
+    for name, entry in d.scheduler.zoo.items():
+        if not is_external(entry) or entry.external.format != "http":
+            continue
+        pairs = sum(pair.target.name == name for pair in d.pairs)
+        runs = [query for query in d.queries if query.target.name == name]
+        if pairs or runs:
+            counts[name] = ((1 + 2 * pairs) * test, sum(test * query.setting["max_queries"] for query in runs))
+    return counts
+
+
+def endpoint_lines(d: DomainWork) -> list[str]:
+    lines = []
+    for name, (scoring, attacks) in endpoint_queries(d).items():
+        lines.append(f"  queries to {name:<9} at most {scoring + attacks} images scored by "
+                     f"{d.scheduler.zoo[name].external.uri}: {scoring} scoring the test set and the pairs' sets, "
+                     f"at most {attacks} by query attacks (test images x max_queries per run), plus the probe")
+    return lines
 
 
 def data_line(d: DomainWork) -> str:

@@ -43,11 +43,11 @@ class StudyRuns:
         self.pair_locks: dict[str, FileLock] = {}
         self.parent_id = parent_id  # the study's parent run, once `parent` has started or resumed it
 
-    def pair_lock(self, pair_key: str) -> FileLock:
-        """The lock of one pair identity, held while a process finds, or evaluates and logs, that pair
-        (reentrant: one lock object per pair)."""
+    def pair_lock(self, pair_key: str, kind: str = "pair") -> FileLock:
+        """The lock of one pair identity (or of one `kind=query` run's), held while a process finds, or
+        evaluates and logs, that work (reentrant: one lock object per identity)."""
         if pair_key not in self.pair_locks:
-            self.pair_locks[pair_key] = FileLock(str(self.lock_dir / f"pair-{pair_key}.lock"))
+            self.pair_locks[pair_key] = FileLock(str(self.lock_dir / f"{kind}-{pair_key}.lock"))
         return self.pair_locks[pair_key]
 
     def _search(self, query: str) -> list[Run]:
@@ -79,13 +79,13 @@ class StudyRuns:
         the tag `study_link(parent_id)` = `true`."""
         self.client.set_tag(run_id, study_link(self.parent_id), flag(True))
 
-    def finished_pair(self, pair_key: str) -> Run | None:
-        """The FINISHED pair run with this identity in the experiment, linked to this study (`link`);
-        this study's unfinished runs of it are deleted. Under the pair's lock, so a run another
-        process is logging is waited for, never taken for a stale one."""
+    def finished_pair(self, pair_key: str, kind: str = "pair") -> Run | None:
+        """The FINISHED pair run (or `kind=query` run) with this identity in the experiment, linked to
+        this study (`link`); this study's unfinished runs of it are deleted. Under its lock, so a run
+        another process is logging is waited for, never taken for a stale one."""
         finished = None
-        with self.pair_lock(pair_key):
-            for run in self._search(f"tags.kind = 'pair' and tags.config_hash = '{pair_key}'"):
+        with self.pair_lock(pair_key, kind):
+            for run in self._search(f"tags.kind = '{kind}' and tags.config_hash = '{pair_key}'"):
                 if run.info.status == "FINISHED" and finished is None:
                     finished = run
                 elif run.info.status != "FINISHED" and run.data.tags.get("mlflow.parentRunId") == self.parent_id:
@@ -105,4 +105,16 @@ class StudyRuns:
             mlflow.log_input(test_input, context="evaluation")
             mlflow.log_metrics({**numbers(params), **metrics})
             log_frame(predictions, "predictions.csv")
+        return run.info.run_id
+
+    def log_query(self, run_name: str, query_key: str, params: dict, tags: dict, metrics: dict,
+                  rows: pd.DataFrame) -> str:
+        """Log one query attack on one target as a child of the study run (`kind=query`), its per-image
+        rows as `queries.csv` and each numeric param also as a metric (`numbers`); returns its run id."""
+        tags = {**tags, "kind": "query", "config_hash": query_key, "mlflow.parentRunId": self.parent_id,
+                "worker": worker_name(), study_link(self.parent_id): flag(True)}
+        with mlflow.start_run(experiment_id=self.experiment_id, nested=True, tags=tags, run_name=run_name) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics({**numbers(params), **metrics})
+            log_frame(rows, "queries.csv")
         return run.info.run_id
