@@ -49,9 +49,13 @@ def check_query_rows(rows: pd.DataFrame, models=None) -> pd.DataFrame:
             ("norm", out["norm"].isin(NORMS), f"one of {', '.join(NORMS)}"),
             ("eps", np.isfinite(out["eps"]) & (out["eps"] > 0), "finite and > 0"),
             ("max_queries", out["max_queries"] >= 1, ">= 1"), ("image", out["image"] >= 0, ">= 0"),
-            ("label", out["label"].isin((0, 1)), "0 or 1"),
-            ("queries", (out["queries"] >= 1) & (out["queries"] <= out["max_queries"]), "in [1, max_queries]"),
-            ("queries", out["success"] | (out["queries"] == out["max_queries"]), "max_queries where never fooled")):
+            ("label", out["label"] >= 0, ">= 0"),
+            ("queries", ~out["clean_correct"] | ((out["queries"] >= 1) & (out["queries"] <= out["max_queries"])),
+             "in [1, max_queries] for a clean-correct image"),
+            ("queries", ~out["clean_correct"] | out["success"] | (out["queries"] == out["max_queries"]),
+             "max_queries where never fooled"),
+            ("queries", out["clean_correct"] | ((out["queries"] == 0) & ~out["success"]),
+             "0 (and success false) for an image the target gets wrong unattacked")):
         if not ok.all():
             value = out.loc[~ok, column].iloc[0]
             raise ValueError(f"query rows: {column} must be {rule}, got {getattr(value, 'item', lambda: value)()!r} "

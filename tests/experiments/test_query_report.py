@@ -29,10 +29,11 @@ def simulate(targets=("a", "b"), starts=("clean", "a", "b"), n=60, seed=0, foole
             if start != CLEAN_START:
                 needed[rng.random(n) < fooled_at_start] = 1
             for i in range(n):
-                success = bool(needed[i] <= max_queries)
+                success = bool(correct[i] and needed[i] <= max_queries)  # images wrong unattacked: not attacked
                 rows.append({"target": target, "start": start, **SETTING, "max_queries": max_queries, "image": i,
                              "label": int(labels[i]), "clean_correct": bool(correct[i]),
-                             "queries": int(needed[i]) if success else max_queries, "success": success})
+                             "queries": 0 if not correct[i] else int(needed[i]) if success else max_queries,
+                             "success": success})
     return pd.DataFrame(rows)
 
 
@@ -82,10 +83,10 @@ def test_intervals_shrink_with_more_images():
 def fixed_pair(start_queries, clean_queries=(1000, 50, 200, 10)):
     """Four clean-correct images and one the target gets wrong (its values must not count)."""
     rows = []
-    for start, queries in (("clean", [*clean_queries, 1]), ("s", [*start_queries, 1000])):
+    for start, queries in (("clean", [*clean_queries, 0]), ("s", [*start_queries, 0])):
         for i, q in enumerate(queries):
             rows.append({"target": "t", "start": start, **SETTING, "image": i, "label": i % 2,
-                         "clean_correct": i < 4, "queries": q, "success": q < 1000})
+                         "clean_correct": i < 4, "queries": q, "success": 0 < q < 1000})
     return pd.DataFrame(rows)
 
 
@@ -125,7 +126,8 @@ def test_identical_starts_save_nothing():
 
 
 def test_a_target_without_clean_correct_images_has_no_rates_and_no_verdict():
-    rows = simulate(targets=("a",), starts=("clean", "b"), n=10).assign(clean_correct=False)
+    rows = simulate(targets=("a",), starts=("clean", "b"), n=10).assign(clean_correct=False, queries=0,
+                                                                        success=False)
     table = success_table(rows, n_resamples=50)
     assert len(table) == 2 * 3 and (table.images == 0).all() and table.success.isna().all()
     assert list(start_savings(rows, n_resamples=50).verdict) == ["no verdict"]

@@ -16,13 +16,13 @@ def good_rows(n=6):
         for i in range(n):
             rows.append({"target": "b", "start": start, "attack": "square", "norm": "linf", "eps": 0.03,
                          "max_queries": 100, "image": i, "label": i % 2, "clean_correct": i != 0,
-                         "queries": 10 * (i + 1), "success": True})
+                         "queries": 10 * (i + 1) if i else 0, "success": i != 0})
     return pd.DataFrame(rows)
 
 
 def results():
     return pd.DataFrame({"surrogate": ["a", "b"], "target": ["b", "b"], "attack": ["fgsm", "fgsm"],
-                         "eps": [0.03, 0.03], "asr": [0.5, 0.9], "run_id": ["r1", "r2"]})
+                         "eps": [0.03, 0.03], "asr_correct": [0.5, 0.9], "run_id": ["r1", "r2"]})
 
 
 def changed(column, value, row=3):
@@ -34,8 +34,8 @@ def changed(column, value, row=3):
 HOSTILE = {
     "missing column": (good_rows().drop(columns="success"), "missing: success"),
     "unexpected column": (good_rows().assign(seed=0), "unexpected: seed"),
-    "queries over the budget": (changed("queries", 101), "queries must be in [1, max_queries], got 101"),
-    "zero queries": (changed("queries", 0), "queries must be in [1, max_queries], got 0"),
+    "queries over the budget": (changed("queries", 101), "queries must be in [1, max_queries] for a clean-correct image, got 101"),
+    "zero queries": (changed("queries", 0), "queries must be in [1, max_queries] for a clean-correct image, got 0"),
     "never fooled below the budget": (changed("success", False), "max_queries where never fooled"),
     "unknown norm": (changed("norm", "l3"), "norm must be one of linf, l2, got 'l3'"),
     "negative eps": (changed("eps", -0.1), "eps must be finite and > 0, got -0.1"),
@@ -44,7 +44,8 @@ HOSTILE = {
     "fractional image": (changed("image", 1.5), "image must be whole numbers"),
     "huge budget": (changed("max_queries", 1e300), "max_queries must be whole numbers"),
     "boolean label": (changed("label", True), "label must be whole numbers"),
-    "three classes": (changed("label", 2), "label must be 0 or 1, got 2"),
+    "negative label": (changed("label", -1), "label must be >= 0, got -1"),
+    "queries for an image wrong unattacked": (changed("queries", 5, row=0), "0 (and success false) for an image"),
     "text for a flag": (changed("clean_correct", "yes"), "clean_correct must be true/false"),
     "two-line name": (changed("target", "b\n| injected |"), "target must be non-empty text on one line"),
     "duplicate row": (pd.concat([good_rows(), good_rows().iloc[[2]]], ignore_index=True), "more than one row for"),
@@ -82,6 +83,8 @@ def test_any_single_cell_is_accepted_by_the_contract_or_refused_with_a_value_err
     except ValueError as err:
         assert str(err).startswith("query rows: ") and "\n" not in str(err)
         return
-    assert ((out.queries >= 1) & (out.queries <= out.max_queries)).all() and out.label.isin((0, 1)).all()
+    right, wrong = out[out.clean_correct], out[~out.clean_correct]
+    assert ((right.queries >= 1) & (right.queries <= right.max_queries)).all() and (out.label >= 0).all()
     assert out.norm.isin(("linf", "l2")).all() and (out.eps > 0).all() and np.isfinite(out.eps).all()
-    assert (out.success | (out.queries == out.max_queries)).all()
+    assert (right.success | (right.queries == right.max_queries)).all()
+    assert ((wrong.queries == 0) & ~wrong.success).all()
