@@ -135,6 +135,14 @@ def entry_params(entry) -> dict:
     return params
 
 
+def study_pairs(cfg: DictConfig, zoo: list) -> list[tuple[str, str]]:
+    """The (surrogate, target) pairs of a study on its expanded `zoo`: `select_pairs`, where no
+    targets means every model but the ensembles and no surrogates every `default_surrogate`."""
+    return select_pairs([m["name"] for m in zoo], list(cfg.surrogates), list(cfg.targets), cfg.pairs,
+                        list(cfg.designs), [m["name"] for m in zoo if not is_ensemble(m)],
+                        [m["name"] for m in zoo if default_surrogate(m)])
+
+
 def select_pairs(names: list[str], surrogates: list[str], targets: list[str], mode: str,
                  designs: list | None = None, target_names: list[str] | None = None,
                  surrogate_names: list[str] | None = None) -> list[tuple[str, str]]:
