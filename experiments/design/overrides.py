@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,8 @@ def parse_overrides(overrides: str | Mapping | list[str] | tuple[str, ...] | Non
         return []
     if isinstance(overrides, Mapping) or OmegaConf.is_dict(overrides):
         items = OmegaConf.to_container(overrides) if OmegaConf.is_config(overrides) else dict(overrides)
-        return [Override(f"override {{{key!r}: {value!r}}}", _key(key, repr(key)), value)
-                for key, value in items.items()]
+        blames = {key: f"override {{{key!r}: {value!r}}}" for key, value in items.items()}
+        return [Override(blames[key], _key(key, blames[key]), value) for key, value in items.items()]
     if isinstance(overrides, str):
         overrides = [overrides]
     if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) for o in overrides):
@@ -43,6 +44,8 @@ def _dotlist_item(text: str) -> Override:
         raise ValueError(f"{blame}: expected key=value (key=null sets nothing)")
     try:
         value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={raw}"]))["value"]  # as OmegaConf reads it
+    except OmegaConfBaseException as err:  # e.g. an interpolation that does not parse
+        raise ValueError(f"{blame}: {str(err).splitlines()[0]}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at character {mark.column + 1}" if mark is not None else ""
