@@ -256,6 +256,8 @@ def _problem(err: Exception, within: str = "") -> str:
     key = f"{within}.{key}" if within and key else within or key
     if message.startswith("Invalid value assigned:") and "is not a ListConfig" in message:
         message = f"must be a list, e.g. [{getattr(err, 'value', '')}]".replace("[None]", "[...]")
+    elif message.startswith("Cannot merge incompatible container types"):
+        message = "a list and a mapping do not merge; give a value of the key's kind (a list for a list)"
     return f"{key}: {message}" if key and not message.startswith(f"{key}:") else message
 
 

@@ -150,6 +150,8 @@ def select_pairs(names: list[str], surrogates: list[str], targets: list[str], mo
     given, else every surrogate x every target (empty lists mean `surrogate_names`, or
     `target_names` for targets, both by default the whole zoo); then filtered by `mode`: all,
     whitebox (surrogate = target) or transfer (surrogate != target)."""
+    if mode not in PAIR_MODES:  # never all pairs for a mode misspelt
+        raise ValueError(f"pairs: unknown {mode!r}; valid: {', '.join(PAIR_MODES)}")
     blocks = [(d["surrogates"], d["targets"]) for d in designs] if designs else [(surrogates, targets)]
     target_names = names if target_names is None else target_names
     surrogate_names = names if surrogate_names is None else surrogate_names

@@ -117,6 +117,13 @@ def test_assigning_plain_dicts_and_lists_works(tmp_path):
     assert sorted({job.setting["eps"] for job in scheduler.set_jobs()}) == [0.01, 0.02, 0.03]
 
 
+def test_the_scheduler_refuses_a_misspelt_pair_mode_even_unchecked():
+    cfg = load_config(SMOKE)
+    cfg.pairs = "whitebx"
+    with pytest.raises(ValueError, match=r"^pairs: unknown 'whitebx'; valid: all, whitebox, transfer"):
+        Scheduler(cfg)
+
+
 def expected_smoke(**changes):
     """The smoke preset as a container with `changes` (top-level keys or `a.b` paths) applied by hand."""
     expected = OmegaConf.to_container(load_config(SMOKE))
@@ -148,8 +155,8 @@ CHANGED = {"train__max_epochs": 1, "seeds": [0, 1], "attacks": [{"name": "fgsm",
 @pytest.mark.parametrize("path, overrides", [
     pytest.param(SMOKE, CLI_OVERRIDES, id="list"),
     pytest.param(SMOKE, tuple(CLI_OVERRIDES), id="tuple"),
-    pytest.param(SMOKE, {"train": {"max_epochs": 1}, "seeds": [0, 1], "attacks": [{"name": "fgsm", "eps": [0.01, 0.03]}]},
-                 id="nested mapping"),
+    pytest.param(SMOKE, {"train": {"max_epochs": 1}, "seeds": [0, 1],
+                         "attacks": [{"name": "fgsm", "eps": [0.01, 0.03]}]}, id="nested mapping"),
     pytest.param(SMOKE, {"train.max_epochs": 1, "seeds": [0, 1], "attacks": [{"name": "fgsm", "eps": [0.01, 0.03]}]},
                  id="dotted mapping"),
     pytest.param(SMOKE, OmegaConf.create({"train": {"max_epochs": 1}, "seeds": [0, 1],
@@ -206,6 +213,8 @@ def test_a_structured_config_and_a_plain_mapping_are_checked_like_a_loaded_one()
                  id="colon without a space"),
     pytest.param(SMOKE, {"attacks": [{"name": "fgsm", "eps": 0.02}]}, "override {'attacks': [{'name': 'fgsm', 'eps': "
                  "0.02}]}: attacks[0].eps: must be a list, e.g. [0.02]", id="epsilon not a list"),
+    pytest.param(SMOKE, {"attacks": {"name": "fgsm"}}, "override {'attacks': {'name': 'fgsm'}}: attacks: a list and a "
+                 "mapping do not merge", id="mapping for a list"),
     pytest.param(SMOKE, {"train": {"max_epochs": 0}}, "train.max_epochs: 0; must be at least 1", id="value range"),
     pytest.param(SMOKE, 3, "overrides: 3; give a 'key=value' string", id="overrides a number"),
     pytest.param(SMOKE, {"../x": 1}, "override {'../x': 1}: '../x' is not a config key", id="not a key"),
