@@ -38,17 +38,18 @@ def parse_overrides(overrides: str | Mapping | list[str] | tuple[str, ...] | Non
 
 
 def _dotlist_item(text: str) -> Override:
+    """A `key=value` string, its value read as YAML."""
     blame = f"override {text!r}"
     key, sep, raw = text.partition("=")
     if not sep:
-        raise ValueError(f"{blame}: expected key=value (key=null sets nothing)")
+        raise ValueError(f"{blame}: expected key=value (key=null for no value)")
     try:
         value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={raw}"]))["value"]  # as OmegaConf reads it
     except OmegaConfBaseException as err:  # e.g. an interpolation that does not parse
         raise ValueError(f"{blame}: {str(err).splitlines()[0]}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" at character {mark.column + 1}" if mark is not None else ""
+        where = f" at character {mark.column + 1} of the value" if mark is not None else ""
         raise ValueError(f"{blame}: not valid YAML ({getattr(err, 'problem', None) or 'syntax error'}{where}); "
                          "write a space after each ':' of a mapping, e.g. {name: fgsm, eps: [0.02]}") from None
     glued = _glued_key(value)
