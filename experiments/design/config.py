@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, is_dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -211,8 +212,9 @@ def load_config(path: str | Path | None = None,
     for override in parsed:
         try:
             apply_override(cfg, override)
-            cfg = typed_config(cfg)
-        except (OmegaConfBaseException, ValueError, TypeError) as err:
+            if override.key.split(".")[0] in ITEM_SCHEMAS:  # its items typed now, so that a problem names it
+                cfg = typed_config(cfg)
+        except (OmegaConfBaseException, ValueError, TypeError) as err:  # ConfigError among them
             raise ConfigError(f"{override.blame}: {_problem(err)}") from None
     return checked_config(cfg)
 
@@ -233,7 +235,7 @@ def typed_config(*layers) -> DictConfig:
     """The layers merged onto the schema, each list item onto its own (`ITEM_SCHEMAS`); unknown keys,
     values of the wrong type and items that are not mappings raise ConfigError naming the key."""
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(StudyConfig), *layers)
+        cfg = OmegaConf.merge(_schema(StudyConfig), *layers)
     except (OmegaConfBaseException, TypeError) as err:  # TypeError: a list key given as a mapping
         raise ConfigError(_problem(err)) from None
     for key, schema in ITEM_SCHEMAS.items():
@@ -242,11 +244,17 @@ def typed_config(*layers) -> DictConfig:
             if not OmegaConf.is_dict(item):
                 raise ConfigError(f"{key}[{i}]: {item!r}; each item must be a mapping of {schema.__name__} keys")
             try:
-                items.append(OmegaConf.merge(OmegaConf.structured(schema), item))
+                items.append(OmegaConf.merge(_schema(schema), item))
             except (OmegaConfBaseException, TypeError) as err:
                 raise ConfigError(_problem(err, f"{key}[{i}]")) from None
         cfg[key] = items
     return cfg
+
+
+@cache
+def _schema(schema: type) -> DictConfig:
+    """The structured config of a schema dataclass, made once (merging copies it)."""
+    return OmegaConf.structured(schema)
 
 
 def _problem(err: Exception, within: str = "") -> str:
