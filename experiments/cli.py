@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--from", dest="source", metavar="DIR", help="folder holding downloaded files")
     for command in (run, plan, weights):
         command.add_argument("--config", required=command is not weights, metavar="YAML",
-                             help=f"study config file (presets: {presets} in {preset_dir}/)")
+                             help=f"study config file or preset name (presets: {presets} in {preset_dir}/)")
         if command is run:
             command.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
                                  help="run only shard I of N (0-based) of the study's craft units; shards may run "

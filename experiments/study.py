@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from datamodules import DomainData
 from datamodules.readers.source import positive_label
 
-from .design.config import domain_config, load_config
+from .design.config import checked_config, domain_config, load_config
 from .design.identity import code, study_key
 from .design.locations import default_tracking_uri
 from .execution import DeviceGroup, StudyWork, WorkSpec, executor, located, read_data
@@ -46,8 +46,7 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), dry
     layout. `dry_run=True` returns the study's plan (`experiments.preflight.plan.StudyPlan`) instead and
     writes nothing.
     """
-    if not isinstance(cfg, DictConfig):
-        cfg = load_config(cfg)
+    cfg = load_config(cfg) if isinstance(cfg, (str, Path)) else checked_config(cfg)  # before anything is written
     if dry_run:
         return study_plan(cfg)
     require_ready(cfg)

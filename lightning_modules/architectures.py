@@ -71,7 +71,7 @@ def _torchvision(arch: str, make: Callable[[], nn.Module], head: str) -> Callabl
 
 ARCHITECTURES: dict[str, Architecture] = {
     "tiny_cnn": Architecture(_tiny_cnn, "3-block CNN for tests (no ImageNet weights)",
-                             mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+                             mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), min_size=4),  # its two 2x2 poolings
     "resnet18": Architecture(
         _torchvision("resnet18", tvm.resnet18, "fc"),
         "torchvision ResNet-18"),

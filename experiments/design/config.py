@@ -1,7 +1,9 @@
 """Study configuration: OmegaConf structured schema, YAML presets and dotlist overrides."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, is_dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -9,7 +11,7 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from attacks import CraftingBatch, attack_params
+from attacks import ATTACKS, CraftingBatch, attack_params
 from attacks.craft import PRECISIONS
 from attacks.ensemble import MODES
 from attacks.registry import TARGET_MODES, check_norm, check_target
@@ -27,9 +29,10 @@ from .data_keys import data_key_problem
 from .external import NON_DIFFERENTIABLE, is_external
 from .queries import query_problem
 from .locations import CONFIG_DIR, location_problem
+from .overrides import apply_override, parse_overrides
 from .resources import MULTI_PROCESS_STRATEGIES, world_size
 from .value_ranges import range_problem
-from .zoo import PAIR_MODES, expand_zoo, is_ensemble
+from .zoo import PAIR_MODES, expand_zoo, is_ensemble, study_pairs
 
 EXECUTORS = ("local", "ray")
 
@@ -138,14 +141,14 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     # several domains in one study: domain -> `data` overrides; each runs as its own sub-study
     domains: dict[str, Any] = field(default_factory=dict)
-    models: list[ModelConfig] = field(default_factory=list)
+    models: list[Any] = field(default_factory=list)  # ModelConfig items (ITEM_SCHEMAS)
     zoo: ZooConfig = field(default_factory=ZooConfig)
     targets: list[str] = field(default_factory=list)
     surrogates: list[str] = field(default_factory=list)
-    designs: list[DesignConfig] = field(default_factory=list)  # when given: the union of their grids
+    designs: list[Any] = field(default_factory=list)  # DesignConfig items; when given: the union of their grids
     pairs: str = "all"
-    attacks: list[AttackConfig] = field(default_factory=lambda: [AttackConfig()])
-    queries: list[QueryConfig] = field(default_factory=list)  # score-only query attacks on every target
+    attacks: list[Any] = field(default_factory=lambda: [AttackConfig()])  # AttackConfig items
+    queries: list[Any] = field(default_factory=list)  # QueryConfig items: score-only query attacks on every target
     crafting: CraftingConfig = field(default_factory=CraftingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -153,6 +156,11 @@ class StudyConfig:
     output_dir: str = "outputs"
     executor: str = "local"  # local (this process) or ray (Ray tasks: `ray`)
     ray: RayConfig = field(default_factory=RayConfig)
+
+
+# The list keys whose items have a schema of their own. Items are typed when a config is checked
+# (`checked_config`), not when they are assigned, so that Python may assign plain dicts to them.
+ITEM_SCHEMAS = {"models": ModelConfig, "designs": DesignConfig, "attacks": AttackConfig, "queries": QueryConfig}
 
 
 class ConfigError(ValueError):
@@ -170,26 +178,98 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
-    """Merge the schema, a YAML file (after the file its `base:` key names, relative to it) and
-    `key=value` overrides; unknown keys and bad types fail with one line naming the file and key."""
-    layers = [OmegaConf.structured(StudyConfig)]
-    if path is not None:
-        layers += _yaml_layers(Path(path))
+def load_config(path: str | Path | None = None,
+                overrides: str | list[str] | Mapping[str, Any] | None = None) -> DictConfig:
+    """The checked study config (`checked_config`): the schema, then a YAML file or preset name (after
+    the file its `base:` key names, relative to it), then the overrides: one `key=value` string, a list
+    of them or a nested mapping (`{"train": {"max_epochs": 1}}`), applied in order. Every problem is
+    one line naming the file or the override and the key."""
+    path = config_path(path) if path is not None else None
+    layers = _yaml_layers(path) if path is not None else []
     try:
-        layers.append(OmegaConf.from_dotlist(list(overrides or [])))
-        cfg = OmegaConf.merge(*layers)
-    except (OmegaConfBaseException, TypeError) as err:  # TypeError: a list key given as a mapping
-        where = f"{path}: " if path else ""
-        raise ConfigError(where + str(err).splitlines()[0]) from None
+        cfg = typed_config(*layers)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
+    try:
+        parsed = parse_overrides(overrides)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for override in parsed:
+        try:
+            apply_override(cfg, override)
+            if override.key.split(".")[0] in ITEM_SCHEMAS:  # its items typed now, so that a problem names it
+                cfg = typed_config(cfg)
+        except (OmegaConfBaseException, ValueError, TypeError) as err:  # ConfigError among them
+            raise ConfigError(f"{override.blame}: {_problem(err)}") from None
+    return checked_config(cfg)
+
+
+def checked_config(cfg: DictConfig | StudyConfig | Mapping[str, Any]) -> DictConfig:
+    """A study config however it was made (`load_config`, changed in Python, a mapping, a `StudyConfig`)
+    on the schema with every value checked, or ConfigError: one line naming the key and the value.
+    `load_config`, `run_study` and its dry run call it before anything else."""
+    if not isinstance(cfg, (DictConfig, Mapping)) and not is_dataclass(cfg):
+        raise ConfigError(f"config: {type(cfg).__name__}; give a DictConfig (load_config), a mapping or a "
+                          "StudyConfig")
+    cfg = typed_config(cfg)
     validate(cfg)
     return cfg
+
+
+def typed_config(*layers) -> DictConfig:
+    """The layers merged onto the schema, each list item onto its own (`ITEM_SCHEMAS`); unknown keys,
+    values of the wrong type and items that are not mappings raise ConfigError naming the key."""
+    try:
+        cfg = OmegaConf.merge(_schema(StudyConfig), *layers)
+    except (OmegaConfBaseException, TypeError) as err:  # TypeError: a list key given as a mapping
+        raise ConfigError(_problem(err)) from None
+    for key, schema in ITEM_SCHEMAS.items():
+        items = []
+        for i, item in enumerate(cfg[key]):
+            if not OmegaConf.is_dict(item):
+                raise ConfigError(f"{key}[{i}]: {item!r}; each item must be a mapping of {schema.__name__} keys")
+            try:
+                items.append(OmegaConf.merge(_schema(schema), item))
+            except (OmegaConfBaseException, TypeError) as err:
+                raise ConfigError(_problem(err, f"{key}[{i}]")) from None
+        cfg[key] = items
+    return cfg
+
+
+@cache
+def _schema(schema: type) -> DictConfig:
+    """The structured config of a schema dataclass, made once (merging copies it)."""
+    return OmegaConf.structured(schema)
+
+
+def _problem(err: Exception, within: str = "") -> str:
+    """An OmegaConf error as one line that starts with the full key (`within` the item it is in)."""
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    key = getattr(err, "full_key", None) or ""
+    key = f"{within}.{key}" if within and key else within or key
+    if message.startswith("Invalid value assigned:") and "is not a ListConfig" in message:
+        message = f"must be a list, e.g. [{getattr(err, 'value', '')}]".replace("[None]", "[...]")
+    elif message.startswith("Cannot merge incompatible container types"):
+        message = "a list and a mapping do not merge; give a value of the key's kind (a list for a list)"
+    return f"{key}: {message}" if key and not message.startswith(f"{key}:") else message
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_path(path: str | Path) -> Path:
+    """A YAML file, or a preset's (`smoke`: experiments/configs/smoke.yaml) where no such file is."""
+    if not Path(path).is_file() and str(path) in presets():
+        return preset_path(str(path))
+    return Path(path)
 
 
 def _yaml_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
     """The YAML file's layers: its base chain first, then the file itself (without `base`)."""
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        named = "" if path.suffix or len(path.parts) > 1 else f" (nor a preset: {', '.join(presets())})"
+        raise ConfigError(f"{path}: config file not found{named}")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: `base` chain loops back to this file")
     try:
@@ -245,9 +325,9 @@ def validate(cfg: DictConfig) -> None:
     lists += [(f"designs[{i}].{key}", design[key]) for i, design in enumerate(cfg.designs)
               for key in ("targets", "surrogates")]
     for key, listed in lists:
-        for name in listed:
+        for index, name in enumerate(listed):
             if name not in names:
-                raise ConfigError(f"{key}: unknown model {name!r}; valid: {', '.join(names)}")
+                raise ConfigError(f"{key}[{index}]: unknown model {name!r}; valid: {', '.join(names)}")
             if key.endswith("targets") and is_ensemble(zoo[names.index(name)]):
                 raise ConfigError(f"{key}: {name!r} is an ensemble, which can only be a surrogate")
             external = zoo[names.index(name)].get("external")
@@ -261,8 +341,7 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in valid:
             raise ConfigError(f"{key}: unknown {value!r}; valid: {', '.join(valid)}")
-    for sub in [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]:
-        _validate_attacks(sub)
+    _validate_grid(cfg, zoo)
     try:
         CraftingBatch(int(cfg.crafting.batch_size))
     except ValueError as err:
@@ -273,6 +352,33 @@ def validate(cfg: DictConfig) -> None:
     if world_size(cfg) > 1 and strategy not in MULTI_PROCESS_STRATEGIES:
         raise ConfigError(f"trainer.strategy: {strategy!r} cannot share a study's devices; use "
                           f"{' or '.join(MULTI_PROCESS_STRATEGIES)} (one study process per device)")
+
+
+def _validate_grid(cfg: DictConfig, zoo: list[dict]) -> None:
+    """Attacks known with valid parameters at every epsilon, and a grid that selects some work: at
+    least one attack setting and one (surrogate, target) pair (so no run writes an empty table)."""
+    if not cfg.attacks:
+        raise ConfigError("attacks: empty, so no adversarial set would be crafted; give at least one, e.g. "
+                          "[{name: fgsm, eps: [0.01]}]")
+    for i, attack in enumerate(cfg.attacks):
+        if attack.name not in ATTACKS:
+            raise ConfigError(f"attacks[{i}].name: unknown attack {attack.name!r}; valid: {', '.join(sorted(ATTACKS))}")
+        if not attack.eps:
+            raise ConfigError(f"attacks[{i}].eps: empty; give at least one epsilon, e.g. [0.01]")
+    for sub in [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]:
+        _validate_attacks(sub)
+    for i, attack in enumerate(cfg.attacks):
+        for eps in attack.eps:
+            try:
+                attack_params({"name": attack.name, **attack.params, "eps": float(eps), "target": attack.target,
+                               "norm": attack.norm})
+            except ValueError as err:
+                raise ConfigError(f"attacks[{i}]: {err}") from None
+    if not study_pairs(cfg, zoo):
+        blocks = "its designs" if cfg.designs else (f"surrogates {list(cfg.surrogates) or 'all'} and targets "
+                                                    f"{list(cfg.targets) or 'all'}")
+        raise ConfigError(f"pairs: {cfg.pairs!r} selects no (surrogate, target) pair of {blocks}; valid: "
+                          f"{', '.join(PAIR_MODES)}")
 
 
 def _validate_crafting_device(device: str) -> None:

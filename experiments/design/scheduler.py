@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from .external import is_external
 from .identity import attack_grid, model_key, network_key, pair_key, query_key, set_key
 from .queries import CLEAN, query_settings, start_setting
-from .zoo import default_surrogate, expand_zoo, is_ensemble, select_pairs
+from .zoo import expand_zoo, is_ensemble, study_pairs
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,7 @@ class Scheduler:
     def __init__(self, cfg: DictConfig, shard: tuple[int, int] = (0, 1)):
         self.cfg = cfg
         self.zoo = {m["name"]: OmegaConf.create(m) for m in expand_zoo(cfg)}
-        pairs = select_pairs(list(self.zoo), list(cfg.surrogates), list(cfg.targets), cfg.pairs,
-                             list(cfg.designs), [n for n, m in self.zoo.items() if not is_ensemble(m)],
-                             [n for n, m in self.zoo.items() if default_surrogate(m)])
+        pairs = study_pairs(cfg, list(self.zoo.values()))
         self.settings = attack_grid(cfg)
         self.seeds = [int(s) for s in cfg.seeds] or [int(cfg.seed)]
         surrogates = [s for s in self.zoo if any(p[0] == s for p in pairs)]

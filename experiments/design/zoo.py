@@ -135,6 +135,14 @@ def entry_params(entry) -> dict:
     return params
 
 
+def study_pairs(cfg: DictConfig, zoo: list) -> list[tuple[str, str]]:
+    """The (surrogate, target) pairs of a study on its expanded `zoo`: `select_pairs`, where no
+    targets means every model but the ensembles and no surrogates every `default_surrogate`."""
+    return select_pairs([m["name"] for m in zoo], list(cfg.surrogates), list(cfg.targets), cfg.pairs,
+                        list(cfg.designs), [m["name"] for m in zoo if not is_ensemble(m)],
+                        [m["name"] for m in zoo if default_surrogate(m)])
+
+
 def select_pairs(names: list[str], surrogates: list[str], targets: list[str], mode: str,
                  designs: list | None = None, target_names: list[str] | None = None,
                  surrogate_names: list[str] | None = None) -> list[tuple[str, str]]:
@@ -142,6 +150,8 @@ def select_pairs(names: list[str], surrogates: list[str], targets: list[str], mo
     given, else every surrogate x every target (empty lists mean `surrogate_names`, or
     `target_names` for targets, both by default the whole zoo); then filtered by `mode`: all,
     whitebox (surrogate = target) or transfer (surrogate != target)."""
+    if mode not in PAIR_MODES:  # never all pairs for a mode misspelt
+        raise ValueError(f"pairs: unknown {mode!r}; valid: {', '.join(PAIR_MODES)}")
     blocks = [(d["surrogates"], d["targets"]) for d in designs] if designs else [(surrogates, targets)]
     target_names = names if target_names is None else target_names
     surrogate_names = names if surrogate_names is None else surrogate_names

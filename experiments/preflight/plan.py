@@ -21,6 +21,7 @@ from datamodules.synthetic import GENERATORS
 from lightning_modules import tasks
 from lightning_modules.model import build_classifier
 
+from ..design.config import checked_config
 from ..design.external import is_external
 from ..design.locations import default_tracking_uri
 from ..design.scheduler import ModelJob, PairJob, QueryJob, SetJob
@@ -265,6 +266,7 @@ def _sync(device: str) -> None:
 def study_plan(cfg: DictConfig) -> StudyPlan:
     """Work, progress, cost and problems of a study; writes nothing."""
     started = process_age()  # before any timing below
+    cfg = checked_config(cfg)
     work = outline(cfg)
     # `run` probes external models once the up-front checks pass; the plan lists both at once
     problems = list(dict.fromkeys(study_problems(cfg, work) + [line for d in work for line in external_problems(d)]))

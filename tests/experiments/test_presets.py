@@ -72,5 +72,5 @@ def test_base_chain_overrides_and_loop(tmp_path):
 
 
 def test_design_with_unknown_model_names_it(tmp_path, smoke_config):
-    with pytest.raises(ConfigError, match=r"designs\[0\].targets: unknown model 'nope'"):
+    with pytest.raises(ConfigError, match=r"designs\[0\].targets\[\d\]: unknown model 'nope'"):
         smoke_config(tmp_path, "designs=[{targets: [nope], surrogates: [a]}]")

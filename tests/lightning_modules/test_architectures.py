@@ -43,6 +43,21 @@ def test_architecture_follows_the_model_contract(arch):
                 torch.testing.assert_close(rgb(images.repeat(1, 3, 1, 1)), out, rtol=1e-4, atol=1e-5)
 
 
+def test_tiny_cnn_trains_on_the_smallest_image_sizes():
+    """`data.image_size` may be 1: an input smaller than the tiny CNN's two 2x2 poolings is upsampled to
+    its registered minimum (the result of upsampling by hand), not a failure once training has begun.
+    (The other architectures take 1-3 px inputs as they are or upsample them to their own minimum.)"""
+    torch.manual_seed(0)
+    model = build_classifier("tiny_cnn", "random", "binary", 1, in_chans=3)
+    for size in (1, 2, 3):
+        images = torch.rand(2, 3, size, size)
+        model.train()
+        model(images).sum().backward()
+        model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(images), by_hand("tiny_cnn", model.backbone, images), rtol=1e-4, atol=1e-5)
+
+
 def test_random_init_is_he_normal():
     torch.manual_seed(0)
     conv = build_classifier("resnet18", "random", "binary", 1, 3).backbone.conv1.weight

@@ -25,7 +25,13 @@ CASES = [
     pytest.param(["models=[{name: a, arch: tiny_cnn, init: random, dev_set: d3, instance: 0}]"],
                  "models.a.dev_set: unknown development set 'd3'", id="unknown development set"),
     pytest.param(["data.num_patients=4"], "development set d1 has an empty train split", id="empty split"),
-    pytest.param(["models.1.instance=1"], "smoke.yaml: Cannot merge", id="list item as a mapping"),
+    pytest.param(["models.2.instance=1"], "override 'models.2.instance=1': models: a list of 2 items",
+                 id="list item that is not there"),
+    pytest.param(["attacks=[{name:fgsm,eps:[0.02]}]"], "override 'attacks=[{name:fgsm,eps:[0.02]}]': not valid YAML",
+                 id="mapping without spaces"),
+    pytest.param(["seeds=3"], "override 'seeds=3': seeds: must be a list, e.g. [3]", id="list key given a number"),
+    pytest.param(["pairs=whitebox", "surrogates=[a]", "targets=[b]"], "pairs: 'whitebox' selects no", id="no pair"),
+    pytest.param(["attacks=[]"], "attacks: empty", id="no attack"),
 ]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from experiments.cli import main
-from experiments.design.config import StudyConfig, preset_path
+from experiments.design.config import ITEM_SCHEMAS, StudyConfig, preset_path
 from experiments.design.value_ranges import RANGES
 
 from .test_faults import ENV, INTERRUPTED, default_sigint
@@ -69,6 +69,7 @@ def numeric_keys(schema, prefix="") -> set[str]:
     for field in dataclasses.fields(schema):
         hint, name = hints[field.name], prefix + field.name
         item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+        item = ITEM_SCHEMAS.get(name, item)  # list items typed when the config is checked
         if hint in (int, float):
             keys.add(name)
         elif item in (int, float):
