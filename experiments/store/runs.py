@@ -5,13 +5,15 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 from filelock import FileLock
 from mlflow.data.dataset import Dataset
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Metric, Param, Run, RunStatus
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.time import get_current_time_millis
 
+from .datasets import log_dataset
 from .tracking import log_frame, worker_name
 
 STUDY_TAG = "study_hash"
@@ -49,24 +51,20 @@ class StudyRuns:
 
     @contextmanager
     def parent(self, run_name: str):
-        """Start or resume the study's parent run; a Ctrl-C ends it (and the open child) as KILLED."""
+        """Start or resume the study's parent run (through this store's client: MLflow's process-wide
+        active run is never used) and yield its id; it ends FINISHED, a Ctrl-C ends it KILLED and any
+        other error FAILED."""
         with self.lock:
             found = self._search(f"tags.{STUDY_TAG} = '{self.study_hash}' and tags.kind = 'study'")
-            run_id = found[0].info.run_id if found else None
-            run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else self.experiment_id,
-                                   run_name=run_name, tags={STUDY_TAG: self.study_hash, "kind": "study"})
-        self.parent_id = run.info.run_id
-        try:
-            yield run
-        except KeyboardInterrupt:
-            while mlflow.active_run() is not None:
-                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            raise
-        except BaseException:
-            while mlflow.active_run() is not None:
-                mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
-            raise
-        mlflow.end_run()
+            if found:
+                run_id = found[0].info.run_id
+                self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING), name=run_name)
+            else:
+                run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=resolve_tags(
+                    {STUDY_TAG: self.study_hash, "kind": "study"})).info.run_id
+        self.parent_id = run_id
+        with ended(self.client, run_id):
+            yield run_id
 
     def finished_pair(self, pair_key: str) -> Run | None:
         """The FINISHED pair run with this identity in the experiment; this study's unfinished runs
@@ -87,9 +85,25 @@ class StudyRuns:
         (context `evaluation`); returns its run id."""
         tags = {**tags, "kind": "pair", "config_hash": pair_key, "mlflow.parentRunId": self.parent_id,
                 "worker": worker_name()}
-        with mlflow.start_run(experiment_id=self.experiment_id, nested=True, tags=tags, run_name=run_name) as run:
-            mlflow.log_params(params)
-            mlflow.log_input(test_input, context="evaluation")
-            mlflow.log_metrics(metrics)
-            log_frame(predictions, "predictions.csv")
-        return run.info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=resolve_tags(tags)).info.run_id
+        with ended(self.client, run_id):
+            self.client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
+            log_dataset(self.client, run_id, test_input, "evaluation")
+            now = get_current_time_millis()
+            self.client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+            log_frame(self.client, run_id, predictions, "predictions.csv")
+        return run_id
+
+
+@contextmanager
+def ended(client: MlflowClient, run_id: str):
+    """Run `run_id` ends FINISHED after the block, KILLED on a Ctrl-C, FAILED on any other error."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(run_id)
