@@ -7,16 +7,20 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from .sqlite_store import ensure_store, store_lock
 
 # MLflow's experiment kind for classical model development (vs. GenAI)
 KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+TRACKING_URI = "MLFLOW_TRACKING_URI"
 
 
 def artifact_root(uri: str) -> str | None:
@@ -46,6 +50,23 @@ def setup_experiment(uri: str, name: str) -> str:
         if KIND_TAG not in found.tags:  # created before experiments were tagged
             client.set_experiment_tag(found.experiment_id, KIND_TAG, MODEL_DEVELOPMENT)
         return found.experiment_id
+
+
+@contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to `uri` for the block only, then put back with
+    `MLFLOW_TRACKING_URI` as they were: the one call that needs it is MLflow 3's SQL model registry
+    creating a version from a `models:/<logged model id>` source, which looks the logged model up
+    through the global URI rather than its client's store (a TODO in MLflow's code)."""
+    variable = os.environ.get(TRACKING_URI)
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if variable is None:
+            os.environ.pop(TRACKING_URI, None)
+        else:
+            os.environ[TRACKING_URI] = variable
 
 
 def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
