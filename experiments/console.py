@@ -20,9 +20,7 @@ CHATTY_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", 
 # by our own writer, `attacks.BatchGather`), which users can neither act on nor avoid.
 INTERNAL_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                      r"Couldn't infer the batch indices fetched from your dataloader")
-
-
-PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # MLflow's artifact-download bars, read at each download
 
 
 @contextmanager
