@@ -1,5 +1,6 @@
 """`run_study` and `plan_study` from Python: a typed `StudyResult`, a report folder and study run per
 sweep variant (models and sets shared), the caller's process left as it was, quiet third-party output."""
+import logging
 import os
 import random
 from pathlib import Path
@@ -13,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 import experiments
 from experiments import StudyPlan, StudyResult, plan_study, run_study
+from experiments.console import CHATTY_LOGGERS, PROGRESS_BAR, quiet_third_party, terminal_bar
 from experiments.design.identity import study_key
 from experiments.report.findings import finding_effects, load_predictions
 from experiments.report.tables import plain_pairs
@@ -135,3 +137,24 @@ def test_the_package_shows_its_lazy_names():
     assert {"StudyResult", "StudyPlan", "run_study", "plan_study", "load_config"} <= set(names)
     assert run_study.__annotations__["return"] == "StudyResult"
     assert plan_study.__annotations__["return"] == "StudyPlan"
+
+
+def test_quiet_third_party_is_undone_after_and_verbose_leaves_the_loggers_alone():
+    loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]
+    levels, bars = [logger.level for logger in loggers], os.environ.get(PROGRESS_BAR)
+    with quiet_third_party():
+        assert not any(logger.isEnabledFor(logging.INFO) for logger in loggers)
+        assert os.environ[PROGRESS_BAR] == "false"
+    assert [logger.level for logger in loggers] == levels and os.environ.get(PROGRESS_BAR) == bars
+    with quiet_third_party(verbose=True):
+        assert [logger.level for logger in loggers] == levels and os.environ.get(PROGRESS_BAR) == bars
+
+
+def test_a_stage_off_a_terminal_is_one_line_when_it_ends_and_none_when_it_fails(capfd):
+    with terminal_bar(iterable=[1, 2, 3], desc="evaluating", unit="set") as bar:
+        assert sum(bar) == 6
+    with pytest.raises(RuntimeError), terminal_bar(total=4, desc="crafting x", unit="batch") as bar:
+        bar.update()
+        raise RuntimeError("stopped")
+    [line] = capfd.readouterr().err.splitlines()
+    assert line.startswith("evaluating: 3/3 set in ") and line.endswith(" s")
