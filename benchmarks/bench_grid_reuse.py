@@ -84,7 +84,7 @@ def main() -> None:
         print(f"training {args.models} models (excluded): {time.perf_counter() - start:.1f} s")
 
         start = time.perf_counter()
-        table = run_study(cfg)
+        table = run_study(cfg).table
         framework = time.perf_counter() - start
         start = time.perf_counter()
         reference = naive(cfg, root)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from experiments.design.config import preset_path
 
-PLAN = "from experiments import run_study; from experiments.design.config import load_config; import sys; " \
-       "print(run_study(load_config(sys.argv[1], sys.argv[2:]), dry_run=True).seconds)"
+PLAN = "from experiments import plan_study; from experiments.design.config import load_config; import sys; " \
+       "print(plan_study(load_config(sys.argv[1], sys.argv[2:])).seconds)"
 
 
 def plan_and_run(preset: str) -> tuple[float, float]:

@@ -55,7 +55,7 @@ def timed_study(args, root: Path, executor: str, workers: int, run: int):
         ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         start = time.perf_counter()
-        table = run_study(cfg)
+        table = run_study(cfg).table
         return time.perf_counter() - start, table
     finally:
         if executor == "ray":
@@ -83,7 +83,7 @@ def main() -> None:
         # an untimed one-model study first, so this process's one-off costs (imports, first trainer)
         # do not fall on the local side of round 1
         run_study(study_config(argparse.Namespace(**{**vars(args), "models": 1, "epochs": 1, "steps": 1}),
-                               root, "warm-up"))
+                               root, "warm-up")).table
         for run in range(args.repeats):
             tables = {}
             for side in SIDES:

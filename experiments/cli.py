@@ -104,17 +104,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def command(args: argparse.Namespace) -> int:
-    from .design.config import ConfigError
-
     if args.command == "models":
         from lightning_modules import architecture_listing
         print(architecture_listing())
         return 0
     from .console import quiet_third_party
+
+    with quiet_third_party():
+        return quiet_command(args)
+
+
+def quiet_command(args: argparse.Namespace) -> int:
+    """A command other than `models`, with third-party info-level output off."""
+    from .design.config import ConfigError
     from .design.locations import default_tracking_uri
     from .store.tracking import check_tracking_uri
 
-    quiet_third_party()
     if args.command == "ui":
         from .store.ui import serve
         uri = args.store or default_tracking_uri()
@@ -132,7 +137,8 @@ def command(args: argparse.Namespace) -> int:
         return readers_command(args)
     from .design.config import load_config
     from .design.external import ExternalError
-    from .study import format_table, run_study
+    from .store.tracking import ui_hint
+    from .study import format_table, plan_study, run_study
     from .write_errors import WriteFailed
 
     try:
@@ -140,10 +146,10 @@ def command(args: argparse.Namespace) -> int:
             return weights_command(args)
         cfg = load_config(args.config, args.overrides)
         if args.command == "plan":
-            plan = run_study(cfg, dry_run=True)
+            plan = plan_study(cfg)
             print(plan.text)
             return 2 if plan.problems else 0
-        table = run_study(cfg, shard=args.shard)
+        result = run_study(cfg, shard=args.shard)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         for line in str(err).splitlines():  # several problems found up front: one line each
             print(f"medtransfer: error: {line}", file=sys.stderr)
@@ -152,10 +158,10 @@ def command(args: argparse.Namespace) -> int:
         print(f"medtransfer: error: {err}", file=sys.stderr)
         return 1
     print()
-    print(table.attrs.get("summary") or format_table(table))
-    if "summary" in table.attrs:
-        print(f"Report (tables, plots, examples): {Path(cfg.output_dir) / cfg.name / 'report'}")
-    print(table.attrs["ui"])
+    print(result.summary or format_table(result.table))
+    for domain, folder in result.reports.items():
+        print(f"Report (tables, plots, examples){f' ({domain})' if len(result.reports) > 1 else ''}: {folder}")
+    print(ui_hint(result.tracking_uri, bool(cfg.tracking.uri), result.links))
     return 0
 
 

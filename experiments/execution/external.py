@@ -44,6 +44,8 @@ from datamodules.fingerprint import sha256_file
 from lightning_modules import tasks
 
 from ..design.external import ContractError, ExternalError, output_columns
+from ..design.locations import default_tracking_uri
+from ..store.tracking import global_tracking_uri
 from .endpoint import Endpoint, ScoreCache
 
 
@@ -243,9 +245,10 @@ def load_mlflow(uri: str, tracking_uri: str | None, trust_code: bool = False) ->
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri,
-                                                             registry_uri=tracking_uri))
+        try:  # MLflow resolves a models:/ URI's registry through its process-wide URI, set for this call only
+            with global_tracking_uri(tracking_uri or default_tracking_uri()):
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
+                                                                 tracking_uri=tracking_uri, registry_uri=tracking_uri))
         except Exception as err:
             raise ExternalError(f"{uri}: MLflow model not found ({one_line(err)})") from None
         if not (local / "MLmodel").is_file():

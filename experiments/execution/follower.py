@@ -27,7 +27,12 @@ def exit_with_parent() -> None:
 
 
 def main(backend: str, rank: str, world: str, port: str) -> None:
-    quiet_third_party()
+    with quiet_third_party():
+        follow(backend, rank, world, port)
+
+
+def follow(backend: str, rank: str, world: str, port: str) -> None:
+    """Join the device group, then take part in each job the main process sends until it sends none."""
     exit_with_parent()
     process = Process(int(rank), int(world), int(port))
     join(backend, process.rank, process.world, process.port)

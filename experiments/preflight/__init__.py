@@ -6,6 +6,6 @@ and the ImageNet weight files (`medtransfer weights`). May import `design`, `sto
 and the library packages.
 """
 from .checks import require_ready
-from .plan import study_plan
+from .plan import StudyPlan, study_plan
 
-__all__ = ["require_ready", "study_plan"]
+__all__ = ["StudyPlan", "require_ready", "study_plan"]

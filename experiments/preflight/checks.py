@@ -142,7 +142,7 @@ def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int,
             needs.append((Path(artifacts.removeprefix("file://")), weights + predictions + report_bytes(domain),
                           f"{len(domain.models)} {domain.cfg.data.domain} model checkpoints, "
                           f"{len(domain.pairs)} pair predictions and the report's copy"))
-        needs.append((Path(domain.cfg.output_dir) / domain.cfg.name / "report", report_bytes(domain),
+        needs.append((Path(domain.cfg.output_dir) / domain.cfg.name, report_bytes(domain),  # its variants' reports
                       f"{domain.cfg.data.domain} report"))
     database = sqlite_path(cfg.tracking.uri or default_tracking_uri())
     if database is not None:

@@ -56,7 +56,7 @@ class Remaining:
 
 @dataclass
 class StudyPlan:
-    """The plan `run_study(cfg, dry_run=True)` returns; `text` is what `medtransfer plan` prints."""
+    """The plan `plan_study(cfg)` returns; `text` is what `medtransfer plan` prints."""
 
     text: str
     problems: list[str]
@@ -222,8 +222,9 @@ def measure(arch: str, size: int, channels: int, device: str, batch_size: int) -
     one step takes in `TIMING_SECONDS` when that is fewer, at least 2 (the per-image cost falls with
     the batch: a small batch overestimates): warm-up steps, then the fastest of `TIMED` steps of each (the
     task's head is a few outputs of a linear layer; its cost is left out)."""
-    torch.manual_seed(0)
-    model = build_classifier(arch, "random", "binary", 1, channels).to(device)
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG state is left as it was
+        torch.manual_seed(0)
+        model = build_classifier(arch, "random", "binary", 1, channels).to(device)
 
     def timed(run, images) -> float:
         best = math.inf

@@ -288,25 +288,26 @@ class PairDraws:
 
 
 def findings_section(results: pd.DataFrame, predictions: dict[str, Predictions], out_dir: Path,
-                     n_resamples: int, seed: int, tracking_uri: str) -> str:
-    """The findings table and one line per finding, written to `out_dir/findings.{csv,md}`; "" when
-    no finding's pairs are in the results (pairs with a hardened model or an ensemble left out).
+                     n_resamples: int, seed: int, tracking_uri: str) -> tuple[str, pd.DataFrame]:
+    """The findings table (`finding_effects`) and one line per finding, written to
+    `out_dir/findings.{csv,md}`; returns (that text, the table); ("", empty table) when no finding's
+    pairs are in the results (pairs with a hardened model or an ensemble left out).
     `predictions`: each pair run's, by run id (`load_predictions`); the pair runs of targets at chance
     get the `target_at_chance` tag in the store at `tracking_uri`."""
     everything, results = results, plain_pairs(results)
     if n_resamples < 1 or results.empty:
-        return ""
+        return "", pd.DataFrame()
     mark_at_chance(everything, results, predictions, tracking_uri, n_resamples, seed)
     table = finding_effects(results, predictions, n_resamples, seed)
     if table.empty:
-        return ""
+        return "", table
     text = "\n".join(["Findings of the paper (effect in points of AUC % of clean, paper's direction "
                       "positive; 95 % paired bootstrap over seeds and test images)", "",
                       markdown_table(display(table)), *finding_lines(table), ""])
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "findings.csv", index=False)
     (out_dir / "findings.md").write_text(text)
-    return text
+    return text, table
 
 
 def mark_at_chance(everything: pd.DataFrame, plain: pd.DataFrame, predictions: dict[str, Predictions],

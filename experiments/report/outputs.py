@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import torch
+from mlflow.tracking import MlflowClient
 
 from ..design.zoo import hardening, training_twins
 from ..write_errors import writing
@@ -36,12 +36,14 @@ def with_factors(table: pd.DataFrame, zoo: dict, domain: str) -> pd.DataFrame:
 
 
 def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, manifest: pd.DataFrame,
-                 tracking_uri: str, n_resamples: int, seed: int, queries: pd.DataFrame | None = None) -> str:
-    """A domain study's report under `out_dir`, every file of it logged to the active MLflow run (the
-    study's parent run): result CSV/Markdown, paper tables, heatmaps, epsilon curves, an example grid,
-    the split manifest, the findings and defences sections (from each pair run's predictions, read
-    once) and, with query rows (`queries`, see `report.queries`), the query attacks' tables, curves
-    and finding; returns the terminal summary."""
+                 tracking_uri: str, n_resamples: int, seed: int, run_id: str,
+                 queries: pd.DataFrame | None = None) -> tuple[str, pd.DataFrame]:
+    """A domain study's report under `out_dir`, every file of it logged to MLflow run `run_id` (the
+    study's parent run) in the store at `tracking_uri`: result CSV/Markdown, paper tables, heatmaps,
+    epsilon curves, an example grid, the split manifest, the findings and defences sections (from
+    each pair run's predictions, read once) and, with query rows (`queries`, see `report.queries`),
+    the query attacks' tables, curves and finding; returns the terminal summary and the findings
+    table (`findings.finding_effects`; empty when none was tested)."""
     if queries is not None and not queries.empty:  # refused before anything is written
         queries = check_query_rows(queries, None if results.empty else {*results["surrogate"], *results["target"]})
     else:
@@ -59,18 +61,20 @@ def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, ma
         n = EXAMPLE_IMAGES
         example_grid(examples["clean"][:n], examples["adv"][:n], examples["control"][:n],
                      out_dir / f"examples_{examples['domain']}.png", title=examples["title"])
-    sections, predictions = ["", ""], {}  # no findings, no defences
+    sections, predictions, findings = ["", ""], {}, pd.DataFrame()  # no findings, no defences
     if not results.empty and n_resamples >= 1:
         predictions = load_predictions(results["run_id"], tracking_uri)
-        sections = [findings_section(results, predictions, out_dir, n_resamples, seed, tracking_uri),
-                    defences_section(results, predictions, out_dir, n_resamples, seed)]
+        text, findings = findings_section(results, predictions, out_dir, n_resamples, seed, tracking_uri)
+        sections = [text, defences_section(results, predictions, out_dir, n_resamples, seed)]
     if not results.empty:  # after the findings, which mark the targets at chance
         transfer_heatmaps(results, out_dir)
     if queries is not None:
         sections.append(queries_section(queries, results, predictions, out_dir, n_resamples, seed))
-    with writing(mlflow.get_artifact_uri().removeprefix("file://"), "the report's copy in the study run"):
-        mlflow.log_artifacts(str(out_dir))
-    return "\n".join([summary(results) if not results.empty else "(no results)", *sections])
+    client = MlflowClient(tracking_uri)
+    with writing(client.get_run(run_id).info.artifact_uri.removeprefix("file://"),
+                 "the report's copy in the study run"):
+        client.log_artifacts(run_id, str(out_dir))
+    return "\n".join([summary(results) if not results.empty else "(no results)", *sections]), findings
 
 
 def example_images(clean: torch.Tensor, adv: torch.Tensor, control: torch.Tensor, domain: str, title: str) -> dict:

@@ -18,6 +18,8 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
+from .tracking import global_tracking_uri
+
 CODE_FILE = Path(__file__).with_name("pyfunc_classifier.py")
 
 
@@ -64,5 +66,6 @@ def log_trained_model(client: MlflowClient, experiment_id: str, run_id: str, nam
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    client.create_model_version(registered, f"models:/{logged.model_id}", run_id=run_id, model_id=logged.model_id)
+    with global_tracking_uri(client.tracking_uri):  # MLflow's SQL registry reads the logged model through it
+        client.create_model_version(registered, f"models:/{logged.model_id}", run_id=run_id, model_id=logged.model_id)
     return logged.model_id

@@ -5,13 +5,15 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 from filelock import FileLock
 from mlflow.data.dataset import Dataset
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Metric, Param, Run, RunStatus
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.time import get_current_time_millis
 
+from .datasets import log_dataset
 from .tracking import flag, log_frame, numbers, worker_name
 
 STUDY_TAG = "study_hash"
@@ -55,24 +57,20 @@ class StudyRuns:
 
     @contextmanager
     def parent(self, run_name: str):
-        """Start or resume the study's parent run; a Ctrl-C ends it (and the open child) as KILLED."""
+        """Start or resume the study's parent run (through this store's client: MLflow's process-wide
+        active run is never used) and yield its id; it ends FINISHED, a Ctrl-C ends it KILLED and any
+        other error FAILED."""
         with self.lock:
             found = self._search(f"tags.{STUDY_TAG} = '{self.study_hash}' and tags.kind = 'study'")
-            run_id = found[0].info.run_id if found else None
-            run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else self.experiment_id,
-                                   run_name=run_name, tags={STUDY_TAG: self.study_hash, "kind": "study"})
-        self.parent_id = run.info.run_id
-        try:
-            yield run
-        except KeyboardInterrupt:
-            while mlflow.active_run() is not None:
-                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            raise
-        except BaseException:
-            while mlflow.active_run() is not None:
-                mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
-            raise
-        mlflow.end_run()
+            if found:
+                run_id = found[0].info.run_id
+                self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING), name=run_name)
+            else:
+                run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=resolve_tags(
+                    {STUDY_TAG: self.study_hash, "kind": "study"})).info.run_id
+        self.parent_id = run_id
+        with ended(self.client, run_id):
+            yield run_id
 
     def link(self, run_id: str) -> None:
         """Record that this study uses run `run_id` (a pair or query run, maybe another study's):
@@ -100,12 +98,13 @@ class StudyRuns:
         (context `evaluation`) and each numeric param also as a metric (`numbers`); returns its run id."""
         tags = {**tags, "kind": "pair", "config_hash": pair_key, "mlflow.parentRunId": self.parent_id,
                 "worker": worker_name(), study_link(self.parent_id): flag(True)}
-        with mlflow.start_run(experiment_id=self.experiment_id, nested=True, tags=tags, run_name=run_name) as run:
-            mlflow.log_params(params)
-            mlflow.log_input(test_input, context="evaluation")
-            mlflow.log_metrics({**numbers(params), **metrics})
-            log_frame(predictions, "predictions.csv")
-        return run.info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=resolve_tags(tags)).info.run_id
+        with ended(self.client, run_id):
+            self.client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
+            log_dataset(self.client, run_id, test_input, "evaluation")
+            self.log_numbers(run_id, {**numbers(params), **metrics})
+            log_frame(self.client, run_id, predictions, "predictions.csv")
+        return run_id
 
     def log_query(self, run_name: str, query_key: str, params: dict, tags: dict, metrics: dict,
                   rows: pd.DataFrame) -> str:
@@ -113,8 +112,28 @@ class StudyRuns:
         rows as `queries.csv` and each numeric param also as a metric (`numbers`); returns its run id."""
         tags = {**tags, "kind": "query", "config_hash": query_key, "mlflow.parentRunId": self.parent_id,
                 "worker": worker_name(), study_link(self.parent_id): flag(True)}
-        with mlflow.start_run(experiment_id=self.experiment_id, nested=True, tags=tags, run_name=run_name) as run:
-            mlflow.log_params(params)
-            mlflow.log_metrics({**numbers(params), **metrics})
-            log_frame(rows, "queries.csv")
-        return run.info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=resolve_tags(tags)).info.run_id
+        with ended(self.client, run_id):
+            self.client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
+            self.log_numbers(run_id, {**numbers(params), **metrics})
+            log_frame(self.client, run_id, rows, "queries.csv")
+        return run_id
+
+    def log_numbers(self, run_id: str, metrics: dict) -> None:
+        """Log metrics (name -> number) on run `run_id` at one time stamp."""
+        now = get_current_time_millis()
+        self.client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+
+
+@contextmanager
+def ended(client: MlflowClient, run_id: str):
+    """Run `run_id` ends FINISHED after the block, KILLED on a Ctrl-C, FAILED on any other error."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(run_id)

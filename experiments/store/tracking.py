@@ -7,17 +7,20 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from .sqlite_store import ensure_store, store_lock
 
 # MLflow's experiment kind for classical model development (vs. GenAI)
 KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+TRACKING_URI = "MLFLOW_TRACKING_URI"
 
 
 def artifact_root(uri: str) -> str | None:
@@ -28,12 +31,12 @@ def artifact_root(uri: str) -> str | None:
 
 
 def setup_experiment(uri: str, name: str) -> str:
-    """Point MLflow at `uri` and return the id of experiment `name`, creating it if needed. A local
-    store is created atomically first (`sqlite_store`); both happen under the store's lock, so
-    concurrent processes neither build the schema nor create the experiment twice."""
+    """The id of experiment `name` in the store at `uri`, created if needed (MLflow's process-wide
+    tracking URI is left alone). A local store is created atomically first (`sqlite_store`); both
+    happen under the store's lock, so concurrent processes neither build the schema nor create the
+    experiment twice."""
     with store_lock(uri):
         ensure_store(uri, artifact_root(uri))
-        mlflow.set_tracking_uri(uri)
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -47,6 +50,23 @@ def setup_experiment(uri: str, name: str) -> str:
         if KIND_TAG not in found.tags:  # created before experiments were tagged
             client.set_experiment_tag(found.experiment_id, KIND_TAG, MODEL_DEVELOPMENT)
         return found.experiment_id
+
+
+@contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to `uri` for the block only, then put back with
+    `MLFLOW_TRACKING_URI` as they were: the one call that needs it is MLflow 3's SQL model registry
+    creating a version from a `models:/<logged model id>` source, which looks the logged model up
+    through the global URI rather than its client's store (a TODO in MLflow's code)."""
+    variable = os.environ.get(TRACKING_URI)
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if variable is None:
+            os.environ.pop(TRACKING_URI, None)
+        else:
+            os.environ[TRACKING_URI] = variable
 
 
 def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
@@ -90,15 +110,21 @@ def ui_link(address: str, experiment_id: str | None = None, run_id: str | None =
     return f"{address}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
 
 
-def ui_hint(uri: str, named: bool, experiment_id: str, run_id: str, label: str) -> str:
-    """Lines telling the user how to open a study's runs in the MLflow UI (`named`: the store came
-    from `tracking.uri`, so `medtransfer ui` needs it too)."""
+def study_links(uri: str, experiment_id: str, study_runs: dict[str, str]) -> dict[str, str]:
+    """UI links of a study: `runs` (the experiment's runs table) and, per label, a study run's page."""
+    address = ui_address(uri)
+    return {"runs": ui_link(address, experiment_id),
+            **{label: ui_link(address, experiment_id, run_id) for label, run_id in study_runs.items()}}
+
+
+def ui_hint(uri: str, named: bool, links: dict[str, str]) -> str:
+    """Lines telling the user how to open a study's runs (`study_links`) in the MLflow UI (`named`:
+    the store came from `tracking.uri`, so `medtransfer ui` needs it too)."""
     lines = []
     if not uri.startswith(("http://", "https://")):
         lines.append("Open the runs in the MLflow UI: medtransfer ui" + (f" tracking.uri={uri}" if named else ""))
-    address = ui_address(uri)
-    lines.append(f"  runs of the study:      {ui_link(address, experiment_id)}")
-    lines.append(f"  study run ({label}): {ui_link(address, experiment_id, run_id)}")
+    lines.append(f"  runs of the study:      {links['runs']}")
+    lines.extend(f"  study run ({label}): {link}" for label, link in links.items() if label != "runs")
     return "\n".join(lines)
 
 
@@ -119,14 +145,14 @@ def numbers(params: dict) -> dict[str, float]:
             if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
-def log_text_files(files: dict[str, str]) -> None:
-    """Log text files (name -> content) as artifacts of the active run."""
+def log_text_files(client: MlflowClient, run_id: str, files: dict[str, str]) -> None:
+    """Log text files (name -> content) as artifacts of run `run_id`."""
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in files.items():
             (Path(tmp) / name).write_text(text)
-        mlflow.log_artifacts(tmp)
+        client.log_artifacts(run_id, tmp)
 
 
-def log_frame(frame: pd.DataFrame, name: str) -> None:
-    """Log a DataFrame as a CSV artifact of the active run."""
-    log_text_files({name: frame.to_csv(index=False)})
+def log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, name: str) -> None:
+    """Log a DataFrame as a CSV artifact of run `run_id`."""
+    log_text_files(client, run_id, {name: frame.to_csv(index=False)})

@@ -82,7 +82,7 @@ def reference(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return run_study(load_config(CONFIG, study_args(root))), root
+        return run_study(load_config(CONFIG, study_args(root))).table, root
     finally:
         torch.set_num_threads(threads)
 
@@ -91,7 +91,7 @@ def reference(tmp_path_factory):
 def on_ray(ray_session, tmp_path_factory):
     """(table, store folder) of the same study on the ray executor."""
     root = tmp_path_factory.mktemp("ray")
-    return run_study(load_config(CONFIG, study_args(root, *ON_RAY))), root
+    return run_study(load_config(CONFIG, study_args(root, *ON_RAY))).table, root
 
 
 @pytest.mark.slow  # Ray's start-up and a study on each executor: about 40 s here
@@ -114,7 +114,7 @@ def test_either_executor_reads_back_what_the_other_logged(executor, reference, o
     """Same identities: each executor, rerun on the other's store, finds every run and adds none."""
     table, root = on_ray if executor == "local" else reference
     before = {kind: sorted(r.info.run_id for r in runs(root, kind)) for kind in ("model", "pair", "study")}
-    again = run_study(load_config(CONFIG, study_args(root, f"executor={executor}", "ray.cpus_per_task=1")))
+    again = run_study(load_config(CONFIG, study_args(root, f"executor={executor}", "ray.cpus_per_task=1"))).table
     assert list(again["run_id"]) == list(table["run_id"])
     assert {kind: sorted(r.info.run_id for r in runs(root, kind)) for kind in before} == before
 
@@ -159,7 +159,7 @@ def test_a_killed_worker_task_is_retried_without_duplicates(ray_session, referen
     attempt's RUNNING run, and the study ends with the reference table and one run per piece of work."""
     caught = []
     watcher = when_training(tmp_path, lambda run: os.kill(worker_pid(run), signal.SIGKILL), caught)
-    table = run_study(load_config(CONFIG, study_args(tmp_path, *ON_RAY)))
+    table = run_study(load_config(CONFIG, study_args(tmp_path, *ON_RAY))).table
     watcher.join()
     assert caught, "no training run was caught in a Ray worker"
     killed = caught[0]
@@ -182,7 +182,7 @@ def test_ctrl_c_cancels_the_tasks_and_ends_the_study_killed(ray_session, tmp_pat
         watcher = when_training(tmp_path, lambda run: _thread.interrupt_main(), caught)
         with pytest.raises(KeyboardInterrupt):
             run_study(load_config(CONFIG, study_args(tmp_path, *ON_RAY, "train.max_epochs=100",
-                                                     "train.patience=100")))
+                                                     "train.patience=100"))).table
     finally:
         signal.signal(signal.SIGINT, handler)
     watcher.join()

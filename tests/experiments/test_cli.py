@@ -55,7 +55,8 @@ def test_run_prints_table_and_ui_links(tmp_path):
                          f"output_dir={tmp_path / 'out'}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pathology fgsm eps=0.02: AUC adv % of clean" in result.stdout
-    assert (tmp_path / "out" / "smoke" / "report" / "results.csv").is_file()
+    [report] = (tmp_path / "out" / "smoke").glob("*/report")  # <output_dir>/<name>/<short study key>/report
+    assert f"Report (tables, plots, examples): {report}\n" in result.stdout and (report / "results.csv").is_file()
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("smoke")
     study = client.search_runs([experiment.experiment_id], "tags.kind = 'study'")[0]

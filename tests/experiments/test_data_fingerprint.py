@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from datamodules import DomainData
-from experiments import run_study
+from experiments import plan_study, run_study
 from experiments.design import identity
 from experiments.design.scheduler import Scheduler
 
@@ -88,12 +88,12 @@ def test_a_relabelled_npz_gives_new_runs_and_the_new_labels_auc(tmp_path, smoke_
     npz = tmp_path / "data" / "breastmnist.npz"
     write_npz(npz)
     cfg = smoke_config(tmp_path, *npz_data(npz), *FAST)
-    first, runs = run_study(cfg), store(tmp_path)
+    first, runs = run_study(cfg).table, store(tmp_path)
     assert (len(runs["model"]), len(runs["pair"])) == (2, 4)
     assert 0.5 < first.auc_clean.min() < 1  # the brighter class scores higher, not perfectly
 
     write_npz(npz, flip_test=True)  # the same path, every test label inverted
-    again = run_study(smoke_config(tmp_path, *npz_data(npz), *FAST))
+    again = run_study(smoke_config(tmp_path, *npz_data(npz), *FAST)).table
     now = store(tmp_path)
     assert (len(now["model"]), len(now["pair"])) == (4, 8) and set(again.run_id).isdisjoint(first.run_id)
     with np.load(npz) as arrays:
@@ -110,14 +110,14 @@ def test_a_relabelled_npz_gives_new_runs_and_the_new_labels_auc(tmp_path, smoke_
 def test_a_moved_folder_reuses_every_run_and_a_fixed_labels_csv_redoes_them(tmp_path, smoke_config):
     here, there = tmp_path / "data", tmp_path / "moved" / "data"
     write_folder(here)
-    first, runs = run_study(smoke_config(tmp_path, *csv_data(here), *FAST)), store(tmp_path)
-    plan = run_study(smoke_config(tmp_path, *csv_data(here), *FAST), dry_run=True).text
+    first, runs = run_study(smoke_config(tmp_path, *csv_data(here), *FAST)).table, store(tmp_path)
+    plan = plan_study(smoke_config(tmp_path, *csv_data(here), *FAST)).text
     content = DomainData(smoke_config(tmp_path, *csv_data(here)).data).fingerprint()
     assert f"content {content[:23]} " in plan
 
     there.parent.mkdir()
     os.rename(here, there)
-    moved = run_study(smoke_config(tmp_path, *csv_data(there), *FAST))
+    moved = run_study(smoke_config(tmp_path, *csv_data(there), *FAST)).table
     assert store(tmp_path) == runs and list(moved.run_id) == list(first.run_id)  # nothing new
     assert moved.auc_clean.tolist() == first.auc_clean.tolist() and moved.auc_adv.tolist() == first.auc_adv.tolist()
     assert DomainData(smoke_config(tmp_path, *csv_data(there)).data).fingerprint() == content
@@ -125,7 +125,7 @@ def test_a_moved_folder_reuses_every_run_and_a_fixed_labels_csv_redoes_them(tmp_
     table = pd.read_csv(there / "labels.csv")
     table["label"] = 1 - table["label"]  # the labels file fixed in place
     table.to_csv(there / "labels.csv", index=False)
-    fixed = run_study(smoke_config(tmp_path, *csv_data(there), *FAST))
+    fixed = run_study(smoke_config(tmp_path, *csv_data(there), *FAST)).table
     now = store(tmp_path)
     assert (len(now["model"]), len(now["pair"])) == (4, 8) and set(fixed.run_id).isdisjoint(first.run_id)
     for row in fixed.itertuples():

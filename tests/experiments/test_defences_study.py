@@ -29,7 +29,8 @@ def study(tmp_path_factory, smoke_config):
     root = tmp_path_factory.mktemp("defences")
     cfg = smoke_config(root, MODELS, "targets=[a, a_jpeg]", "surrogates=[ens, b]",
                        "attacks=[{name: fgsm, eps: [0.02]}]", "train.max_epochs=1")
-    return cfg, root, run_study(cfg)
+    result = run_study(cfg)
+    return cfg, result.reports["pathology"], result
 
 
 def runs(cfg, kind):
@@ -39,7 +40,8 @@ def runs(cfg, kind):
 
 
 def test_ensemble_crafts_one_set_reused_for_every_target(study):
-    cfg, root, table = study
+    cfg, _, _ = study
+    root = Path(cfg.output_dir)
     pairs = {(r.data.params["surrogate.name"], r.data.params["target.name"]): r for r in runs(cfg, "pair")}
     assert set(pairs) == {(s, t) for s in ("ens", "b") for t in ("a", "a_jpeg")}
     ens = {pairs["ens", t].data.tags["set_key"] for t in ("a", "a_jpeg")}
@@ -51,7 +53,7 @@ def test_ensemble_crafts_one_set_reused_for_every_target(study):
 
 
 def test_defended_target_reuses_its_twins_training_run(study):
-    cfg, _, table = study
+    cfg, _, _ = study
     models = runs(cfg, "model")
     assert sorted(r.info.run_name for r in models) == ["a", "b", "c"]  # a_jpeg and ens train nothing
     pairs = {(r.data.params["surrogate.name"], r.data.params["target.name"]): r for r in runs(cfg, "pair")}
@@ -81,20 +83,20 @@ def test_defended_target_reuses_its_twins_training_run(study):
 
 
 def test_report_has_the_defences_table(study):
-    cfg, root, table = study
-    text = (root / cfg.name / "report" / "defences.md").read_text()
+    cfg, report, result = study
+    table = result.table
+    text = (report / "defences.md").read_text()
     assert "jpeg(quality=50)" in text and "Ensemble surrogates" in text
-    defences = pd.read_csv(root / cfg.name / "report" / "defences.csv")
+    defences = pd.read_csv(report / "defences.csv")
     row = defences.set_index("target").loc["a_jpeg"]
     pct = table[(table["surrogate"] == "b") & (table["target"] == "a_jpeg")]["auc_pct_clean"].item()
     assert row["other data"] == pytest.approx(pct, abs=1e-4)  # b is a's architecture on other data
     assert row["other data_lo"] <= pct <= row["other data_hi"]
-    assert "defences" not in table.attrs["summary"].split("Findings")[0]  # paper tables: plain pairs only
+    assert "defences" not in result.summary.split("Findings")[0]  # paper tables: plain pairs only
 
 
 def test_every_report_file_is_an_artifact_of_the_study_run_byte_for_byte(study, tmp_path):
-    cfg, root, _ = study
-    report = root / cfg.name / "report"
+    cfg, report, _ = study
     files = {path.name for path in report.iterdir()}
     assert {"defences.md", "defences.csv", "ensembles.csv", "results.csv", "examples_pathology.png"} <= files
     assert any(name.startswith("defences_") and name.endswith(".png") for name in files)
@@ -113,7 +115,7 @@ def test_adversarial_training_loses_less_auc_under_transferred_fgsm(tmp_path, sm
                        "adversarial_training: {name: pgd, eps: 0.03, alpha: 0.01, steps: 3}}]",
                        "targets=[t, t_at]", "surrogates=[s]", "attacks=[{name: fgsm, eps: [0.03]}]",
                        "train.max_epochs=3", "bootstrap_resamples=0")
-    table = run_study(cfg).set_index("target")
+    table = run_study(cfg).table.set_index("target")
     assert table.loc["t_at", "auc_pct_clean"] > table.loc["t", "auc_pct_clean"]
     client = MlflowClient(cfg.tracking.uri)
     trained = {r.info.run_name: r for r in runs(cfg, "model")}

@@ -151,7 +151,7 @@ def test_every_format_gives_the_in_process_numbers(exported, smoke_config):
     root, url = exported["root"], exported["url"]
     proxy = Proxy(url)
     cfg = smoke_config(root, *OVERRIDES, *external_models(root, proxy.url))
-    table = run_study(cfg).set_index("target")
+    table = run_study(cfg).table.set_index("target")
     test_size = exported["test_size"]
     for target in ("a_pt2", "a_onnx", "a_mlflow", "a_http"):
         for metric in AGREEING:
@@ -165,7 +165,7 @@ def test_every_format_gives_the_in_process_numbers(exported, smoke_config):
     assert proxy.received == 8 + 3 * test_size
     assert table.loc["a", "auc_adv"] < table.loc["a", "auc_clean"]  # the attack did something to compare
 
-    again = run_study(cfg).set_index("target")  # read back: only the probe reaches the endpoint
+    again = run_study(cfg).table.set_index("target")  # read back: only the probe reaches the endpoint
     assert proxy.received == 16 + 3 * test_size
     assert (again.loc[:, "run_id"] == table.loc[:, "run_id"]).all()
 

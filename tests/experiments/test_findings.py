@@ -133,12 +133,13 @@ def tiny_findings_study(tmp_path_factory):
     cfg = load_config(preset_path("smoke"), [f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"output_dir={root}",
                                              f"models={models}", "targets=[t]", "seeds=[0,1]",
                                              "bootstrap_resamples=100"])
-    return cfg, run_study(cfg), root
+    result = run_study(cfg)
+    return cfg, result.table, result
 
 
 def test_study_findings_agree_with_its_result_table(tiny_findings_study):
-    cfg, table, root = tiny_findings_study
-    findings = pd.read_csv(root / "smoke" / "report" / "findings.csv")
+    cfg, table, result = tiny_findings_study
+    findings = pd.read_csv(result.reports["pathology"] / "findings.csv")
     assert set(findings["finding"]) == {"b d2", "b d2/2", "d", "e"}
     assert table["run_id"].nunique() == len(table)
     # point effects from the logged predictions equal those from the table's own AUC % of clean
@@ -156,15 +157,16 @@ def test_study_findings_agree_with_its_result_table(tiny_findings_study):
         assert row["effect"] == pytest.approx(value, abs=1e-4)  # scores pass through a CSV
         assert row["lo"] <= row["effect"] <= row["hi"]
         assert row["verdict"] == verdict(row["lo"], row["hi"], 2.0 if key == "d" else None)
-    assert "Findings of the paper" in table.attrs["summary"]
+    assert "Findings of the paper" in result.summary
 
 
 def test_read_back_study_gives_the_same_findings(tiny_findings_study):
-    cfg, table, root = tiny_findings_study
-    first = pd.read_csv(root / "smoke" / "report" / "findings.csv")
+    cfg, table, result = tiny_findings_study
+    first = pd.read_csv(result.reports["pathology"] / "findings.csv")
     again = run_study(cfg)
-    assert list(again["run_id"]) == list(table["run_id"])
-    pd.testing.assert_frame_equal(pd.read_csv(root / "smoke" / "report" / "findings.csv"), first)
+    assert list(again.table["run_id"]) == list(table["run_id"]) and again.reports == result.reports
+    pd.testing.assert_frame_equal(pd.read_csv(again.reports["pathology"] / "findings.csv"), first)
+    pd.testing.assert_frame_equal(again.findings, result.findings)
 
 
 @pytest.mark.parametrize("preset, expected", [("findings", {"a", "b d2", "b d2/2", "c", "d", "e"}),

@@ -109,19 +109,19 @@ def sets(root) -> list[str]:
 @pytest.mark.slow
 def test_speed_options_reuse_every_run_and_set_and_a_result_key_redoes_its_work(smoke_config, tmp_path):
     fast = ["train.max_epochs=1", "bootstrap_resamples=20"]
-    first = run_study(smoke_config(tmp_path, *fast))
+    first = run_study(smoke_config(tmp_path, *fast)).table
     stored, crafted = store_contents(tmp_path), sets(tmp_path)
     assert (len(stored["model"]), len(stored["pair"]), len(stored["study"]), len(crafted)) == (2, 8, 1, 4)
 
     speed = ["data.num_workers=1", "data.pin_memory=true", f"data.cache_dir={tmp_path / 'data'}",
              "crafting.batch_size=7", "crafting.auto_batch=false"]
-    again = run_study(smoke_config(tmp_path, *fast, *speed))
+    again = run_study(smoke_config(tmp_path, *fast, *speed)).table
     assert store_contents(tmp_path) == stored and sets(tmp_path) == crafted  # nothing new
     assert list(again.run_id) == list(first.run_id)  # every row read back from its pair run
     numbers = [m for m in PAIR_METRICS if not m.endswith("_seconds")]
     assert again[numbers].equals(first[numbers])
 
-    redone = run_study(smoke_config(tmp_path, "train.max_epochs=1", "bootstrap_resamples=30"))
+    redone = run_study(smoke_config(tmp_path, "train.max_epochs=1", "bootstrap_resamples=30")).table
     now = store_contents(tmp_path)
     assert now["model"] == stored["model"] and sets(tmp_path) == crafted  # models and sets reused
     assert len(now["pair"]) == 16 and set(redone.run_id).isdisjoint(first.run_id)  # every pair redone

@@ -13,6 +13,7 @@ from experiments import load_config
 from experiments.design.config import preset_path
 from experiments.execution import read_data
 from experiments.execution.training import train_model
+from experiments.store.tracking import global_tracking_uri
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,8 @@ def trained(tmp_path_factory):
     module = train_model(cfg, cfg.models[0], read_data(cfg)).module
     client = MlflowClient(uri)
     run = client.search_runs([client.get_experiment_by_name("smoke").experiment_id], "tags.kind = 'model'")[0]
-    return cfg, module, client, run, root
+    with global_tracking_uri(uri):  # as a user of MLflow's own loaders points them at the store (a study never does)
+        yield cfg, module, client, run, root
 
 
 def test_training_run_outputs_a_ready_logged_model(trained):

@@ -1,4 +1,4 @@
-"""`medtransfer plan` / `run_study(dry_run=True)` and the up-front checks of `run`."""
+"""`medtransfer plan` / `plan_study` and the up-front checks of `run`."""
 import hashlib
 import os
 
@@ -7,7 +7,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from datamodules import build_datamodule
-from experiments import load_config, run_study
+from experiments import load_config, plan_study, run_study
 from experiments.cli import main
 from experiments.design.config import preset_path
 from experiments.preflight.outline import outline
@@ -87,7 +87,7 @@ def test_plan_counts_the_work_a_run_left_in_the_store(tmp_path):
     overrides = [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"output_dir={tmp_path / 'out'}",
                  "train.max_epochs=1", "bootstrap_resamples=0"]
     cfg = load_config(preset_path("smoke"), overrides)
-    before = run_study(cfg, dry_run=True)
+    before = plan_study(cfg)
     left = before.domains["pathology"]
     assert (left.models, left.sets, left.pairs) == (2, 4, 8)
     assert (left.models_left, left.sets_left, left.pairs_left) == (2, 4, 8)
@@ -97,11 +97,11 @@ def test_plan_counts_the_work_a_run_left_in_the_store(tmp_path):
     assert left.passes["evaluate"] == 8 * 2 * test + 2 * test  # adversarial + control per pair, clean per target
     assert before.seconds > 0 and not (tmp_path / "mlflow.db").exists() and not (tmp_path / "out").exists()
 
-    table = run_study(cfg)
+    table = run_study(cfg).table
     assert len(table) == left.pairs
     digest = hashlib.sha256((tmp_path / "mlflow.db").read_bytes()).hexdigest()
     stamp = os.stat(tmp_path / "mlflow.db").st_mtime_ns
-    after = run_study(cfg, dry_run=True)
+    after = plan_study(cfg)
     done = after.domains["pathology"]
     assert (done.models_left, done.sets_left, done.pairs_left) == (0, 0, 0)
     assert after.seconds == 0 and "Problems: none" in after.text
@@ -111,6 +111,6 @@ def test_plan_counts_the_work_a_run_left_in_the_store(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke").experiment_id
     client.delete_run(client.search_runs([experiment], "tags.kind = 'pair'")[0].info.run_id)
-    one = run_study(cfg, dry_run=True)
+    one = plan_study(cfg)
     assert one.domains["pathology"].pairs_left == 1 and one.domains["pathology"].seconds > 0
     assert "about 0 s" not in one.text and one.seconds > 0

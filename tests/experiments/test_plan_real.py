@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from experiments import run_study
+from experiments import plan_study, run_study
 from experiments.execution import read_data
 from experiments.preflight.outline import outline
 from experiments.preflight.checks import StudyProblems, require_ready
@@ -34,11 +34,11 @@ def medmnist(root, flag, *more):
 
 def test_plan_names_a_bad_flag_and_gives_exact_split_sizes(tmp_path, smoke_config):
     root = write_breast(tmp_path / "data")
-    plan = run_study(smoke_config(tmp_path, *medmnist(root, "breastmnistt")), dry_run=True)
+    plan = plan_study(smoke_config(tmp_path, *medmnist(root, "breastmnistt")))
     assert any("data.flag: unknown MedMNIST flag 'breastmnistt'" in p for p in plan.problems)
     with pytest.raises(StudyProblems, match="data.flag: unknown MedMNIST flag"):
         require_ready(smoke_config(tmp_path, *medmnist(root, "breastmnistt")))
-    plan = run_study(smoke_config(tmp_path, *medmnist(root, "breastmnist")), dry_run=True)
+    plan = plan_study(smoke_config(tmp_path, *medmnist(root, "breastmnist")))
     assert plan.problems == []
     # official test split = the test set (12); the 40 others split in halves, 20 % of each for validation
     assert "52 images at 1x28x28; test 12, train+val d1 16+4, d2 16+4" in plan.text
@@ -49,11 +49,11 @@ def test_plan_times_decoding_until_the_images_are_in_the_cache(tmp_path, smoke_c
     cfg = smoke_config(tmp_path, *medmnist(write_breast(tmp_path / "data"), "breastmnist"))
     data, = (domain.data for domain in outline(cfg))
     assert data.decode_seconds > 0 and not data.decode_each_read
-    assert "decoding them at 28 px: about" in run_study(cfg, dry_run=True).text
+    assert "decoding them at 28 px: about" in plan_study(cfg).text
     read_data(cfg)  # decodes the images into the cache
     data, = (domain.data for domain in outline(cfg))
     assert data.decode_seconds == 0
-    assert "decoded at 28 px in the cache" in run_study(cfg, dry_run=True).text
+    assert "decoded at 28 px in the cache" in plan_study(cfg).text
     uncached = smoke_config(tmp_path, *medmnist(tmp_path / "data", "breastmnist"), "data.cache_dir=none")
     data, = (domain.data for domain in outline(uncached))
     assert data.decode_seconds > 0 and data.decode_each_read  # every read decodes
@@ -64,9 +64,9 @@ def test_plan_times_decoding_until_the_images_are_in_the_cache(tmp_path, smoke_c
 def test_small_study_end_to_end_on_real_pneumoniamnist(tmp_path, smoke_config):
     cfg = smoke_config(tmp_path, *medmnist(REAL, "pneumoniamnist"), "data.domain=chest", "train.max_epochs=1",
                        "bootstrap_resamples=50", "attacks=[{name: fgsm, eps: [0.02]}]")
-    plan = run_study(cfg, dry_run=True)
+    plan = plan_study(cfg)
     assert "5030 images at 1x28x28; test 624" in plan.text and plan.problems == []
-    table = run_study(cfg)
+    table = run_study(cfg).table
     assert len(table) == 4 and set(table["target"]) == {"a", "b"}
     with np.load(Path(REAL) / "pneumoniamnist.npz") as npz:
         test_labels = npz["test_labels"].ravel()

@@ -56,7 +56,7 @@ def test_three_models_over_chestxray14_read_and_check_the_folder_once(tmp_path, 
         "data.test_fraction=0.3", "data.batch_size=16", "train.max_epochs=1", "bootstrap_resamples=0",
         "models=[{name: a, dev_set: d1}, {name: b, dev_set: d2}, {name: c, dev_set: d1, instance: 1}]",
         "pairs=whitebox", "attacks=[{name: fgsm, eps: [0.02]}]"])
-    table = run_study(cfg)
+    table = run_study(cfg).table
     assert sorted(table.target) == ["a", "b", "c"]
     assert reads.calls == 1  # one index of the folder for three models and the test set
     assert checks.calls == images  # each image file checked once

@@ -29,7 +29,7 @@ def finished_pairs(uri):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, smoke_config):
     """The uninterrupted, unsharded smoke study."""
-    return run_study(smoke_config(tmp_path_factory.mktemp("reference"), FAST))
+    return run_study(smoke_config(tmp_path_factory.mktemp("reference"), FAST)).table
 
 
 def assert_same_results(table, reference):
@@ -56,7 +56,7 @@ def test_killed_study_resumes_to_the_same_table(tmp_path, reference, smoke_confi
     done_before = len(finished_pairs(uri))
     assert done_before < len(reference)
 
-    resumed = run_study(cfg)
+    resumed = run_study(cfg).table
     assert_same_results(resumed, reference)
 
     client = MlflowClient(uri)
@@ -75,10 +75,10 @@ def test_killed_study_resumes_to_the_same_table(tmp_path, reference, smoke_confi
 def test_union_of_shards_is_the_study(tmp_path, reference, smoke_config):
     cfg = smoke_config(tmp_path, FAST)
     uri = cfg.tracking.uri
-    shards = [run_study(cfg, shard=(i, 3)) for i in range(3)]
+    shards = [run_study(cfg, shard=(i, 3)).table for i in range(3)]
     assert sum(len(s) for s in shards) == len(reference)
     assert len(finished_pairs(uri)) == len(reference)
-    assembled = run_study(cfg)  # nothing left to do: reads every pair back and writes the report
+    assembled = run_study(cfg).table  # nothing left to do: reads every pair back and writes the report
     assert_same_results(assembled, reference)
     assert len(finished_pairs(uri)) == len(reference)
     union = pd.concat(shards).sort_values(["surrogate", "attack", "target"]).reset_index(drop=True)

@@ -1,4 +1,6 @@
 """End to end: a tiny study, read back from the MLflow store and checked against sklearn."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,12 +8,13 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from experiments import run_study
+from experiments.design.identity import study_key
 
 
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory, smoke_config):
     cfg = smoke_config(tmp_path_factory.mktemp("study"), "train.max_epochs=3")
-    return cfg, run_study(cfg), cfg.tracking.uri
+    return cfg, run_study(cfg).table, cfg.tracking.uri
 
 
 def test_table_has_one_row_per_pair_and_setting(smoke_study):
@@ -74,7 +77,7 @@ def test_whitebox_attack_hurts_more_than_control_noise(smoke_study):
 
 def test_report_files_and_parent_artifacts(smoke_study, tmp_path):
     cfg, table, uri = smoke_study
-    report = __import__("pathlib").Path(cfg.output_dir) / "smoke" / "report"
+    report = Path(cfg.output_dir) / "smoke" / study_key(cfg)[:8] / "report"  # the variant's own folder
     assert pd.read_csv(report / "results.csv")[["surrogate", "target", "auc_adv"]].equals(
         table[["surrogate", "target", "auc_adv"]])
     manifest = pd.read_csv(report / "split_manifest.csv")
@@ -84,6 +87,7 @@ def test_report_files_and_parent_artifacts(smoke_study, tmp_path):
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("smoke")
     parent, = client.search_runs([experiment.experiment_id], "tags.kind = 'study'")
+    assert parent.info.run_name == f"smoke-{study_key(cfg)[:8]}"
     logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.csv", "split_manifest.csv", "config.yaml", "examples_pathology.png",
             "transfer_pathology_fgsm_eps0.02.png", "table4_development_data_manuscript.md"} <= logged
@@ -100,10 +104,14 @@ def test_domains_and_seeds_multilabel_auc_matches_sklearn(tmp_path, smoke_config
     cfg = smoke_config(tmp_path, "train.max_epochs=1", "pairs=whitebox", "seeds=[0, 1]",
                        "domains={pathology: {}, radiology: {}}", "attacks=[{name: fgsm, eps: [0.02]}]")
     uri = cfg.tracking.uri
-    table = run_study(cfg)
+    result = run_study(cfg)
+    table = result.table
     assert sorted(set(zip(table.domain, table.seed))) == [(d, s) for d in ("pathology", "radiology") for s in (0, 1)]
     assert len(table) == 2 * 2 * 2  # domains x seeds x white-box pairs
-    assert "radiology" in table.attrs["summary"] and "pathology" in table.attrs["summary"]
+    assert "radiology" in result.summary and "pathology" in result.summary
+    for domain, folder in result.reports.items():  # each domain's report in its sub-study's own folder
+        assert folder.parent.parent == tmp_path / f"smoke-{domain}" and (folder / "results.csv").is_file()
+    assert sorted(result.reports) == sorted(result.study_runs) == ["pathology", "radiology"]
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("smoke")
     assert len(client.search_runs([experiment.experiment_id], "tags.kind = 'study'")) == 2

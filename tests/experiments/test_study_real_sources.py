@@ -44,9 +44,10 @@ def test_a_study_on_a_dicom_folder_from_the_readme_command(tmp_path, smoke_confi
     readme = ["data.source=dicom", "data.domain=radiology", f"data.root={root}", "data.csv_file=labels.csv",
               "data.path_column=file", "data.label_column=finding"]
     # a fifth of each development set for validation: both classes in d2's (the default's 3 images are one)
-    table = run_study(smoke_config(tmp_path, *readme, *FAST, "data.val_fraction=0.2"))
+    result = run_study(smoke_config(tmp_path, *readme, *FAST, "data.val_fraction=0.2"))
+    table = result.table
     assert len(table) == 4 and set(table["target"]) == {"a", "b"}
-    manifest = pd.read_csv(tmp_path / "smoke" / "report" / "split_manifest.csv")
+    manifest = pd.read_csv(result.reports["radiology"] / "split_manifest.csv")
     test = manifest[manifest["partition"] == "test"]
     assert sorted(manifest["sample_id"]) == sorted(r["file"] for r in rows) and 0 < len(test) < 80
     assert (table["auc_clean"] > 0.8).all()  # the finding's bright square came through the DICOM pixel path
@@ -77,9 +78,10 @@ def test_a_study_on_chestxray14_with_the_authors_split_files(tmp_path, smoke_con
             "".join(f"{key}:\n" + "".join(f"- {i}\n" for i in ids) for key, ids in lists.items()))
     readme = ["data.source=chestxray14", "data.domain=radiology", f"data.root={root}", f"data.splits={splits}"]
     # a fifth of each development set for validation: both classes in d2's (the default's 3 images are one)
-    table = run_study(smoke_config(tmp_path, *readme, *FAST, "data.val_fraction=0.2"))
+    result = run_study(smoke_config(tmp_path, *readme, *FAST, "data.val_fraction=0.2"))
+    table = result.table
     assert len(table) == 4 and set(table["target"]) == {"a", "b"}
-    manifest = pd.read_csv(tmp_path / "smoke" / "report" / "split_manifest.csv", dtype=str)
+    manifest = pd.read_csv(result.reports[result.table["domain"].iloc[0]] / "split_manifest.csv", dtype=str)
     test = manifest[manifest["partition"] == "test"]["sample_id"].str[:-4]
     assert sorted(test) == sorted(ids_of(range(12)))  # the files' test set, not a drawn one
     digest = hashlib.sha256("".join(

@@ -10,7 +10,7 @@ from experiments import run_study
 def test_smoke_study_over_http(mlflow_server, tmp_path, smoke_config):
     cfg = smoke_config(tmp_path, f"tracking.uri={mlflow_server}", "train.max_epochs=1",
                        "tracking.experiment=over_http")
-    table = run_study(cfg)
+    table = run_study(cfg).table
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("over_http")
     parent, = client.search_runs([experiment.experiment_id], "tags.kind = 'study'")

@@ -1,5 +1,4 @@
 """Zoo training: best-validation-AUC checkpoint in an MLflow run, reused by config hash."""
-import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -10,7 +9,6 @@ from experiments.design.config import load_config
 from experiments.design.identity import model_seed
 from experiments.execution import read_data
 from experiments.execution.training import initial_module, train_model
-from experiments.store.tracking import setup_experiment
 
 
 def tiny_config(uri: str, *extra: str):
@@ -35,25 +33,23 @@ def val_auc_by_sklearn(cfg, module) -> float:
 
 def test_training_is_logged_once_and_reused(tracking_uri):
     cfg = tiny_config(tracking_uri)
-    experiment_id = setup_experiment(tracking_uri, "training-test")
-    with mlflow.start_run(experiment_id=experiment_id, run_name="study parent"):  # as run_study calls it
-        module, val_auc, run_id = train_model(cfg, cfg.models[0], read_data(cfg))
-        [run] = model_runs(tracking_uri)
-        assert not module.training
-        assert run.info.status == "FINISHED"
-        assert run.data.params["seed"] == str(model_seed(cfg.seed, cfg.models[0]))
-        assert (run.data.params["arch"], run.data.params["init"], run.data.params["data.image_size"]) == \
-            ("tiny_cnn", "random", "16")
-        history = MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "val_auc")
-        assert [m.step for m in history] == [0, 1, 2]
-        assert val_auc == pytest.approx(max(m.value for m in history), abs=1e-6)  # the best epoch is kept
-        assert val_auc == pytest.approx(val_auc_by_sklearn(cfg, module), abs=1e-5)
+    module, val_auc, run_id = train_model(cfg, cfg.models[0], read_data(cfg))
+    [run] = model_runs(tracking_uri)
+    assert not module.training
+    assert run.info.status == "FINISHED"
+    assert run.data.params["seed"] == str(model_seed(cfg.seed, cfg.models[0]))
+    assert (run.data.params["arch"], run.data.params["init"], run.data.params["data.image_size"]) == \
+        ("tiny_cnn", "random", "16")
+    history = MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "val_auc")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert val_auc == pytest.approx(max(m.value for m in history), abs=1e-6)  # the best epoch is kept
+    assert val_auc == pytest.approx(val_auc_by_sklearn(cfg, module), abs=1e-5)
 
-        again, again_auc, again_id = train_model(cfg, cfg.models[0], read_data(cfg))
-        assert len(model_runs(tracking_uri)) == 1  # nothing trained
-        assert (again_auc, again_id) == (val_auc, run.info.run_id) and not again.training
-        for key, value in module.model.state_dict().items():
-            torch.testing.assert_close(again.model.state_dict()[key], value, rtol=0, atol=0)
+    again, again_auc, again_id = train_model(cfg, cfg.models[0], read_data(cfg))
+    assert len(model_runs(tracking_uri)) == 1  # nothing trained
+    assert (again_auc, again_id) == (val_auc, run.info.run_id) and not again.training
+    for key, value in module.model.state_dict().items():
+        torch.testing.assert_close(again.model.state_dict()[key], value, rtol=0, atol=0)
 
     changed = tiny_config(tracking_uri, "train.lr=0.002", "train.max_epochs=1")
     train_model(changed, changed.models[0], read_data(changed))

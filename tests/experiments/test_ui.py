@@ -115,6 +115,7 @@ def test_ui_without_a_store_is_one_line(tmp_path, capsys):
 def test_ui_port_in_use_is_one_line(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     make_store(uri)
+    capsys.readouterr()  # MLflow's lines while the test built its store (the CLI leaves no logger quieted)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

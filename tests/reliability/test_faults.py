@@ -126,7 +126,7 @@ def assert_one_finished_run_each(uri: str, reference: tuple, experiment: str = "
 def reference(tmp_path_factory):
     """(table, output dir) of the uninterrupted, unsharded SLOW_STAGES study, run in this process."""
     directory = tmp_path_factory.mktemp("reference")
-    table = run_study(load_config(CONFIG, study_args(sqlite_uri(directory), directory, *SLOW_STAGES)))
+    table = run_study(load_config(CONFIG, study_args(sqlite_uri(directory), directory, *SLOW_STAGES))).table
     return table, directory
 
 
@@ -144,7 +144,7 @@ def test_sigkill_then_rerun_gives_the_reference_and_no_partial_runs(stage, tmp_p
     if stage == "training":
         assert MlflowClient(uri).get_run(caught.info.run_id).info.status == "RUNNING"  # left behind
 
-    assert_same_results(run_study(load_config(CONFIG, args)), reference[0])
+    assert_same_results(run_study(load_config(CONFIG, args)).table, reference[0])
     assert_one_finished_run_each(uri, reference)
     if stage == "training":  # the killed process's run was deleted, not left beside the new one
         assert MlflowClient(uri).get_run(caught.info.run_id).info.lifecycle_stage == "deleted"
@@ -170,7 +170,7 @@ def test_ctrl_c_stops_cleanly_with_runs_killed_and_the_cache_intact(stage, tmp_p
         assert MlflowClient(uri).get_run(caught.info.run_id).info.status == "KILLED"
     assert not list((output_dir / "adversarial_sets").glob("*.tmp"))
 
-    assert_same_results(run_study(load_config(CONFIG, args)), reference[0])
+    assert_same_results(run_study(load_config(CONFIG, args)).table, reference[0])
     assert_one_finished_run_each(uri, reference)
     assert_same_sets(output_dir, reference[1])  # the rerun keeps the sets stored before the Ctrl-C
 
@@ -189,7 +189,7 @@ def test_concurrent_shards_on_one_server_do_each_piece_of_work_once(tmp_path, ml
     assert_one_finished_run_each(mlflow_server, reference, experiment)  # each model trained once
     assert_same_sets(output_dir, reference[1])
 
-    assembled = run_study(load_config(CONFIG, args))  # nothing left to do: reads the pairs back
+    assembled = run_study(load_config(CONFIG, args)).table  # nothing left to do: reads the pairs back
     assert_same_results(assembled, reference[0])
     assert_one_finished_run_each(mlflow_server, reference, experiment)
 

@@ -36,6 +36,11 @@ PACKAGES = ("attacks", "datamodules", "experiments", "lightning_modules")
 EARLIER = ["seed=1"]  # another study in the same experiment: other models, sets and pairs
 
 
+def report_folder(root: Path) -> Path | None:
+    """The smoke study's report folder under `root` (`out/smoke/<short study key>/report`), once made."""
+    return next((root / OUT / "smoke").glob("*/report"), None)
+
+
 def snapshot_code(folder: Path) -> Path:
     """A copy of the packages outside git: its code version is fixed ("unknown"), so the identities
     stay the same however the work tree changes while the test runs."""
@@ -61,8 +66,8 @@ EVENTS = {
     "store": lambda root: (root / "mlflow.db").is_file(),
     "set-tmp": lambda root: bool(list((root / OUT / "adversarial_sets").glob("*.tmp"))),  # a set being written
     "set": lambda root: bool(list((root / OUT / "adversarial_sets").glob("*.set"))),
-    "report": lambda root: (root / OUT / "smoke" / "report").is_dir(),
-    "results": lambda root: (root / OUT / "smoke" / "report" / "results.csv").is_file(),
+    "report": lambda root: report_folder(root) is not None,
+    "results": lambda root: bool(list((root / OUT / "smoke").glob("*/report/results.csv"))),
 }
 # (event, seconds after it, on a store holding the earlier study): from the first 100 ms to the report
 INSTANTS = [("start", 0.05, False), ("start", 0.5, True), ("start", 3.0, False), ("store-tmp", 0.0, False),
@@ -98,10 +103,10 @@ def state(uri: str, root: Path, earlier: dict) -> str:
              for kind in ("model", "pair")}
     running = sorted({r.data.tags.get("kind") for r in runs if r.info.status == "RUNNING"} - {"study"})
     sets = list((root / "out" / "adversarial_sets").glob("*.set"))
-    report = root / "out" / "smoke" / "report"
+    report = report_folder(root)
     return (f"{count['model']} models, {len(sets)} sets, {count['pair']} pairs finished"
             + (f", {'/'.join(running)} run open" if running else "")
-            + (f", report {len(list(report.iterdir()))} files" if report.is_dir() else ""))
+            + (f", report {len(list(report.iterdir()))} files" if report is not None else ""))
 
 
 def finished_study(uri: str, earlier: dict) -> bool:
@@ -115,10 +120,10 @@ def finished_study(uri: str, earlier: dict) -> bool:
 def timeline(process: subprocess.Popen, uri: str, root: Path) -> dict[str, float]:
     """Seconds from the start until the store, the report folder and the end of an uninterrupted run."""
     start, seen = time.monotonic(), {}
-    db, report = Path(uri.removeprefix("sqlite:///")), root / "out" / "smoke" / "report"
+    db = Path(uri.removeprefix("sqlite:///"))
     while process.poll() is None:
-        for name, path in (("store", db), ("report", report)):
-            if name not in seen and path.exists():
+        for name, present in (("store", db.exists), ("report", lambda: report_folder(root) is not None)):
+            if name not in seen and present():
                 seen[name] = time.monotonic() - start
         time.sleep(0.01)
     seen["end"] = time.monotonic() - start
@@ -188,7 +193,7 @@ def test_sigkill_at_any_instant_then_rerun_gives_the_uninterrupted_pairs(tmp_pat
         if existing:
             assert {r.info.run_id: snapshot(r) for r in runs if r.info.run_id in earlier} == earlier
         assert not list((root / "out" / "adversarial_sets").glob("*.tmp"))
-        assert (root / "out" / "smoke" / "report" / "results.csv").is_file()
+        assert len(list((root / OUT / "smoke").glob("*/report/results.csv"))) == 1
         with capsys.disabled():
             print(f"{event:>9} + {delay:4.2f} s = {instant:6.2f} s  {'existing' if existing else 'fresh':8}  "
                   f"exit {status:4}  "

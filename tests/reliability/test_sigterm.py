@@ -59,7 +59,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_finishes(stage, tmp_path, monkeypat
     assert not list((output_dir / "adversarial_sets").glob("*.tmp"))
     assert all(r.info.status == "FINISHED" for r in runs(uri, "pair"))  # none half-logged
 
-    table = run_study(load_config(CONFIG, args))
+    table = run_study(load_config(CONFIG, args)).table
     assert len(table) == 8 and table["run_id"].nunique() == 8
     models, pairs = runs(uri, "model"), runs(uri, "pair")
     assert sorted(r.info.run_name for r in models) == ["a", "b"]

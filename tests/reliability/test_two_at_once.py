@@ -5,7 +5,6 @@ evaluated once, and the store holds no duplicate runs.
 Each process runs the CLI's `main` under an audit hook that records every file renamed into the
 adversarial-set cache (a set is promoted from its temporary file exactly when it was crafted), so
 "crafted once" is observed, not inferred."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,4 +69,4 @@ def test_two_identical_commands_at_once_do_each_piece_of_work_once(store, tmp_pa
     stored = sorted(str(p) for p in (output_dir / "adversarial_sets").glob("*.set"))
     assert len(stored) == 4 and sorted(crafted) == stored  # each set renamed into place once, by one process
     assert not list((output_dir / "adversarial_sets").glob("*.tmp"))
-    assert os.path.isfile(output_dir / "smoke" / "report" / "results.csv")
+    assert len(list(output_dir.glob("smoke/*/report/results.csv"))) == 1  # one variant, one report folder

@@ -160,8 +160,10 @@ def test_the_auc_scores_the_named_positive_label(tmp_path):
         *csv_source(root, "data.labels=[normal, pneumonia]", f"data.splits={splits}"),
         f"models={json.dumps(models)}", "targets=[scorer]", "surrogates=[s]", "train.max_epochs=1",
         "bootstrap_resamples=0", "attacks=[{name: fgsm, eps: [0.02]}]"])
-    table = run_study(cfg)
-    manifest = pd.read_csv(tmp_path / "out" / "smoke" / "report" / "split_manifest.csv")
+    result = run_study(cfg)
+    table = result.table
+    [report] = result.reports.values()
+    manifest = pd.read_csv(report / "split_manifest.csv")
     test = manifest[manifest["partition"] == "test"]
     rows = [int(s.split("/")[0][1:]) * 2 + int(s.split("/")[1][0]) for s in test["sample_id"]]
     expected = roc_auc_score(np.asarray(labels)[rows], brightness[rows])
