@@ -15,11 +15,25 @@ import importlib.util
 import sys
 from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from attacks.craft import craft
+    from datamodules.build import build_datamodule
+    from experiments.design.config import ConfigError, load_config
+    from experiments.preflight.plan import StudyPlan
+    from experiments.report.metrics import auc
+    from experiments.search import search_pairs
+    from experiments.store.model_store import load_model
+    from experiments.study import plan_study, run_study
+    from experiments.study_result import StudyResult
+    from lightning_modules.tasks import scores
 
 LIBRARY = Path(__file__).resolve().parent.parent  # where the library's packages are installed
 PACKAGES = ("attacks", "datamodules", "experiments", "lightning_modules")
 _HOMES = {"load_config": "experiments.design.config", "ConfigError": "experiments.design.config",
-          "run_study": "experiments.study", "search_pairs": "experiments.search",
+          "run_study": "experiments.study", "plan_study": "experiments.study",
+          "StudyResult": "experiments.study_result", "StudyPlan": "experiments.preflight.plan", "search_pairs": "experiments.search",
           "load_model": "experiments.store.model_store", "build_datamodule": "datamodules.build",
           "craft": "attacks.craft", "scores": "lightning_modules.tasks", "auc": "experiments.report.metrics"}
 __all__ = sorted(_HOMES)
@@ -59,6 +73,10 @@ def __getattr__(name: str):
     if name not in _HOMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(import_module(_HOMES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 check_packages()

@@ -227,27 +227,28 @@ def test_transfer_interval_matches_an_independent_bootstrap_of_the_predictions()
 def smoke_study(tmp_path_factory, smoke_config):
     from experiments import run_study
     cfg = smoke_config(tmp_path_factory.mktemp("study"))
-    table = run_study(cfg)
+    table = run_study(cfg).table
     return cfg, table.drop(columns="target_at_chance", errors="ignore")  # as write_report received it
 
 
-def report(cfg, table, out_dir: Path, **queries) -> str:
-    """`write_report` of the study's table into `out_dir`, inside a fresh run of the study's store."""
-    import mlflow
+def report(cfg, table, out_dir: Path, **queries) -> tuple[str, str]:
+    """`write_report` of the study's table into `out_dir`, logged to a fresh run of the study's store."""
     from mlflow.tracking import MlflowClient
     from experiments.report import write_report
-    report_dir = Path(cfg.output_dir) / cfg.name / "report"
-    manifest = pd.read_csv(report_dir / "split_manifest.csv")
-    experiment = MlflowClient(cfg.tracking.uri).get_experiment_by_name(cfg.name)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(cfg.tracking.uri)
-    try:
-        with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=out_dir.name) as run:
-            text = write_report(table.copy(), out_dir, None, manifest, cfg.tracking.uri, cfg.bootstrap_resamples,
-                                cfg.seed, **queries)
-        return text, run.info.run_id
-    finally:
-        mlflow.set_tracking_uri(previous)
+    manifest = pd.read_csv(study_report(cfg) / "split_manifest.csv")
+    client = MlflowClient(cfg.tracking.uri)
+    run_id = client.create_run(client.get_experiment_by_name(cfg.name).experiment_id,
+                               run_name=out_dir.name).info.run_id
+    text, _ = write_report(table.copy(), out_dir, None, manifest, cfg.tracking.uri, cfg.bootstrap_resamples,
+                           cfg.seed, run_id, **queries)
+    client.set_terminated(run_id)
+    return text, run_id
+
+
+def study_report(cfg) -> Path:
+    """The report folder `run_study` wrote for the study (its one variant)."""
+    (folder,) = (Path(cfg.output_dir) / cfg.name).glob("*/report")
+    return folder
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -265,7 +266,7 @@ def test_without_query_rows_the_report_stays_byte_for_byte_the_same(smoke_study,
     assert before == files(tmp_path / "empty") == files(tmp_path / "columns")
     assert not [name for name in before if "queries" in name]
     # the study's own report (written by run_study, no query rows), less the example grid this test leaves out
-    study = files(Path(cfg.output_dir) / cfg.name / "report")
+    study = files(study_report(cfg))
     assert {n: b for n, b in study.items() if not n.startswith("examples_")} == before
 
 

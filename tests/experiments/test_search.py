@@ -37,7 +37,7 @@ def studies(tmp_path_factory, smoke_config):
     first = smoke_config(root, "train.max_epochs=1", ATTACKS)
     second = smoke_config(root, "train.max_epochs=1", "name=smoke-again", "tracking.experiment=smoke",
                           "attacks=[{name: fgsm, eps: [0.03]}]")
-    return (first, run_study(first)), (second, run_study(second))
+    return (first, run_study(first).table), (second, run_study(second).table)
 
 
 def ordered(table: pd.DataFrame) -> pd.DataFrame:
@@ -84,9 +84,18 @@ def test_search_pairs_filters_by_factor(studies):
         search_pairs(cfg.tracking.uri, study="nothing")
 
 
-def test_eps_range_filter_through_mlflow(studies):
+@pytest.fixture
+def global_store(studies, monkeypatch):
+    """MLflow's process-wide store set to the studies' one (for `mlflow.search_runs`), undone after."""
+    uri = studies[0][0].tracking.uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
+def test_eps_range_filter_through_mlflow(studies, global_store):
     (cfg, table), _ = studies
-    mlflow.set_tracking_uri(cfg.tracking.uri)
     experiment = MlflowClient(cfg.tracking.uri).get_experiment_by_name("smoke").experiment_id
     found = mlflow.search_runs([experiment], "tags.kind = 'pair' and metrics.`attack.eps` > 0.015 "
                                "and metrics.`attack.eps` < 0.035 and metrics.seed = 0")

@@ -16,7 +16,7 @@ ATTACKS = ("attacks=[{name: ifgsm, eps: [0.02]}, {name: ifgsm, eps: [1.0], param
 @pytest.mark.slow
 def test_targeted_success_is_logged_and_counted_over_the_images_with_a_target(smoke_config, tmp_path):
     cfg = smoke_config(tmp_path, ATTACKS, "train.max_epochs=1", "bootstrap_resamples=20")
-    table = run_study(cfg)
+    table = run_study(cfg).table
     targeted = table[table.attack_target == "1"]
     assert len(targeted) == 4 and set(targeted.norm) == {"l2"}
     assert table[table.attack_target == "untargeted"].targeted_success.isna().all()

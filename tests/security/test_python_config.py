@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 import experiments.study
-from experiments import load_config, run_study
+from experiments import load_config, plan_study, run_study
 from experiments.cli import main
 from experiments.design.config import (AttackConfig, ConfigError, ModelConfig, StudyConfig, checked_config,
                                        preset_path)
@@ -70,7 +70,7 @@ def test_a_loaded_config_changed_in_python_is_refused_before_anything_is_written
     for key, value in changes.items():  # as `cfg.surrogates = ["zz"]`, `cfg.train.max_epochs = 0` do
         OmegaConf.update(cfg, key, value, merge=False)
     before = files(earlier_study.root)
-    call = {"run_study": lambda: run_study(cfg), "dry run": lambda: run_study(cfg, dry_run=True),
+    call = {"run_study": lambda: run_study(cfg), "plan_study": lambda: plan_study(cfg),
             "plan": lambda: study_plan(cfg)}[entry]
     with pytest.raises(ConfigError) as refused:
         call()
@@ -138,13 +138,13 @@ def expected_smoke(**changes):
 
 
 def cli_config(monkeypatch, *args):
-    """The config `medtransfer plan` hands to `run_study` for these arguments."""
+    """The config `medtransfer plan` hands to `plan_study` for these arguments."""
     seen = []
 
-    def plan_only(cfg, dry_run=False, **_):
+    def plan_only(cfg, **_):
         seen.append(cfg)
         return SimpleNamespace(text="", problems=[])
-    monkeypatch.setattr(experiments.study, "run_study", plan_only)
+    monkeypatch.setattr(experiments.study, "plan_study", plan_only)
     assert main(["plan", "--config", *args]) == 0
     return OmegaConf.to_container(seen[0])
 
