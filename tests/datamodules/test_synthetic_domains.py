@@ -102,7 +102,7 @@ def test_synthetic_sets_are_cached_by_parameters(tmp_path):
 
 def test_a_truncated_cache_entry_is_regenerated(tmp_path):
     cfg = dict(domain="radiology", source="synthetic", image_size=16, num_patients=20, images_per_patient=2,
-               seed=1, split="d1", cache_dir=str(tmp_path))
+               seed=1, dev_set="d1", cache_dir=str(tmp_path))
     build_datamodule(cfg)
     images_file, = tmp_path.glob("*.images")
     whole = images_file.read_bytes()
@@ -162,5 +162,5 @@ def test_split_follows_data_seed_and_order_follows_training_seed():
 def test_the_default_cache_folder_is_read_when_the_data_are_built(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path / "late"))  # set after every import
     build_datamodule(dict(domain="pathology", source="synthetic", image_size=8, num_patients=20,
-                          images_per_patient=2, seed=11, split="d1", cache_dir=""))
+                          images_per_patient=2, seed=11, dev_set="d1", cache_dir=""))
     assert len(list((tmp_path / "late").glob("pathology-*.images"))) == 1
