@@ -62,7 +62,7 @@ CHANGES = [
 ]
 
 
-@pytest.mark.parametrize("entry", ["run_study", "dry run", "plan"])
+@pytest.mark.parametrize("entry", ["run_study", "plan_study", "plan"])
 @pytest.mark.parametrize("changes, culprit", CHANGES)
 def test_a_loaded_config_changed_in_python_is_refused_before_anything_is_written(entry, changes, culprit,
                                                                                  earlier_study):
