@@ -14,6 +14,12 @@ from lightning_modules import build_classifier
 LAYOUT = {"arch": "tiny_cnn", "layout.task": "binary", "layout.num_outputs": "1", "layout.channels": "3"}
 
 
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory):
+    """One SQLite store for the module (creating one takes seconds); each test adds its own runs."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
 def model_run(uri: str, tmp_path, checkpoint: bytes, **params) -> str:
     """A FINISHED model run as the store writes one, with this checkpoint file and these params."""
     client = MlflowClient(uri)
