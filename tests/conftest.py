@@ -1,5 +1,7 @@
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,21 +30,47 @@ def synthetic_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def smoke_config():
-    """`smoke_config(root, *overrides)`: the smoke preset with its MLflow store (`root/mlflow.db`) and
+def store_template(tmp_path_factory) -> Path:
+    """An empty, complete SQLite MLflow store built once by the project's own `ensure_store`: the
+    study fixtures below copy it instead of running MLflow's schema migrations (seconds) for every
+    store a test makes. How a store is built is tested in tests/reliability/test_store_creation.py."""
+    from experiments.store.sqlite_store import ensure_store
+    path = tmp_path_factory.mktemp("store_template") / "mlflow.db"
+    ensure_store(f"sqlite:///{path}", None)
+    return path
+
+
+def place_store(template: Path, path: Path) -> str:
+    """The URI of a store at `path`: a copy of `template` (its default experiment's artifact folder
+    moved beside `path`, where `ensure_store` would put it) unless one is there already."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, path)
+        with sqlite3.connect(path) as db:
+            db.execute("update experiments set artifact_location = ? where experiment_id = 0",
+                       (str(path.parent / "artifacts"),))
+        db.close()
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def smoke_config(store_template):
+    """`smoke_config(root, *overrides)`: the smoke preset with its MLflow store (`root/mlflow.db`, a
+    copy of `store_template`; `store=False`: none yet, for tests that check nothing is written) and
     outputs under `root`, then `overrides` (the one config fixture of the study tests)."""
     from experiments.design.config import load_config, preset_path
 
-    def make(root: Path, *overrides: str):
-        return load_config(preset_path("smoke"), [f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
-                                                  f"output_dir={root}", *overrides])
+    def make(root: Path, *overrides: str, store: bool = True):
+        path = Path(root) / "mlflow.db"
+        uri = place_store(store_template, path) if store else f"sqlite:///{path}"
+        return load_config(preset_path("smoke"), [f"tracking.uri={uri}", f"output_dir={root}", *overrides])
     return make
 
 
 @pytest.fixture
-def tracking_uri(tmp_path):
-    """A fresh SQLite MLflow store inside the test's tmp dir."""
-    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+def tracking_uri(tmp_path, store_template):
+    """A fresh SQLite MLflow store inside the test's tmp dir (a copy of `store_template`)."""
+    return place_store(store_template, tmp_path / "mlruns" / "mlflow.db")
 
 
 def free_port() -> int:

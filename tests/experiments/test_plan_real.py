@@ -34,11 +34,11 @@ def medmnist(root, flag, *more):
 
 def test_plan_names_a_bad_flag_and_gives_exact_split_sizes(tmp_path, smoke_config):
     root = write_breast(tmp_path / "data")
-    plan = plan_study(smoke_config(tmp_path, *medmnist(root, "breastmnistt")))
+    plan = plan_study(smoke_config(tmp_path, *medmnist(root, "breastmnistt"), store=False))
     assert any("data.flag: unknown MedMNIST flag 'breastmnistt'" in p for p in plan.problems)
     with pytest.raises(StudyProblems, match="data.flag: unknown MedMNIST flag"):
-        require_ready(smoke_config(tmp_path, *medmnist(root, "breastmnistt")))
-    plan = plan_study(smoke_config(tmp_path, *medmnist(root, "breastmnist")))
+        require_ready(smoke_config(tmp_path, *medmnist(root, "breastmnistt"), store=False))
+    plan = plan_study(smoke_config(tmp_path, *medmnist(root, "breastmnist"), store=False))
     assert plan.problems == []
     # official test split = the test set (12); the 40 others split in halves, 20 % of each for validation
     assert "52 images at 1x28x28; test 12, train+val d1 16+4, d2 16+4" in plan.text

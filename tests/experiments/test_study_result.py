@@ -58,7 +58,7 @@ def own_store(tmp_path, monkeypatch):
 
 def test_run_study_leaves_the_process_as_it_was_and_prints_no_third_party_lines(tmp_path, own_store, smoke_config,
                                                                                  capfd):
-    cfg = smoke_config(tmp_path / "study", *TINY, "tracking.register_models=true")  # the model registry too
+    cfg = smoke_config(tmp_path / "study", *TINY, "tracking.register_models=true", store=False)  # MLflow builds it  # the model registry too
     torch.manual_seed(1234)  # a caller's own RNG states, which training would otherwise reseed
     np.random.seed(1234)
     random.seed(1234)
@@ -79,7 +79,7 @@ def test_run_study_leaves_the_process_as_it_was_and_prints_no_third_party_lines(
 
 
 def test_plan_study_leaves_the_process_as_it_was(tmp_path, own_store, smoke_config):
-    cfg = smoke_config(tmp_path, *TINY)
+    cfg = smoke_config(tmp_path, *TINY, store=False)
     before = process_state()
     plan = plan_study(cfg)
     assert_same_state(before, process_state())
