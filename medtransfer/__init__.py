@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from lightning_modules.tasks import scores
 
 LIBRARY = Path(__file__).resolve().parent.parent  # where the library's packages are installed
-PACKAGES = ("attacks", "datamodules", "experiments", "lightning_modules")
+PACKAGES = ("attacks", "datamodules", "experiments", "lightning_modules", "medcommon")
 _HOMES = {"load_config": "experiments.design.config", "ConfigError": "experiments.design.config",
           "run_study": "experiments.study", "plan_study": "experiments.study",
           "StudyResult": "experiments.study_result", "StudyPlan": "experiments.preflight.plan", "search_pairs": "experiments.search",
