@@ -1,7 +1,7 @@
 """Adversarial crafting over torchattacks for every task layout, noise baselines, ensembles, sets
 crafted as a model's predictions, the adversarial-set cache and score-only
 query attacks (`attacks.queries`)."""
-from .batching import RNG_PIECE, CraftingBatch
+from .crafting_batch import RNG_PIECE, CraftingBatch
 from .cache import AdversarialSetCache
 from .craft import craft, quantize_8bit
 from .ensemble import Ensemble, ensemble

@@ -49,7 +49,7 @@ L2_CHECKS: dict[str, Rule] = {
 class AttackSpec:
     """A registered attack: its torchattacks class, its parameters with defaults and what it assumes
     about the image layout (`three_channels`: RGB only; `square`: uses the width as the height) and
-    whether a call draws random numbers (`draws`: crafted in fixed pieces, see attacks/batching.py).
+    whether a call draws random numbers (`draws`: crafted in fixed pieces, see attacks/crafting_batch.py).
     `l2`: its L2 counterpart's constructor (same parameters, budgets in L2), None when it has none."""
 
     make: Callable[..., torchattacks.attack.Attack]
