@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from attacks import BatchGather, CraftingModule
 
 from medcommon.console import stage_bar
-from .batches import rank_loader
+from .predict_batches import rank_loader
 from .devices import Process
 from .training import interruptible
 
