@@ -1,7 +1,7 @@
 """medtransfer's Python interface, importable whatever the working folder holds.
 
 The library's top-level packages have generic names (`attacks`, `datamodules`, `experiments`,
-`lightning_modules`), so a user's own `attacks.py` (or folder) earlier on `sys.path`, such as the
+`lightning_modules`, and `medcommon` below them all), so a user's own `attacks.py` (or folder) earlier on `sys.path`, such as the
 working folder of a script, would be imported in their place. Importing `medtransfer` first checks,
 without importing anything, that each of them is, or will be, imported from the library's folder
 (beside this package) and refuses in one line naming the other file when not; then the names below
