@@ -34,7 +34,6 @@ import hashlib
 import io
 import os
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
@@ -43,6 +42,7 @@ import numpy as np
 import torch
 import zstandard
 from filelock import FileLock
+from medcommon.atomic import replaced
 from tqdm.auto import tqdm
 
 from .noise import control_noise
@@ -355,26 +355,20 @@ class AdversarialSetCache:
 
     @staticmethod
     def save(path: Path, seed: int, fill: Fill) -> None:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                header = MAGIC + VERSION.to_bytes(2, "little") + int(seed).to_bytes(8, "little", signed=True)
-                file.write(header + _digest(header))
+        with replaced(path, prefix=f"{path.stem}.") as temporary, open(temporary, "wb") as file:
+            header = MAGIC + VERSION.to_bytes(2, "little") + int(seed).to_bytes(8, "little", signed=True)
+            file.write(header + _digest(header))
 
-                def write(clean: torch.Tensor, adversarial: torch.Tensor, targets: torch.Tensor | None = None) -> None:
-                    payload = io.BytesIO()
-                    torch.save(encode(clean, adversarial, targets), payload)
-                    file.write(payload.getbuffer().nbytes.to_bytes(LENGTH_BYTES, "little"))
-                    file.write(_digest(payload.getbuffer()))
-                    file.write(payload.getbuffer())
+            def write(clean: torch.Tensor, adversarial: torch.Tensor, targets: torch.Tensor | None = None) -> None:
+                payload = io.BytesIO()
+                torch.save(encode(clean, adversarial, targets), payload)
+                file.write(payload.getbuffer().nbytes.to_bytes(LENGTH_BYTES, "little"))
+                file.write(_digest(payload.getbuffer()))
+                file.write(payload.getbuffer())
 
-                fill(write)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+            fill(write)
+            file.flush()
+            os.fsync(file.fileno())
 
 
 def set_path(root: str | Path, key: str) -> Path:

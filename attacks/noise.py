@@ -1,4 +1,4 @@
-"""Baselines of the same size as an attack: control noise and random-sign noise."""
+"""The baseline of the same size as an attack: control noise."""
 from __future__ import annotations
 
 import torch
@@ -12,10 +12,3 @@ def control_noise(clean: torch.Tensor, adversarial: torch.Tensor,
     keys = torch.rand(delta.shape, generator=generator, device="cpu").to(delta.device)
     shuffled = delta.gather(1, keys.argsort(dim=1))
     return (clean + shuffled.view_as(clean)).clamp(0.0, 1.0)
-
-
-def random_sign_noise(clean: torch.Tensor, eps: float,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """`clean` plus eps times an independent random sign per element, clipped to [0, 1]."""
-    signs = torch.randint(0, 2, clean.shape, generator=generator, device="cpu").to(clean) * 2.0 - 1.0
-    return (clean + eps * signs).clamp(0.0, 1.0)

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import nn
 
-from .batching import CraftingBatch
+from .crafting_batch import CraftingBatch
 from .craft import craft, surrogate_targets
 from .registry import ATTACKS, attack_params, threat
 
@@ -70,7 +70,7 @@ class CraftingModule(pl.LightningModule):
     second against the first; the control noise is drawn when the set is read).
 
     An attack with random draws (random starts, input diversity, variance-tuning neighbours) crafts
-    a batch in the fixed pieces of `RNG_PIECE` images (attacks/batching.py), each call seeded with
+    a batch in the fixed pieces of `RNG_PIECE` images (attacks/crafting_batch.py), each call seeded with
     `piece_seed(seed, batch_id, first image)` in a forked RNG state (the global one is left as it
     was); the control noise, drawn on reading, comes from `batch_seed(seed, batch_id)`. So a set is
     the same byte for byte whichever process crafts a batch, in whatever order, whatever

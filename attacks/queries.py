@@ -30,7 +30,7 @@ from torch import nn
 
 from lightning_modules import tasks
 
-from .batching import RNG_PIECE
+from .crafting_batch import RNG_PIECE
 from .prediction import piece_seed
 
 NORMS = {"linf": "Linf", "l2": "L2"}

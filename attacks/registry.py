@@ -49,7 +49,7 @@ L2_CHECKS: dict[str, Rule] = {
 class AttackSpec:
     """A registered attack: its torchattacks class, its parameters with defaults and what it assumes
     about the image layout (`three_channels`: RGB only; `square`: uses the width as the height) and
-    whether a call draws random numbers (`draws`: crafted in fixed pieces, see attacks/batching.py).
+    whether a call draws random numbers (`draws`: crafted in fixed pieces, see attacks/crafting_batch.py).
     `l2`: its L2 counterpart's constructor (same parameters, budgets in L2), None when it has none."""
 
     make: Callable[..., torchattacks.attack.Attack]
@@ -105,7 +105,7 @@ ATTACKS: dict[str, AttackSpec] = {
 }
 
 
-DEFAULTS = {name: {**spec.defaults, **COMMON_DEFAULTS} for name, spec in sorted(ATTACKS.items())}
+ATTACK_DEFAULTS = {name: {**spec.defaults, **COMMON_DEFAULTS} for name, spec in sorted(ATTACKS.items())}
 
 
 def attack_params(cfg) -> tuple[str, dict[str, Any]]:
@@ -115,7 +115,7 @@ def attack_params(cfg) -> tuple[str, dict[str, Any]]:
     cfg = dict(cfg)
     chosen = {key: cfg.pop(key, default) for key, default in THREAT_DEFAULTS.items()}
     check_norm(cfg.get("name"), chosen["norm"])
-    name, params = named_settings("attack", cfg, DEFAULTS, L2_CHECKS if chosen["norm"] == "l2" else CHECKS)
+    name, params = named_settings("attack", cfg, ATTACK_DEFAULTS, L2_CHECKS if chosen["norm"] == "l2" else CHECKS)
     check_target(name, chosen["target"])
     return name, {**params, **{key: value for key, value in chosen.items() if value != THREAT_DEFAULTS[key]}}
 

@@ -24,7 +24,7 @@ from experiments.design.config import load_config
 from experiments.design.identity import attack_grid
 from experiments.design.zoo import expand_zoo
 from experiments.execution import read_data
-from experiments.execution.batches import SetBatches, TestBatches
+from experiments.execution.predict_batches import SetBatches, TestBatches
 from experiments.execution.devices import Process
 from experiments.execution.evaluation import load_test_set
 from experiments.execution.predicting import Predictor

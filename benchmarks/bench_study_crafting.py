@@ -30,7 +30,7 @@ from torch.utils.data import Subset
 
 from attacks import AdversarialSetCache
 from experiments.design.config import load_config, preset_path
-from experiments.execution.batches import TestBatches
+from experiments.execution.predict_batches import TestBatches
 from experiments.execution.devices import Process
 from experiments.execution.predicting import Predictor
 from experiments.execution.work import read_data

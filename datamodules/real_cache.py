@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from medcommon.atomic import replaced
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -134,7 +133,8 @@ def decoded(entry: Entry, size: int, workers: int = 0) -> Source:
         data = entry.read()  # a cached index has no reader: the files are read again
     content = _CONTENT[entry.key] = _content(entry, data)
     entry.cache_dir.mkdir(parents=True, exist_ok=True)
-    _atomic(entry.index_file, lambda name: _write_index(name, data, content))
+    with replaced(entry.index_file, prefix="tmp") as name:
+        _write_index(str(name), data, content)
     index, _ = _read_index(entry.index_file)
     stored = _decode(data, entry.images_file(size), size, workers)
     return _with_reader(index, stored)
@@ -273,19 +273,9 @@ def _decode(data: Source, path: Path, size: int, workers: int) -> StoredImages:
                 done += len(batch)
                 bar.update(len(batch))
 
-    _atomic(path, write)
+    with replaced(path, prefix="tmp") as name:
+        write(str(name))
     record = {"shape": torch.tensor(shape), "sha256": digest.hexdigest()}
-    _atomic(path.with_suffix(".pt"), lambda name: torch.save(record, name))
+    with replaced(path.with_suffix(".pt"), prefix="tmp") as name:
+        torch.save(record, str(name))
     return StoredImages(path, shape)
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    """`write(temporary name)` then rename to `path`: a failed write leaves nothing behind."""
-    fd, name = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(name)
-        os.replace(name, path)
-    finally:
-        if os.path.exists(name):
-            os.remove(name)

@@ -34,10 +34,10 @@ CSV_SPLITS = ("test",) + tuple(f"{dev}_{stage}" for dev in DEV_SETS for stage in
 NESTED = (("d1/10", "d1"), ("d2/2", "d2"))
 
 
-def sha256_of(path: Path) -> str:
+def splits_sha256(path: Path) -> str:
     """A file's sha256; a folder's is the sha256 of its split files' `<name> <sha256>` lines."""
     if path.is_dir():
-        lines = "".join(f"{name} {sha256_of(path / name)}\n" for name in AUTHOR_FILES.values())
+        lines = "".join(f"{name} {splits_sha256(path / name)}\n" for name in AUTHOR_FILES.values())
         return hashlib.sha256(lines.encode()).hexdigest()
     return sha256_file(path)
 
@@ -51,7 +51,7 @@ def read_split_lists(path: str | Path) -> tuple[dict[tuple[str, str], tuple[list
         lists = _csv_lists(path)
     else:
         raise FileNotFoundError(f"{path}: split file or folder not found (data.splits)")
-    return lists, sha256_of(path)
+    return lists, splits_sha256(path)
 
 
 def _author_lists(folder: Path) -> dict:

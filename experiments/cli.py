@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             with exit_at_once():
                 args = build_parser().parse_args(argv)
                 if args.command != "models":
-                    from . import console, study  # noqa: F401 (torch, Lightning, MLflow)
+                    import medcommon.console  # noqa: F401
+                    from . import study  # noqa: F401 (torch, Lightning, MLflow)
             return command(args)
         except KeyboardInterrupt:
             print(stop.line(), file=sys.stderr)
@@ -108,7 +109,7 @@ def command(args: argparse.Namespace) -> int:
         from lightning_modules import architecture_listing
         print(architecture_listing())
         return 0
-    from .console import quiet_third_party
+    from medcommon.console import quiet_third_party
 
     with quiet_third_party():
         return quiet_command(args)
@@ -139,7 +140,7 @@ def quiet_command(args: argparse.Namespace) -> int:
     from .design.external import ExternalError
     from .store.tracking import ui_hint
     from .study import format_table, plan_study, run_study
-    from .write_errors import WriteFailed
+    from medcommon.write_errors import WriteFailed
 
     try:
         if args.command == "weights":

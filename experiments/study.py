@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from datamodules import DomainData
 from datamodules.readers.source import positive_label
 
-from .console import quiet_third_party
+from medcommon.console import quiet_third_party
 from .design.config import checked_config, domain_config, load_config
 from .design.identity import code, study_key
 from .design.locations import default_tracking_uri, report_dir, study_run_name
@@ -30,7 +30,7 @@ from .store.runs import StudyRuns
 from .store.sqlite_store import sqlite_path
 from .store.tracking import artifact_root, setup_experiment, study_links
 from .study_result import StudyResult, findings_frame
-from .write_errors import store_writes, writing
+from medcommon.write_errors import store_writes, writing
 
 RESULT_COLUMNS = ["surrogate", "target", "attack", "eps", "norm", "attack_target", "auc_clean", "auc_adv",
                   "auc_control", "auc_pct_clean", "asr_correct", "asr_all", "targeted_success"]

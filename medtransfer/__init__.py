@@ -1,7 +1,7 @@
 """medtransfer's Python interface, importable whatever the working folder holds.
 
 The library's top-level packages have generic names (`attacks`, `datamodules`, `experiments`,
-`lightning_modules`), so a user's own `attacks.py` (or folder) earlier on `sys.path`, such as the
+`lightning_modules`, and `medcommon` below them all), so a user's own `attacks.py` (or folder) earlier on `sys.path`, such as the
 working folder of a script, would be imported in their place. Importing `medtransfer` first checks,
 without importing anything, that each of them is, or will be, imported from the library's folder
 (beside this package) and refuses in one line naming the other file when not; then the names below
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from lightning_modules.tasks import scores
 
 LIBRARY = Path(__file__).resolve().parent.parent  # where the library's packages are installed
-PACKAGES = ("attacks", "datamodules", "experiments", "lightning_modules")
+PACKAGES = ("attacks", "datamodules", "experiments", "lightning_modules", "medcommon")
 _HOMES = {"load_config": "experiments.design.config", "ConfigError": "experiments.design.config",
           "run_study": "experiments.study", "plan_study": "experiments.study",
           "StudyResult": "experiments.study_result", "StudyPlan": "experiments.preflight.plan", "search_pairs": "experiments.search",

@@ -18,8 +18,8 @@ FLAGS = {flag: getattr(medmnist, info["python_class"]).available_sizes
 DEFAULT_FLAG = {"pathology": "pathmnist", "radiology": "chestmnist", "ophthalmology": "retinamnist"}
 SPLITS = ("train", "val", "test")
 # INFO's task -> this project's task; an ordinal grade becomes binary "grade >= threshold"
-TASKS = {"binary-class": "binary", "multi-class": "multiclass", "multi-label, binary-class": "multilabel",
-         "ordinal-regression": "binary"}
+MEDMNIST_TASKS = {"binary-class": "binary", "multi-class": "multiclass", "multi-label, binary-class": "multilabel",
+                  "ordinal-regression": "binary"}
 ORDINAL_THRESHOLD = 2  # RetinaMNIST: referable diabetic retinopathy, grade >= 2 (as in the paper)
 
 
@@ -81,7 +81,7 @@ def label_layout(flag: str, threshold: int = ORDINAL_THRESHOLD) -> tuple[str, li
             raise ValueError(f"data.ordinal_threshold: {threshold}; {flag} grades run 0..{len(names) - 1}, "
                              f"so the threshold must be in 1..{len(names) - 1}")
         return "binary", [f"grade>={threshold}"]
-    task = TASKS[info["task"]]
+    task = MEDMNIST_TASKS[info["task"]]
     return task, names[1:] if task == "binary" else names
 
 

@@ -13,10 +13,10 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
+from medcommon.atomic import replaced
 from tqdm.auto import tqdm
 
 from .store import StoredImages, file_sink, memory_sink
@@ -69,25 +69,17 @@ def cached_generate(generate, params: dict, cache_dir: str | Path | None):
     if found is not None:
         return found
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_file = _temporary(path.parent)
-    fd = os.open(image_file, os.O_WRONLY)
-    try:
+    with replaced(path.with_suffix(".images"), prefix="tmp") as image_file:
+        fd = os.open(image_file, os.O_WRONLY)
         try:
             images, labels, patients = generate(**args, empty=file_sink(fd, description))
             images.close()
         finally:
             os.close(fd)
-        os.replace(image_file, path.with_suffix(".images"))
-        record = _temporary(path.parent)
-        try:
-            shape = torch.tensor(images.shape)
-            torch.save({"labels": labels, "patients": patients, "shape": shape, "format": ENTRY_FORMAT,
-                        "digest": entry_digest(path.with_suffix(".images"), shape, labels, patients)}, record)
-            os.replace(record, path)
-        finally:
-            _remove(record)
-    finally:
-        _remove(image_file)
+    with replaced(path, prefix="tmp") as record:
+        shape = torch.tensor(images.shape)
+        torch.save({"labels": labels, "patients": patients, "shape": shape, "format": ENTRY_FORMAT,
+                    "digest": entry_digest(path.with_suffix(".images"), shape, labels, patients)}, str(record))
     return StoredImages(path.with_suffix(".images"), images.shape), labels, patients
 
 
@@ -132,14 +124,3 @@ def _checked_entry(path: Path):
     if saved.get("digest") != entry_digest(images, saved["shape"], labels, patients):
         raise ValueError("cache entry damaged (checksum mismatch)")
     return StoredImages(images, shape), labels, patients
-
-
-def _temporary(folder: Path) -> str:
-    fd, name = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
-    return name
-
-
-def _remove(name: str) -> None:
-    if os.path.exists(name):
-        os.remove(name)

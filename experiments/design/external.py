@@ -21,10 +21,10 @@ NON_DIFFERENTIABLE = ("onnx", "http")  # formats that can only be targets
 OUTPUT_KINDS = ("logits", "probabilities")
 DEVICES = ("cpu", "cuda")
 # Keys of an entry and their defaults; `fingerprint` is set by the run (the probe's digest), never by hand.
-DEFAULTS = {"path": "", "uri": "", "device": "cpu", "batch_size": 32, "timeout": 30.0, "retries": 3,
-            "backoff": 0.5, "concurrency": 2, "token_env": "", "max_response_bytes": 16 << 20, "fingerprint": "",
-            # an MLflow model whose loading runs registry code (models-from-code) loads only with trust_code: true
-            "trust_code": False}
+# trust_code: an MLflow model whose loading runs registry code (models-from-code) loads only with trust_code: true
+EXTERNAL_DEFAULTS = {"path": "", "uri": "", "device": "cpu", "batch_size": 32, "timeout": 30.0, "retries": 3,
+                     "backoff": 0.5, "concurrency": 2, "token_env": "", "max_response_bytes": 16 << 20,
+                     "fingerprint": "", "trust_code": False}
 # An endpoint's numeric keys: (kind, lowest allowed, whether the lowest is allowed itself)
 HTTP_RANGES = {"batch_size": (int, 1, True), "concurrency": (int, 1, True), "retries": (int, 0, True),
                "max_response_bytes": (int, 1, True), "timeout": (float, 0, False), "backoff": (float, 0, True)}
@@ -48,11 +48,11 @@ def external_settings(name: str, external: dict) -> dict:
     """The complete settings of entry `name`'s `external` mapping (defaults filled in), or
     ContractError naming the key."""
     where = f"models.{name}.external"
-    known = {"format", "input", "output", *DEFAULTS}
+    known = {"format", "input", "output", *EXTERNAL_DEFAULTS}
     unknown = sorted(set(external) - known)
     if unknown:
         raise ContractError(f"{where}.{unknown[0]}: unknown key; valid: {', '.join(sorted(known))}")
-    settings = {**DEFAULTS, **external}
+    settings = {**EXTERNAL_DEFAULTS, **external}
     fmt = settings.get("format")
     if fmt not in FORMATS:
         raise ContractError(f"{where}.format: unknown {fmt!r}; valid: {', '.join(FORMATS)}")

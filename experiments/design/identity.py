@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from attacks import attack_params
 from datamodules.build import data_fingerprint
 from datamodules.fingerprint import sha256_file
-from datamodules.split_files import AUTHOR_FILES, sha256_of
+from datamodules.split_files import AUTHOR_FILES, splits_sha256
 from lightning_modules.defences import defence_params
 
 from .external import external_source
@@ -89,15 +89,15 @@ def _splits_content(splits: str) -> str:
     files = [path / name for name in AUTHOR_FILES.values()] if path.is_dir() else [path]
     try:
         stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-        return "sha256:" + _sha256_at(path, stamp)
+        return "sha256:" + _splits_sha256_at(path, stamp)
     except OSError:
         return splits
 
 
 @lru_cache(maxsize=16)
-def _sha256_at(path: Path, stamp: tuple) -> str:
-    """sha256_of `path`, once per (path, its files' modification times and sizes)."""
-    return sha256_of(path)
+def _splits_sha256_at(path: Path, stamp: tuple) -> str:
+    """splits_sha256 `path`, once per (path, its files' modification times and sizes)."""
+    return splits_sha256(path)
 
 
 def attack_grid(cfg: DictConfig) -> list[dict]:
@@ -146,11 +146,11 @@ def _init_file(init: str) -> str | None:
     if not path.is_file():
         return None
     stat = path.stat()
-    return _file_digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return _sha256_file_at(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 @cache
-def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+def _sha256_file_at(path: str, mtime_ns: int, size: int) -> str:
     """Content digest of a file, read once per version of it (path, modification time, size)."""
     return sha256_file(Path(path))[:16]
 

@@ -18,8 +18,8 @@ from .devices import DeviceGroup
 from .work import StudyWork, WorkSpec, located, read_data
 
 # `executor` name -> where its class is (imported when chosen: Ray is an optional dependency)
-EXECUTORS = {"local": "experiments.execution.local:LocalExecutor",
-             "ray": "experiments.execution.ray_tasks:RayExecutor"}
+EXECUTOR_HOMES = {"local": "experiments.execution.local:LocalExecutor",
+                  "ray": "experiments.execution.ray_tasks:RayExecutor"}
 
 
 class Executor(Protocol):
@@ -34,8 +34,8 @@ class Executor(Protocol):
 
 def executor(name: str, work: StudyWork) -> Executor:
     """The executor `name` (config key `executor`) over `work`."""
-    module, _, cls = EXECUTORS[name].partition(":")
+    module, _, cls = EXECUTOR_HOMES[name].partition(":")
     return getattr(import_module(module), cls)(work)
 
 
-__all__ = ["DeviceGroup", "EXECUTORS", "Executor", "StudyWork", "WorkSpec", "executor", "located", "read_data"]
+__all__ = ["DeviceGroup", "EXECUTOR_HOMES", "Executor", "StudyWork", "WorkSpec", "executor", "located", "read_data"]

@@ -24,6 +24,8 @@ import numpy as np
 import requests
 import urllib3
 
+from medcommon.atomic import replaced
+
 from ..design.external import ExternalError
 
 CHUNK = 1 << 16  # bytes read from the socket at a time
@@ -64,8 +66,8 @@ class ScoreCache:
         np.save(buffer, scores, allow_pickle=False)
         payload = buffer.getvalue()
         part = self.folder / f"{key}.{os.getpid()}.{threading.get_ident()}.part"
-        part.write_bytes(hashlib.sha256(key.encode() + payload).digest() + payload)
-        os.replace(part, self.path(key))
+        with replaced(self.path(key), temporary=part):
+            part.write_bytes(hashlib.sha256(key.encode() + payload).digest() + payload)
 
 
 class Endpoint:

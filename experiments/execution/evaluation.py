@@ -53,7 +53,7 @@ def load_test_set(data) -> TestSet:
 
 
 class PerturbationTotals:
-    """`attacks.perturbation_metrics` of a whole set, accumulated chunk by chunk: mean per-image
+    """The perturbation size of a whole set, accumulated chunk by chunk: mean per-image
     L-inf, L2 and SSIM, and the PSNR of the mean squared error over all pixels."""
 
     def __init__(self):

@@ -10,7 +10,7 @@ import time
 
 import torch.distributed as dist
 
-from ..console import quiet_third_party
+from medcommon.console import quiet_third_party
 from .devices import CONTROL_TIMEOUT, Process, join
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..console import stage_bar
+from medcommon.console import stage_bar
 from ..design.scheduler import QueryJob, SetGroup
 from .queries import QUERY_COLUMNS, query_rows
 from .work import StudyWork, group_rows

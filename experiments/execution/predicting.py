@@ -18,8 +18,8 @@ from torch.utils.data import Dataset
 
 from attacks import BatchGather, CraftingModule
 
-from ..console import stage_bar
-from .batches import rank_loader
+from medcommon.console import stage_bar
+from .predict_batches import rank_loader
 from .devices import Process
 from .training import interruptible
 

@@ -17,7 +17,7 @@ from lightning_modules import tasks
 from ..design.identity import code, data_identity
 from ..design.scheduler import QueryJob
 from ..design.zoo import entry_params
-from .batches import SetBatches, TestBatches
+from .predict_batches import SetBatches, TestBatches
 from .devices import Process
 from .work import external_tags
 

@@ -23,7 +23,7 @@ import pandas as pd
 import ray
 import torch
 
-from ..console import stage_bar
+from medcommon.console import stage_bar
 from ..design.scheduler import ModelJob, PairJob, QueryJob, SetGroup, SetJob
 from .devices import DeviceGroup
 from .queries import QUERY_COLUMNS, query_rows

@@ -22,7 +22,7 @@ from datamodules.readers.source import positive_label
 from lightning_modules import ClassifierModule, tasks
 from lightning_modules.pretrained import load_state_dict_file
 
-from ..console import TrainingBar
+from medcommon.console import TrainingBar
 from ..design.identity import adversarial_training, model_identity, model_key, model_seed
 from ..design.locations import default_tracking_uri
 from ..store.datasets import log_dataset, split_dataset

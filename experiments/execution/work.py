@@ -32,8 +32,8 @@ from ..report.outputs import example_images
 from ..store.datasets import split_dataset
 from ..store.runs import StudyRuns
 from ..store.tracking import flag, setup_experiment
-from ..write_errors import writing
-from .batches import SetBatches, TestBatches
+from medcommon.write_errors import writing
+from .predict_batches import SetBatches, TestBatches
 from .devices import DeviceGroup
 from .evaluation import PAIR_METRICS, evaluate_pair, load_test_set, prediction_table, set_distortion
 from .external import load_external, study_layout

@@ -5,14 +5,14 @@ counts as present only when its hash matches. Nothing is ever downloaded.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
+
+from medcommon.atomic import replaced
 
 from datamodules.fingerprint import sha256_file
 from lightning_modules.architectures import IMAGENET_WEIGHTS
@@ -162,11 +162,5 @@ def install_from(directory: Path, files: list[WeightFile]) -> list[str]:
 def _copy_atomic(source: Path, target: Path) -> None:
     """Copy through a temporary file beside `target`, renamed into place (no half-written file)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replaced(target, prefix=f".{target.name}.") as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -16,6 +16,8 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
+from medcommon.atomic import replaced
+
 from .answers import AnswerStore
 from .limits import MAX_NEW_READERS, PSEUDONYM
 from .plan import SIDES, ReaderPlan, Trial
@@ -35,11 +37,10 @@ def load_secret(path: Path) -> bytes:
     after a restart; a file that is not one is refused, naming it (a new secret would change
     every reader's ids and sides)."""
     if not path.exists():
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_hex(32))
-        os.replace(temporary, path)
+        with replaced(path, temporary=path.with_name(f".{path.name}.{os.getpid()}.tmp")) as temporary:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_hex(32))
     try:
         text = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as err:

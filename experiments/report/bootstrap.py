@@ -96,12 +96,6 @@ class PairedBootstrap:
         return np.concatenate([resampled_macro_auc(counts, self.labels, scores) for counts in self._counts()])
 
 
-def paired_bootstrap(task: str, labels, clean_scores, adv_scores, n_resamples: int = 1000,
-                     confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """`PairedBootstrap(...).interval(adv_scores)` for a single surrogate->target pair."""
-    return PairedBootstrap(task, labels, clean_scores, n_resamples, confidence, seed).interval(adv_scores)
-
-
 def label_matrix(task: str, labels, scores):
     """Labels (bool) and scores as (N, L) arrays, one column per binary AUC that the macro mean averages."""
     y, scores = np.asarray(labels), np.asarray(scores, dtype=float)

@@ -8,7 +8,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from ..design.zoo import hardening, training_twins
-from ..write_errors import writing
+from medcommon.write_errors import writing
 from .defences import defences_section
 from .findings import findings_section, load_predictions
 from .plots import epsilon_curves, example_grid, transfer_heatmaps

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from medcommon.atomic import replaced
+
 COMPLETE, ABSENT, REPLACEABLE, BROKEN = "complete", "absent", "replaceable", "broken"
 
 
@@ -125,17 +127,12 @@ def _build(path: Path, artifact_root: str | None) -> None:
 
     for stale in path.parent.glob(f"{path.name}.*.tmp*"):  # left by a killed process (under the lock)
         stale.unlink()
-    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-    uri = f"sqlite:///{temporary}"
-    try:
+    with replaced(path, temporary=path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")) as temporary:
+        uri = f"sqlite:///{temporary}"
         SqlAlchemyStore(uri, artifact_root or str(path.parent / "artifacts"))
         SqlAlchemyStore._engine_map.pop(uri).dispose()
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

@@ -48,6 +48,17 @@ def hand_ifgsm(loss_fn, images, eps, alpha, steps):
     return x
 
 
+def random_signs(clean: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+    """A baseline of an attack's size: `clean` plus eps times a random sign per element, clipped to [0, 1]."""
+    signs = torch.randint(0, 2, clean.shape, generator=generator) * 2.0 - 1.0
+    return (clean + eps * signs).clamp(0.0, 1.0)
+
+
+@pytest.fixture
+def sign_noise():
+    return random_signs
+
+
 @pytest.fixture
 def task_loss():
     return direct_loss

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from attacks import ATTACKS, craft, random_sign_noise
+from attacks import ATTACKS, craft
 from attacks.targets import attack_labels_of, choose_targets
 
 FAST = {"steps": 3, "N": 2, "m": 2, "len_kernel": 5, "diversity_prob": 1.0}
@@ -20,7 +20,7 @@ def cfg_for(name: str) -> dict:
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 @pytest.mark.parametrize("task, channels, height, width", [
     ("binary", 1, 20, 28), ("multilabel", 1, 28, 20), ("multiclass", 3, 20, 28)])
-def test_attack_stays_in_the_eps_ball_and_raises_the_loss(name, task, channels, height, width, make_case,
+def test_attack_stays_in_the_eps_ball_and_raises_the_loss(name, task, channels, height, width, make_case, sign_noise,
                                                           task_loss):
     model, images, labels = make_case(task, channels, height, width, n=4, fixed_size=True)
     adversarial = craft(model, images, labels, cfg_for(name), task)
@@ -30,7 +30,7 @@ def test_attack_stays_in_the_eps_ball_and_raises_the_loss(name, task, channels, 
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         clean_loss, adv_loss = (float(task_loss(task, model(x), labels)) for x in (images, adversarial))
-    noise_loss = float(task_loss(task, model(random_sign_noise(images, EPS, generator)), labels))
+    noise_loss = float(task_loss(task, model(sign_noise(images, EPS, generator)), labels))
     assert adv_loss > clean_loss + 2 * abs(noise_loss - clean_loss)
 
 
@@ -60,7 +60,8 @@ def test_bad_configs_fail_with_one_line(cfg, message):
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 @pytest.mark.parametrize("task, channels, height, width", [
     ("binary", 1, 20, 28), ("multilabel", 1, 28, 20), ("multiclass", 3, 20, 28)])
-def test_every_attack_can_aim_at_the_least_likely_target(name, task, channels, height, width, make_case, task_loss):
+def test_every_attack_can_aim_at_the_least_likely_target(name, task, channels, height, width, make_case, task_loss,
+                                                         sign_noise):
     """Every registered attack has torchattacks' targeted mode: it lowers the loss of the target labels
     (the flipped class, the least likely other class, one finding switched) more than noise does."""
     model, images, labels = make_case(task, channels, height, width, n=4, fixed_size=True)
@@ -69,7 +70,7 @@ def test_every_attack_can_aim_at_the_least_likely_target(name, task, channels, h
     aimed = attack_labels_of(task, labels, targets)
     adversarial = craft(model, images, labels, {**cfg_for(name), "target": "least_likely"}, task, targets=targets)
     assert float((adversarial - images).abs().max()) <= EPS + 1e-6
-    noise = random_sign_noise(images, EPS, torch.Generator().manual_seed(1))
+    noise = sign_noise(images, EPS, torch.Generator().manual_seed(1))
     with torch.no_grad():
         clean_loss, adv_loss, noise_loss = (float(task_loss(task, model(x), aimed))
                                             for x in (images, adversarial, noise))

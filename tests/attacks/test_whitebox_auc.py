@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from attacks import control_noise, craft, random_sign_noise
+from attacks import control_noise, craft
 
 
 def lesion_images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,14 +38,14 @@ def auc(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
         return roc_auc_score(labels.numpy(), model(images)[:, 0].numpy())
 
 
-def test_whitebox_ifgsm_collapses_auc_and_control_noise_does_not():
+def test_whitebox_ifgsm_collapses_auc_and_control_noise_does_not(sign_noise):
     model = trained_surrogate()
     images, labels = lesion_images(96, torch.Generator().manual_seed(1))
     eps = 2 / 255
     adversarial = craft(model, images, labels, {"name": "ifgsm", "eps": eps, "alpha": eps / 4, "steps": 10},
                         "binary")
     control = control_noise(images, adversarial, torch.Generator().manual_seed(2))
-    signs = random_sign_noise(images, eps, torch.Generator().manual_seed(3))
+    signs = sign_noise(images, eps, torch.Generator().manual_seed(3))
     clean_auc, adv_auc = auc(model, images, labels), auc(model, adversarial, labels)
     control_auc, sign_auc = auc(model, control, labels), auc(model, signs, labels)
     print(f"AUC clean {clean_auc:.3f} adv {adv_auc:.3f} control {control_auc:.3f} sign {sign_auc:.3f}")

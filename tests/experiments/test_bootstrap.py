@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from experiments.report.bootstrap import PairedBootstrap, paired_bootstrap
+from experiments.report.bootstrap import PairedBootstrap
 
 
 def reference_bootstrap(task, labels, clean, adv, n_resamples, seed, confidence=0.95):
@@ -50,7 +50,7 @@ def assert_matches(result, reference):
 
 def test_binary_matches_sklearn_loop():
     y, clean, adv = binary_data(41)
-    result = paired_bootstrap("binary", y, clean, adv, n_resamples=200, seed=3)
+    result = PairedBootstrap("binary", y, clean, n_resamples=200, seed=3).interval(adv)
     assert_matches(result, reference_bootstrap("binary", y, clean, adv, 200, seed=3))
 
 
@@ -62,7 +62,7 @@ def test_multilabel_skips_labels_without_both_classes():
     y[:2, 2] = 1  # rare label: absent from many resamples
     clean = np.clip(y * 0.4 + rng.uniform(size=(n, 3)) * 0.6, 0, 1)
     adv = np.clip(clean - 0.3 * y + rng.uniform(size=(n, 3)) * 0.2, 0, 1)
-    result = paired_bootstrap("multilabel", y, clean, adv, n_resamples=100, seed=7)
+    result = PairedBootstrap("multilabel", y, clean, n_resamples=100, seed=7).interval(adv)
     assert_matches(result, reference_bootstrap("multilabel", y, clean, adv, 100, seed=7))
 
 
@@ -72,7 +72,7 @@ def test_multiclass_is_one_vs_rest_macro():
     logits = np.eye(3)[y] * 1.2 + rng.normal(size=(36, 3))
     clean = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     adv = np.roll(clean, 1, axis=0) * 0.5 + clean * 0.5
-    result = paired_bootstrap("multiclass", y, clean, adv, n_resamples=100, seed=0)
+    result = PairedBootstrap("multiclass", y, clean, n_resamples=100, seed=0).interval(adv)
     assert_matches(result, reference_bootstrap("multiclass", y, clean, adv, 100, seed=0))
 
 
@@ -80,7 +80,7 @@ def test_ci_contains_point_estimate_and_narrows_with_more_samples():
     widths = []
     for n in (60, 600):
         y, clean, adv = binary_data(n, seed=5)
-        result = paired_bootstrap("binary", y, clean, adv, n_resamples=500, seed=0)
+        result = PairedBootstrap("binary", y, clean, n_resamples=500, seed=0).interval(adv)
         auc_clean, auc_adv = roc_auc_score(y, clean), roc_auc_score(y, adv)
         assert result["auc_adv_lo"] <= auc_adv <= result["auc_adv_hi"]
         assert result["auc_drop_lo"] <= auc_clean - auc_adv <= result["auc_drop_hi"]
@@ -93,9 +93,9 @@ def test_seeded_and_accepts_torch_tensors():
     torch = pytest.importorskip("torch")
     y, clean, adv = binary_data(40)
     tensors = [torch.tensor(v) for v in (y, clean, adv)]
-    a = paired_bootstrap("binary", *tensors, n_resamples=50, seed=1)
-    b = paired_bootstrap("binary", y, clean, adv, n_resamples=50, seed=1)
-    c = paired_bootstrap("binary", y, clean, adv, n_resamples=50, seed=2)
+    a = PairedBootstrap("binary", *tensors[:2], n_resamples=50, seed=1).interval(tensors[2])
+    b = PairedBootstrap("binary", y, clean, n_resamples=50, seed=1).interval(adv)
+    c = PairedBootstrap("binary", y, clean, n_resamples=50, seed=2).interval(adv)
     assert a == b and a != c
 
 
@@ -118,7 +118,7 @@ def test_one_target_many_adversarial_sets_reuses_the_resamples():
 ])
 def test_bad_input_is_one_clear_error(task, labels, scores, message):
     with pytest.raises(ValueError, match=message):
-        paired_bootstrap(task, labels, scores, scores, n_resamples=5)
+        PairedBootstrap(task, labels, scores, n_resamples=5).interval(scores)
 
 
 def test_a_target_ranking_every_image_the_wrong_way_has_no_percent_of_clean():

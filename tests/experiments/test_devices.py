@@ -85,7 +85,7 @@ from omegaconf import OmegaConf
 from attacks import AdversarialSetCache
 from experiments.design.config import load_config, preset_path
 from experiments.execution import DeviceGroup, read_data
-from experiments.execution.batches import SetBatches, TestBatches
+from experiments.execution.predict_batches import SetBatches, TestBatches
 from experiments.execution.predicting import Predictor
 from experiments.execution.training import initial_module
 

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 import experiments
 from experiments import StudyPlan, StudyResult, plan_study, run_study
-from experiments.console import CHATTY_LOGGERS, PROGRESS_BAR, quiet_third_party, terminal_bar
+from medcommon.console import CHATTY_LOGGERS, PROGRESS_BAR, quiet_third_party, terminal_bar
 from experiments.design.identity import study_key
 from experiments.report.findings import finding_effects, load_predictions
 from experiments.report.tables import plain_pairs

@@ -1,11 +1,15 @@
 """Adversarial sets crafted, stored and measured chunk by chunk equal the whole-set computation."""
+import math
+
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from skimage.metrics import structural_similarity
 from torch.utils.data import DataLoader
 
 from attacks import (AdversarialSetCache, BatchGather, CraftingBatch, CraftingModule, batch_seed,
-                     control_noise, craft, perturbation_metrics)
+                     control_noise, craft)
 from experiments.execution.evaluation import PerturbationTotals
 from lightning_modules import ClassifierModule
 
@@ -50,10 +54,29 @@ def test_perturbation_totals_equal_the_whole_set_metrics(data):
     totals = PerturbationTotals()
     for start in range(0, len(images), 5):
         totals.add(images[start:start + 5], adversarial[start:start + 5])
-    streamed, whole = totals.result(), perturbation_metrics(images, adversarial)
+    whole = PerturbationTotals()
+    whole.add(images, adversarial)
+    streamed, whole = totals.result(), whole.result()
     assert streamed.keys() == whole.keys()
     for name, value in whole.items():
         assert streamed[name] == pytest.approx(value, rel=1e-5), name
+
+
+def test_perturbation_totals_match_direct_formulas():
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(4, 1, 32, 32, generator=generator)
+    adv = (clean + 0.03 * torch.randn(clean.shape, generator=generator)).clamp(0, 1)
+    totals = PerturbationTotals()
+    totals.add(clean, adv)
+    metrics = totals.result()
+    delta = (adv - clean).numpy().reshape(4, -1)
+    assert metrics["linf"] == pytest.approx(np.abs(delta).max(axis=1).mean(), rel=1e-6)
+    assert metrics["l2"] == pytest.approx(np.linalg.norm(delta, axis=1).mean(), rel=1e-5)
+    assert metrics["psnr"] == pytest.approx(10 * math.log10(1 / np.mean(delta ** 2)), rel=1e-5)
+    ssim = np.mean([structural_similarity(a[0], c[0], data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                          use_sample_covariance=False)
+                    for a, c in zip(adv.numpy(), clean.numpy())])
+    assert metrics["ssim"] == pytest.approx(ssim, abs=1e-3)
 
 
 class FitsAtMost(torch.nn.Module):

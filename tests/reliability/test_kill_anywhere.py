@@ -32,7 +32,7 @@ from .test_faults import ENV, TIMINGS, sqlite_uri, study_args
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = preset_path("smoke")
-PACKAGES = ("attacks", "datamodules", "experiments", "lightning_modules")
+PACKAGES = ("attacks", "datamodules", "experiments", "lightning_modules", "medcommon")
 EARLIER = ["seed=1"]  # another study in the same experiment: other models, sets and pairs
 
 

@@ -162,7 +162,8 @@ def test_plan_counts_the_files_above_the_cap(tmp_path, capsys):
 # are loaded: an 8 GiB (DICOM) or 196 M pixel (PNG) allocation fails there instead of giving the one line
 BOUNDED = """
 import json, resource, sys
-from experiments import cli, console, study
+from experiments import cli, study
+import medcommon.console
 mapped = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (mapped + (2 << 30), resource.RLIM_INFINITY))
 print(json.dumps([cli.main(argv) for argv in json.loads(sys.argv[1])]))
