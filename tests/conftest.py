@@ -54,6 +54,12 @@ def place_store(template: Path, path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+def new_store(store_template):
+    """`new_store(path)`: the URI of an MLflow store at `path`, a copy of `store_template`."""
+    return lambda path: place_store(store_template, Path(path))
+
+
+@pytest.fixture(scope="session")
 def smoke_config(store_template):
     """`smoke_config(root, *overrides)`: the smoke preset with its MLflow store (`root/mlflow.db`, a
     copy of `store_template`; `store=False`: none yet, for tests that check nothing is written) and
