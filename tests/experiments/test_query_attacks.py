@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from experiments.cli import main
 from experiments.design.config import preset_path
+from experiments.report.queries import QUERY_ONLY, TRANSFER_BEST, TRANSFER_STARTED
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,10 +78,16 @@ class RecordingProxy:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+# the certifier's attackers (issue 35): FGSM transfer (the transfer starts' set), targeted iterative FGSM, PGD in L2
+ATTACKS = ("attacks=[{name: fgsm, eps: [0.03]}, {name: ifgsm, eps: [0.03], target: least_likely, "
+           "params: {alpha: 0.01, steps: 3}}, {name: pgd, eps: [0.5], norm: l2, params: {alpha: 0.2, steps: 3}}]")
+SETS = 3  # one set of surrogate b per attack setting, each a pair with the endpoint
+
+
 def study_args(tmp_path: Path, root: Path, url: str) -> list[str]:
     return ["--config", str(preset_path("smoke")), f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
             f"output_dir={tmp_path}", "train.max_epochs=1", "bootstrap_resamples=50",
-            *external_models(root, url, ("b", "a_http")), "attacks=[{name: fgsm, eps: [0.03]}]", QUERIES]
+            *external_models(root, url, ("b", "a_http")), ATTACKS, QUERIES]
 
 
 @pytest.mark.slow
@@ -91,12 +98,12 @@ def test_square_on_a_served_model_counts_every_query_and_a_killed_run_resumes_wi
     test = exported["test_size"]
     assert main(["plan", *args]) == 0
     bound = int(re.search(r"queries to a_http\s+at most (\d+) images", capsys.readouterr().out).group(1))
-    assert bound == (1 + 2) * test + 2 * test * MAX_QUERIES  # clean + the pair's two sets; two query runs
+    assert bound == (1 + 2 * SETS) * test + 2 * test * MAX_QUERIES  # clean + each pair's images; two query runs
     proxy.answered.clear()  # the plan's probe
 
-    # probe (1 request of 8), clean scores (16 a request), the pair's adversarial and control images,
+    # probe (1 request of 8), clean scores (16 a request), each pair's adversarial and control images,
     # then 30 requests of the query attacks: killed there
-    before_queries = 1 + -(-test // 16) + -(-2 * test // 16)
+    before_queries = 1 + -(-test // 16) + SETS * -(-2 * test // 16)
     proxy.kill_after = before_queries + 30
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen([sys.executable, "-m", "experiments", "run", *args], cwd=tmp_path, stdout=log,
@@ -119,11 +126,12 @@ def test_square_on_a_served_model_counts_every_query_and_a_killed_run_resumes_wi
     assert {r.info.status for r in runs} == {"FINISHED"}
     [study] = client.search_runs([experiment], "tags.kind = 'study'")
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {study.info.run_id}
-    [pair] = client.search_runs([experiment], "tags.kind = 'pair'")
+    pairs = client.search_runs([experiment], "tags.kind = 'pair'")
+    assert len(pairs) == SETS
     images = sum(n for _, n in proxy.answered)
-    # what reached the endpoint: two probes, the clean test set, the pair's images and the query runs' queries
+    # what reached the endpoint: two probes, the clean test set, the pairs' images and the query runs' queries
     logged = sum(r.data.metrics["queries"] for r in runs)
-    assert images == 2 * 8 + test + pair.data.metrics["queries"] + logged
+    assert images == 2 * 8 + test + sum(p.data.metrics["queries"] for p in pairs) + logged
     assert images - 2 * 8 <= bound
     for run in runs:
         path = client.download_artifacts(run.info.run_id, "queries.csv", str(tmp_path / run.info.run_id))
@@ -142,6 +150,20 @@ def test_square_on_a_served_model_counts_every_query_and_a_killed_run_resumes_wi
             expected = (attacked["success"] & (attacked["queries"] <= budget)).mean()
             assert run.data.metrics[f"success_at_{budget}"] == pytest.approx(expected)
         print(run.data.tags["start"], dict(run.data.metrics), rows["queries"].tolist())
+
+    # the attackers' pairs: targeted success where the attack had a target, L2 budgets measured in L2
+    table = pd.read_csv(next(tmp_path.glob("smoke/*/report/results.csv")))
+    targeted, l2 = table[table.attack_target == "least_likely"], table[table.norm == "l2"]
+    assert len(targeted) == len(l2) == 1 and targeted.targeted_success.between(0, 1).all()
+    assert table[table.attack_target == "untargeted"].targeted_success.isna().all()
+    assert (l2.l2 <= 0.5 + 1e-4).all() and (l2.l2 > 0).all()
+    # the report: the threat models of the endpoint and the queries-to-success curves
+    report = next(tmp_path.glob("smoke/*/report"))
+    threats = pd.read_csv(report / "queries_threat_models.csv")
+    assert set(threats.target) == {"a_http"}
+    assert {TRANSFER_BEST, QUERY_ONLY, TRANSFER_STARTED} <= set(threats.threat_model)
+    assert (report / f"queries_square_linf_eps0.03_q{MAX_QUERIES}.png").stat().st_size > 0
+    print((report / "queries_threat_models.md").read_text())
 
 
 def smoke(*overrides: str):
