@@ -25,9 +25,11 @@ class LocalExecutor:
 
     def query_rows(self, queries: list[QueryJob]) -> pd.DataFrame:
         """The query runs' rows (read back, or attacked and logged), in the scheduler's order."""
+        if not queries:  # no stage, no line
+            return pd.DataFrame(columns=QUERY_COLUMNS)
         with stage_bar(queries, "querying", unit="run") as bar:
             frames = [query_rows(self.work, job) for job in bar]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=QUERY_COLUMNS)
+        return pd.concat(frames, ignore_index=True)
 
     def group_rows(self, group: SetGroup) -> list[dict]:
         rows, pending = self.work.stored(group)
