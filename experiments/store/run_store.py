@@ -36,9 +36,9 @@ PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 class StudyContext:
     """Where a study's runs and files go: the tracking store, the experiment, the output folder and
     the lock folder under it. `of(cfg)` resolves the defaults once (the store's URI from
-    `tracking.uri`, else `MLFLOW_TRACKING_URI`, else ./mlruns); `located(cfg)` writes it into a
-    config, so that a process started elsewhere (another folder, environment or machine) writes
-    where this one does."""
+    `tracking.uri`, else `MLFLOW_TRACKING_URI`, else ./mlruns); `located(cfg)` writes it (the output
+    folder resolved) into a config, so that a process started elsewhere (another folder, environment
+    or machine) writes where this one does."""
     tracking_uri: str
     experiment: str
     output_dir: Path
@@ -46,7 +46,7 @@ class StudyContext:
     @classmethod
     def of(cls, cfg: DictConfig) -> StudyContext:
         return cls(cfg.tracking.uri or default_tracking_uri(), cfg.tracking.experiment or cfg.name,
-                   Path(str(cfg.output_dir)).resolve())
+                   Path(str(cfg.output_dir)))
 
     @property
     def lock_dir(self) -> Path:
@@ -54,7 +54,7 @@ class StudyContext:
 
     def located(self, cfg: DictConfig) -> DictConfig:
         return OmegaConf.merge(cfg, {"tracking": {"uri": self.tracking_uri, "experiment": self.experiment},
-                                     "output_dir": str(self.output_dir)})
+                                     "output_dir": str(self.output_dir.resolve())})
 
 
 class RunStore:

@@ -58,7 +58,7 @@ class StudyRuns:
     def link(self, run_id: str) -> None:
         """Record that this study uses run `run_id` (a pair or query run, maybe another study's):
         the tag `study_link(parent_id)` = `true`."""
-        self.store.client.set_tag(run_id, study_link(self.parent_id), flag(True))
+        self.store.set_tags(run_id, {study_link(self.parent_id): flag(True)})
 
     def finished_pair(self, pair_key: str, kind: str = "pair") -> Run | None:
         """The FINISHED pair run (or `kind=query` run) with this identity in the experiment, linked to
