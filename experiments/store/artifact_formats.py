@@ -11,8 +11,11 @@ import torch
 
 PREDICTIONS, QUERIES = "predictions.csv", "queries.csv"
 PREDICTION_KINDS = ("label", "clean", "adv", "control")
-QUERY_COLUMNS = ["target", "start", "attack", "norm", "eps", "max_queries", "image", "label", "clean_correct",
-                 "queries", "success"]
+# a query row's columns and their types (docs/protocol.md, "Query attacks in the report")
+QUERY_TYPES = {"target": "str", "start": "str", "attack": "str", "norm": "str", "eps": "float",
+               "max_queries": "int", "image": "int", "label": "int", "clean_correct": "bool", "queries": "int",
+               "success": "bool"}
+QUERY_COLUMNS = list(QUERY_TYPES)
 
 
 @dataclass
