@@ -3,12 +3,7 @@
 docs/architecture.md ("MLflow contract")."""
 from __future__ import annotations
 
-import re
-
 import pandas as pd
-from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from attacks.registry import THREAT_DEFAULTS
 
@@ -16,11 +11,10 @@ from .design.locations import default_tracking_uri
 from .execution.work import stored_row
 from .report.findings import AT_CHANCE_TAG
 from .report.outputs import with_factors
-from .store.runs import study_link
+from .store.study_search import pair_runs, study_runs
 from .store.tracking import flag
 from .study import TABLE_COLUMNS
 
-RUN_ID = re.compile(r"[0-9a-f]{32}")
 TEXT_KEYS = ("name", "arch", "init", "dev_set", "mode")  # zoo-entry params that stay strings
 
 
@@ -30,10 +24,10 @@ def search_pairs(tracking_uri: str | None = None, study: str = "", **filters) ->
     study run; a study of several domains: the newest run of each `<name>-<domain>`). `filters`: a
     column and a value (`surrogate="a"`, `eps=0.03`) or a list of values (`attack=["fgsm", "ifgsm"]`).
     A study without a finished report has no `target_at_chance` column, as in `run_study`."""
-    client = MlflowClient(tracking_uri or default_tracking_uri())
+    uri = tracking_uri or default_tracking_uri()
     tables = []
-    for study_run in study_runs(client, study):
-        runs = pair_runs(client, study_run)
+    for study_run in study_runs(uri, study):
+        runs = pair_runs(uri, study_run)
         rows = [row_of(run) for run in runs]
         table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
         zoo = {}
@@ -54,47 +48,7 @@ def search_pairs(tracking_uri: str | None = None, study: str = "", **filters) ->
     return table.reset_index(drop=True)
 
 
-def study_runs(client: MlflowClient, study: str) -> list[Run]:
-    """The study runs `study` names: a run id, or a name (see `search_pairs`), compared as a plain
-    string with each study run's param `study` (never spliced into a filter); one line when none."""
-    if not study:
-        raise ValueError("search_pairs: give study=<a study run's id or a study's name>")
-    if RUN_ID.fullmatch(study):
-        try:
-            run = client.get_run(study)
-        except MlflowException:
-            run = None  # a name that looks like a run id
-        if run is not None:
-            if run.data.tags.get("kind") != "study":
-                raise ValueError(f"search_pairs: run {study} is not a study run (tag kind=study)")
-            return [run]
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(experiments, "tags.kind = 'study'", max_results=50000,
-                               order_by=["attributes.start_time DESC"])
-    for named in (lambda name: name == study, lambda name: name.startswith(f"{study}-")):
-        newest = {}
-        for run in found:
-            name = run.data.params.get("study", "")
-            if named(name):
-                newest.setdefault((run.info.experiment_id, name), run)
-        if newest:
-            return sorted(newest.values(), key=lambda run: run.data.params["study"])
-    raise ValueError(f"search_pairs: no study run named {study!r} in the store")
-
-
-def pair_runs(client: MlflowClient, study_run: Run) -> list[Run]:
-    """The FINISHED pair runs linked to a study run (`study_link`) or logged as its children (stores
-    from before the link)."""
-    run_id, experiment = study_run.info.run_id, [study_run.info.experiment_id]
-    found = {}
-    for query in (f"tags.`{study_link(run_id)}` = '{flag(True)}'", f"tags.mlflow.parentRunId = '{run_id}'"):
-        for run in client.search_runs(experiment, f"tags.kind = 'pair' and attributes.status = 'FINISHED' and {query}",
-                                      max_results=50000):
-            found.setdefault(run.info.run_id, run)
-    return list(found.values())
-
-
-def row_of(run: Run) -> dict:
+def row_of(run) -> dict:
     """A pair run's result row, as the study's executor builds it (`work.group_rows`)."""
     params = run.data.params
     return {"seed": int(params["seed"]), "surrogate": params["surrogate.name"], "target": params["target.name"],

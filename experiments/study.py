@@ -9,7 +9,6 @@ from typing import NamedTuple
 
 import pandas as pd
 from filelock import FileLock
-from mlflow.entities import Param, RunTag
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules import DomainData
@@ -18,17 +17,18 @@ from datamodules.readers.source import positive_label
 from medcommon.console import quiet_third_party
 from .design.config import checked_config, domain_config, load_config
 from .design.identity import code, study_key
-from .design.locations import default_tracking_uri, report_dir, study_run_name
-from .execution import DeviceGroup, StudyWork, WorkSpec, executor, located, read_data
+from .design.locations import report_dir, study_run_name
+from .execution import DeviceGroup, StudyWork, WorkSpec, executor, read_data
 from .execution.evaluation import PAIR_METRICS
 from .preflight import StudyPlan, require_ready, study_plan
 from .preflight.externals import pin_externals
 from .process_state import process_kept
 from .report import markdown_table, with_factors, write_report
-from .store.datasets import log_dataset
+from .report.findings import AT_CHANCE_TAG
+from .store.run_store import RunStore, StudyContext
 from .store.runs import StudyRuns
 from .store.sqlite_store import sqlite_path
-from .store.tracking import artifact_root, setup_experiment, study_links
+from .store.tracking import artifact_root, flag, study_links
 from .study_result import StudyResult, findings_frame
 from medcommon.write_errors import store_writes, writing
 
@@ -55,7 +55,8 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), *, 
     cfg = load_config(cfg) if isinstance(cfg, (str, Path)) else checked_config(cfg)  # before anything is written
     with process_kept(), quiet_third_party(verbose):
         require_ready(cfg)
-        uri = cfg.tracking.uri or default_tracking_uri()  # read once: MLflow's downloads unset MLFLOW_TRACKING_URI
+        # resolved once: MLflow's downloads unset MLFLOW_TRACKING_URI
+        uri = StudyContext.of(cfg).tracking_uri
         studies = [OmegaConf.merge(study, {"tracking": {"uri": uri}})
                    for study in [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]]
         with store_writes(sqlite_path(uri), artifact_root(uri) and Path(artifact_root(uri).removeprefix("file://"))):
@@ -101,15 +102,14 @@ class DomainDone(NamedTuple):
 
 def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group: DeviceGroup) -> DomainDone:
     """One domain's study on its data (read already) in its store (`tracking.uri`, spelled out): the
-    parent run, the work, the report."""
-    uri = cfg.tracking.uri
-    experiment_id = setup_experiment(uri, cfg.tracking.experiment or cfg.name)
-    output_dir, key = Path(cfg.output_dir), study_key(cfg)
-    store = StudyRuns(uri, experiment_id, key, output_dir / "locks")
-    client, run_name = store.client, study_run_name(cfg, key)
+    parent run, the work, the report (logged to the parent run, with the tags it returns)."""
+    context = StudyContext.of(cfg)
+    key = study_key(cfg)
+    runs = StudyRuns(RunStore.of(context), key)
+    store, run_name = runs.store, study_run_name(cfg, key)
 
-    with store.parent(run_name) as run_id:
-        work = StudyWork(WorkSpec(located(cfg), shard, run_id), data, group)
+    with runs.parent(run_name) as run_id:
+        work = StudyWork(WorkSpec(context.located(cfg), shard, run_id), data, group, runs)
         for line in work.external_changes():
             print(line, file=sys.stderr)
         scheduler = work.scheduler
@@ -121,22 +121,31 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group
         positive = positive_label(data.task, data.label_names)
         if positive:  # the class a binary study's AUCs score
             params["data.positive_label"] = positive
-        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                         tags=[RunTag(k, v) for k, v in {"git_sha": code(), "domain": cfg.data.domain}.items()])
-        client.log_dict(run_id, OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-        log_dataset(client, run_id, work.test_input, "evaluation")
+        store.log_params(run_id, params)
+        store.set_tags(run_id, {"git_sha": code(), "domain": cfg.data.domain})
+        store.log_dict(run_id, OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+        store.log_dataset(run_id, work.test_input, "evaluation")
         doer = executor(cfg.executor, work)
         rows = doer.rows(scheduler.groups)
         queries = doer.query_rows(scheduler.queries)  # the query attacks' per-image rows (docs/protocol.md)
         table = with_factors(pd.DataFrame(rows, columns=TABLE_COLUMNS), scheduler.zoo, cfg.data.domain)
         report, summary, findings = None, "", pd.DataFrame()
         if shard == (0, 1):
-            examples = work.examples(scheduler.groups[0]) if scheduler.groups else None
+            examples = None
+            if scheduler.groups:  # the first group's set, crafted for its pairs (or now, when they were read back)
+                work.ensure_set(scheduler.groups[0].set)
+                examples = work.examples(scheduler.groups[0])
+            predictions = (store.predictions(table["run_id"]) if not table.empty and cfg.bootstrap_resamples >= 1
+                           else {})
             report = report_dir(cfg, key)
             with report_lock(cfg, key), writing(report, "the report"):
-                summary, findings = write_report(table, report, examples, data.manifest, uri,
-                                                 cfg.bootstrap_resamples, cfg.seed, run_id, queries)
-    return DomainDone(cfg.data.domain, experiment_id, table, findings, report, run_id, run_name, summary)
+                summary, findings, at_chance = write_report(table, report, examples, data.manifest, predictions,
+                                                            cfg.bootstrap_resamples, cfg.seed, queries)
+                for pair_run, at in at_chance.items():
+                    store.set_tags(pair_run, {AT_CHANCE_TAG: flag(at)})
+                with writing(store.artifact_folder(run_id), "the report's copy in the study run"):
+                    store.log_folder(run_id, report)
+    return DomainDone(cfg.data.domain, store.experiment_id, table, findings, report, run_id, run_name, summary)
 
 
 def report_lock(cfg: DictConfig, key: str) -> FileLock:

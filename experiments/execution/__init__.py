@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..design.scheduler import QueryJob, SetGroup
 from .devices import DeviceGroup
-from .work import StudyWork, WorkSpec, located, read_data
+from .work import StudyWork, WorkSpec, read_data
 
 # `executor` name -> where its class is (imported when chosen: Ray is an optional dependency)
 EXECUTOR_HOMES = {"local": "experiments.execution.local:LocalExecutor",
@@ -38,4 +38,4 @@ def executor(name: str, work: StudyWork) -> Executor:
     return getattr(import_module(module), cls)(work)
 
 
-__all__ = ["DeviceGroup", "EXECUTOR_HOMES", "Executor", "StudyWork", "WorkSpec", "executor", "located", "read_data"]
+__all__ = ["DeviceGroup", "EXECUTOR_HOMES", "Executor", "StudyWork", "WorkSpec", "executor", "read_data"]

@@ -5,7 +5,6 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 from torchmetrics.functional.image import structural_similarity_index_measure
@@ -108,15 +107,3 @@ def evaluate_pair(test: TestSet, clean: torch.Tensor, adv_probs: torch.Tensor, c
         intervals.update(bootstrap.interval(adv_probs.numpy()))
         intervals.update(bootstrap.rate_intervals({name: (h.numpy(), c.numpy()) for name, (h, c) in counts.items()}))
     return PairScores({**metrics, **intervals}, adv_probs, ctrl_probs)
-
-
-def prediction_table(test: TestSet, clean: torch.Tensor, adv: torch.Tensor, control: torch.Tensor) -> pd.DataFrame:
-    """Per-sample labels and target scores on clean, adversarial and control images (one column per
-    output for multi-output tasks)."""
-    columns = {"sample": test.sample_ids}
-    names = test.label_names if test.task != "binary" else [""]
-    for kind, values in (("label", test.labels), ("clean", clean), ("adv", adv), ("control", control)):
-        values = values.reshape(len(values), -1).float()
-        for j, name in enumerate(names):
-            columns[f"{kind}_{name}".rstrip("_")] = values[:, j].numpy()
-    return pd.DataFrame(columns)

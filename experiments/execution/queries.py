@@ -3,12 +3,10 @@
 "Query attacks"; docs/architecture.md, "MLflow contract")."""
 from __future__ import annotations
 
-import tempfile
 import time
 
 import pandas as pd
 import torch
-from mlflow.tracking import MlflowClient
 from torch.utils.data import Dataset
 
 from attacks.queries import QueryModule
@@ -17,13 +15,10 @@ from lightning_modules import tasks
 from ..design.identity import code, data_identity
 from ..design.scheduler import QueryJob
 from ..design.zoo import entry_params
+from ..store.artifact_formats import QUERY_COLUMNS
 from .predict_batches import SetBatches, TestBatches
 from .devices import Process
 from .work import external_tags
-
-QUERY_COLUMNS = ["target", "start", "attack", "norm", "eps", "max_queries", "image", "label", "clean_correct",
-                 "queries", "success"]
-
 
 class QueryBatches(Dataset):
     """The test batches for a query attack: `(clean, labels, start, attacked, batch_id)`, `start` the
@@ -66,7 +61,7 @@ def query_rows(work, job: QueryJob) -> pd.DataFrame:
     the target attacked and the run logged."""
     with work.store.pair_lock(job.key, "query"):
         found = work.store.finished_pair(job.key, "query")
-        return stored_rows(work.cfg.tracking.uri, found) if found is not None else attack(work, job)
+        return work.store.store.query_rows(found.info.run_id) if found is not None else attack(work, job)
 
 
 def attack(work, job: QueryJob) -> pd.DataFrame:
@@ -116,13 +111,3 @@ def counter(module):
     earlier attempt, from its score cache); None for a model run here (its count is the rows')."""
     endpoint = getattr(module, "endpoint", None)
     return (lambda: endpoint.queries) if endpoint is not None else (lambda: None)
-
-
-def stored_rows(tracking_uri: str, run) -> pd.DataFrame:
-    """A FINISHED query run's rows (its `queries.csv`, checked to have the contract's columns)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = pd.read_csv(MlflowClient(tracking_uri).download_artifacts(run.info.run_id, "queries.csv", tmp))
-    if list(rows.columns) != QUERY_COLUMNS:
-        raise ValueError(f"query run {run.info.run_id}: queries.csv has columns {', '.join(rows.columns)}, "
-                         f"not {', '.join(QUERY_COLUMNS)}")
-    return rows.astype({"clean_correct": bool, "success": bool, "target": str, "start": str})

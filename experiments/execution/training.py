@@ -6,13 +6,9 @@ import signal
 import tempfile
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import NamedTuple
 
 import pytorch_lightning as pl
-from filelock import FileLock
-from mlflow.entities import RunStatus
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -24,12 +20,10 @@ from lightning_modules.pretrained import load_state_dict_file
 
 from medcommon.console import TrainingBar
 from ..design.identity import adversarial_training, model_identity, model_key, model_seed
-from ..design.locations import default_tracking_uri
-from ..store.datasets import log_dataset, split_dataset
+from ..store.datasets import split_dataset
 from ..store.logged_models import log_trained_model
-from ..store.model_store import (EpochMetrics, find_trained, find_unfinished, finish_training_run,
-                                 start_training_run, stored_module)
-from ..store.tracking import setup_experiment
+from ..store.model_store import EpochMetrics, finish_training_run, start_training_run, stored_module
+from ..store.run_store import RunStore, StudyContext
 from .devices import Process
 
 
@@ -79,59 +73,49 @@ def initial_module(cfg: DictConfig, model_cfg: DictConfig, data: DomainData) -> 
     return classifier(cfg, model_cfg, data_layout(data), model_cfg.init)
 
 
-def load_trained(cfg: DictConfig, model_cfg: DictConfig, client: MlflowClient, run) -> TrainedModel:
-    """A stored model from its MLflow run alone (`model_store.stored_module`; no image is read)."""
-    module = stored_module(client, run, model_cfg.name, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+def load_trained(cfg: DictConfig, model_cfg: DictConfig, store: RunStore, run) -> TrainedModel:
+    """A stored model from its run alone (`model_store.stored_module`; no image is read)."""
+    module = stored_module(store, run, model_cfg.name, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                            adversary=adversary(adversarial_training(model_cfg), run.data.params["layout.task"]))
     return TrainedModel(module, float(run.data.metrics["best_val_auc"]), run.info.run_id)
 
 
-def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, group: Process | None = None) -> TrainedModel:
+def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, group: Process | None = None,
+                store: RunStore | None = None) -> TrainedModel:
     """The zoo model `model_cfg` trained on its development set of `data` by the study's device
     `group` (default: this process alone), in eval mode, with its best validation AUC.
 
-    A FINISHED MLflow run of the study's experiment with the same identity (`identity.model_key`) is
-    read back without touching `data`; otherwise the model is trained and logged as a new run.
-    A lock per identity under `output_dir/locks` makes concurrent processes wait for the one that
-    trains; inside it, an unfinished run of the identity is stale (a killed process) and is deleted.
+    A FINISHED run of the study's experiment with the same identity (`identity.model_key`) is read
+    back from `store` (default: the store of `cfg`'s `StudyContext`) without touching `data`;
+    otherwise the model is trained and logged as a new run. A lock per identity under
+    `output_dir/locks` makes concurrent processes wait for the one that trains; inside it, an
+    unfinished run of the identity is stale (a killed process) and is deleted.
     A Ctrl-C ends the training run KILLED, any other error FAILED.
     """
-    uri = cfg.tracking.uri or default_tracking_uri()
-    experiment_id = setup_experiment(uri, cfg.tracking.experiment or cfg.name)
-    client = MlflowClient(uri)
+    store = store or RunStore.of(StudyContext.of(cfg))
     key = model_key(cfg, model_cfg)
-
-    lock_dir = Path(cfg.output_dir) / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_dir / f"model-{key}.lock")):
-        found = find_trained(client, experiment_id, key)
+    with store.lock(f"model-{key}"):
+        found = store.claim("model", key)
         if found is not None:
-            return load_trained(cfg, model_cfg, client, found)
+            return load_trained(cfg, model_cfg, store, found)
 
         layout = data_layout(data)
-        for stale in find_unfinished(client, experiment_id, key):
-            client.delete_run(stale.info.run_id)
         identity = model_identity(cfg, model_cfg)
         params = {**flat_params(identity), "study_seed": int(cfg.seed), **flat_params({"layout": layout})}
-        run_id = start_training_run(client, experiment_id, key, model_cfg.name, params)
-        try:
+        run_id = start_training_run(store, key, model_cfg.name, params)
+        with store.ended(run_id):
             datamodule = data.datamodule(model_cfg.dev_set)
             datamodule.setup()
-            log_dataset(client, run_id, split_dataset(cfg.data, datamodule, model_cfg.dev_set), "training")
+            store.log_dataset(run_id, split_dataset(cfg.data, datamodule, model_cfg.dev_set), "training")
             module = initial_module(cfg, model_cfg, data)
             job = FitJob(cfg, module, OmegaConf.to_container(cfg.data, resolve=True), model_cfg.dev_set,
                          model_seed(cfg.seed, model_cfg))
             best_val_auc = (group or Process()).run(job, datamodule=datamodule, callbacks=(
-                EpochMetrics(uri, run_id), TrainingBar(model_cfg.name, cfg.train.max_epochs)))
+                EpochMetrics(store.uri, run_id), TrainingBar(model_cfg.name, cfg.train.max_epochs)))
             if cfg.tracking.register_models:
-                log_trained_model(client, experiment_id, run_id, model_cfg.name, module.model, identity, layout)
-            finish_training_run(client, run_id, module.model, best_val_auc, params)
-        except KeyboardInterrupt:
-            client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
-            raise
-        except BaseException:
-            client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-            raise
+                log_trained_model(store.client, store.experiment_id, run_id, model_cfg.name, module.model, identity,
+                                  layout)
+            finish_training_run(store, run_id, module.model, best_val_auc, params)
     return TrainedModel(module.eval(), best_val_auc, run_id)
 
 

@@ -21,23 +21,24 @@ from attacks.cache import SetError
 from attacks.registry import threat
 from datamodules import DomainData
 from datamodules.synthetic.cache import cache_root
+from medcommon.write_errors import writing
 
 from ..design.external import external_source, is_external
 from ..design.identity import code, data_identity, digest, external_key, study_key
-from ..design.locations import default_tracking_uri
 from ..design.scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
 from ..design.zoo import entry_params, hardening, is_ensemble
 from ..report.bootstrap import PairedBootstrap
 from ..report.outputs import example_images
+from ..store.artifact_formats import prediction_table
 from ..store.datasets import split_dataset
+from ..store.run_store import RunStore, StudyContext
 from ..store.runs import StudyRuns
-from ..store.tracking import flag, setup_experiment
-from medcommon.write_errors import writing
-from .predict_batches import SetBatches, TestBatches
+from ..store.tracking import flag
 from .devices import DeviceGroup
-from .evaluation import PAIR_METRICS, evaluate_pair, load_test_set, prediction_table, set_distortion
+from .evaluation import PAIR_METRICS, evaluate_pair, load_test_set, set_distortion
 from .external import load_external, study_layout
 from .networks import ensemble_of, training_entry, with_defence
+from .predict_batches import SetBatches, TestBatches
 from .predicting import Predictor
 from .training import TrainedModel, train_model
 
@@ -51,18 +52,10 @@ def read_data(cfg: DictConfig) -> DomainData:
     return data
 
 
-def located(cfg: DictConfig) -> DictConfig:
-    """The config with the tracking store, experiment and output folder spelled out, so that a process
-    started elsewhere (another folder, environment or machine) writes where this one does."""
-    return OmegaConf.merge(cfg, {"tracking": {"uri": cfg.tracking.uri or default_tracking_uri(),
-                                              "experiment": cfg.tracking.experiment or cfg.name},
-                                 "output_dir": str(Path(cfg.output_dir).resolve())})
-
-
 @dataclass(frozen=True)
 class WorkSpec:
-    """What a process needs to rebuild a domain study's work: its config (`located`), the shard and
-    the study's parent run."""
+    """What a process needs to rebuild a domain study's work: its config (`StudyContext.located`), the
+    shard and the study's parent run."""
     cfg: DictConfig
     shard: tuple[int, int]
     parent_id: str
@@ -71,14 +64,14 @@ class WorkSpec:
 class StudyWork:
     """The pieces of one domain study's work in this process: each model trained or read back once,
     each target's clean scores computed once, each set crafted once (into the on-disk cache), each
-    pair read back from the store or evaluated and logged."""
+    pair read back from the store or evaluated and logged. `runs`: the study's runs, when this
+    process has them already (a Ray actor's are rebuilt from the spec)."""
 
-    def __init__(self, spec: WorkSpec, data: DomainData, group: DeviceGroup):
+    def __init__(self, spec: WorkSpec, data: DomainData, group: DeviceGroup, runs: StudyRuns | None = None):
         cfg = self.cfg = spec.cfg
         self.spec, self.data, self.group = spec, data, group
         self.scheduler = Scheduler(cfg, spec.shard)
-        self.store = StudyRuns(cfg.tracking.uri, setup_experiment(cfg.tracking.uri, cfg.tracking.experiment),
-                               study_key(cfg), Path(cfg.output_dir) / "locks", spec.parent_id)
+        self.store = runs or StudyRuns(RunStore.of(StudyContext.of(cfg)), study_key(cfg), spec.parent_id)
         self.cache = AdversarialSetCache(Path(cfg.output_dir) / "adversarial_sets")
         test_split = data.datamodule("d1")
         self.test, self.test_input = load_test_set(test_split), split_dataset(cfg.data, test_split, "test")
@@ -102,7 +95,8 @@ class StudyWork:
                                        Path(self.cfg.output_dir) / "external_scores" / job.key)
                 self.trained[job] = TrainedModel(module, float("nan"), "")
             else:
-                trained = train_model(self.scheduler.seeded(job.seed), training_entry(entry), self.data, self.group)
+                trained = train_model(self.scheduler.seeded(job.seed), training_entry(entry), self.data, self.group,
+                                      self.store.store)
                 self.trained[job] = with_defence(trained, entry)
         return self.trained[job]
 
@@ -183,7 +177,8 @@ class StudyWork:
             f"{pair.set.surrogate.name}->{pair.target.name} {attack_label(setting)}", pair.key,
             self.pair_params(pair), {**self.pair_tags(pair), "set_key": pair.set.key, **models},
             {**metrics, "surrogate_val_auc": surrogate.val_auc, "target_val_auc": target.val_auc},
-            prediction_table(self.test, clean, scores.adversarial, scores.control), self.test_input)
+            prediction_table(self.test.sample_ids, self.test.label_names, self.test.task, self.test.labels, clean,
+                             scores.adversarial, scores.control), self.test_input)
         return {**metrics, "run_id": run_id}
 
     def pair_params(self, pair: PairJob) -> dict:
@@ -213,9 +208,9 @@ class StudyWork:
             if not is_external(entry):
                 continue
             tags = external_tags(entry, external_key(entry))
-            runs = self.store.client.search_runs(
-                [self.store.experiment_id], f"tags.kind = 'pair' and tags.external_source = '{tags['external_source']}'",
-                max_results=1000)
+            source = tags["external_source"]
+            runs = self.store.store.search(f"tags.kind = 'pair' and tags.external_source = '{source}'",
+                                           max_results=1000)
             earlier = {run.data.tags.get("target_network") for run in runs} - {tags["target_network"]}
             if earlier:
                 where = entry.external.path or entry.external.uri
@@ -224,8 +219,8 @@ class StudyWork:
         return lines
 
     def examples(self, group: SetGroup) -> dict:
-        """The report's example images: the first test batch, clean and attacked by the group's set."""
-        self.ensure_set(group.set)
+        """The report's example images: the first test batch, clean and attacked by the group's set
+        (read from the cache: `ensure_set` stores it first)."""
         clean = next(self.test.batches())
         adv, ctrl = next(self.cache.chunks(group.set.key, [clean]))
         setting = group.set.setting

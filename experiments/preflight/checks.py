@@ -18,10 +18,10 @@ from datamodules.build import INDEX_FILES, domain_problem
 from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
 
-from ..design.locations import default_tracking_uri
 from ..design.resources import device_count
 from ..design.zoo import expand_zoo, is_ensemble
 from ..execution.ray_cluster import ray_problems
+from ..store.run_store import StudyContext
 from ..store.sqlite_store import sqlite_path, store_problem
 from ..store.tracking import artifact_root, check_tracking_uri
 from .outline import DomainWork, human_bytes, outline
@@ -87,7 +87,7 @@ def data_problems(data: DictConfig) -> list[str]:
 
 def tracking_problems(cfg: DictConfig) -> list[str]:
     """Credentials not in the URI; an http(s) server answers; a local store's folder can be written."""
-    uri = cfg.tracking.uri or default_tracking_uri()
+    uri = StudyContext.of(cfg).tracking_uri
     try:
         check_tracking_uri(uri)
     except ValueError as err:
@@ -134,7 +134,7 @@ def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int,
         set_bytes = sum(stored_bytes(test * data.image_bytes, bool(job.setting.get("quantize"))) for job in sets)
         needs.append((Path(domain.cfg.output_dir) / "adversarial_sets", set_bytes,
                       f"{len(sets)} {domain.cfg.data.domain} adversarial sets"))
-        artifacts = artifact_root(cfg.tracking.uri or default_tracking_uri())
+        artifacts = artifact_root(StudyContext.of(cfg).tracking_uri)
         if artifacts is not None:
             weights = sum(parameter_count(domain.zoo_entry(job).arch, data.channels) * 4
                           for job in domain.models)
@@ -144,7 +144,7 @@ def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int,
                           f"{len(domain.pairs)} pair predictions and the report's copy"))
         needs.append((Path(domain.cfg.output_dir) / domain.cfg.name, report_bytes(domain),  # its variants' reports
                       f"{domain.cfg.data.domain} report"))
-    database = sqlite_path(cfg.tracking.uri or default_tracking_uri())
+    database = sqlite_path(StudyContext.of(cfg).tracking_uri)
     if database is not None:
         runs = sum(len(domain.models) + len(domain.pairs) + 1 for domain in work)
         needs.append((database.parent, (0 if database.is_file() else STORE_BYTES) + runs * RUN_BYTES,

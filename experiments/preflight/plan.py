@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from attacks.cache import set_path
@@ -23,9 +22,8 @@ from lightning_modules.model import build_classifier
 
 from ..design.config import checked_config
 from ..design.external import is_external
-from ..design.locations import default_tracking_uri
 from ..design.scheduler import ModelJob, PairJob, QueryJob, SetJob
-from ..store.sqlite_store import COMPLETE, sqlite_path, store_state
+from ..store.run_store import RunStore, StudyContext
 from .checks import study_problems
 from .externals import probe_externals
 from .outline import DomainWork, attack_steps, human_bytes, human_count, human_seconds, outline
@@ -64,33 +62,19 @@ class StudyPlan:
     seconds: float
 
 
-def read_only_client(uri: str) -> MlflowClient | None:
-    """A client for a store that exists (a missing or half-built SQLite file is not created or
-    repaired: nothing is done yet)."""
-    path = sqlite_path(uri)
-    if path is not None and store_state(path)[0] != COMPLETE:
-        return None
-    return MlflowClient(uri)
-
-
-def finished_hashes(client: MlflowClient, experiment_id: str, query: str) -> set[str]:
-    runs = client.search_runs([experiment_id], f"{query} and attributes.status = 'FINISHED'", max_results=50000)
-    return {run.data.tags.get("config_hash") for run in runs}
-
-
-def remaining(domain: DomainWork, client: MlflowClient | None) -> Remaining:
+def remaining(domain: DomainWork, store_ok: bool) -> Remaining:
     """Totals of a domain's work and, from the store and the set cache, how much is left (work is
-    found by the identities the scheduler gave its jobs)."""
+    found by the identities the scheduler gave its jobs; `store_ok`: the store may be read)."""
     cfg = domain.cfg
+    context = StudyContext.of(cfg)
     models_done: set[str] = set()
     pairs_done: set[str] = set()
     queries_done: set[str] = set()
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment or cfg.name) if client else None
-    if experiment is not None:
-        models_done = finished_hashes(client, experiment.experiment_id, "tags.kind = 'model'")
-        pairs_done = finished_hashes(client, experiment.experiment_id, "tags.kind = 'pair'")
+    store = RunStore.existing(context.tracking_uri, context.experiment) if store_ok else None
+    if store is not None:
+        models_done, pairs_done = store.finished_keys("model"), store.finished_keys("pair")
         if domain.queries:
-            queries_done = finished_hashes(client, experiment.experiment_id, "tags.kind = 'query'")
+            queries_done = store.finished_keys("query")
     sets_dir = Path(cfg.output_dir) / "adversarial_sets"
     models_left = [job for job in domain.models if job.key not in models_done]
     pending_pairs = [pair for pair in domain.pairs if pair.key not in pairs_done]
@@ -271,10 +255,8 @@ def study_plan(cfg: DictConfig) -> StudyPlan:
     work = outline(cfg)
     # `run` probes external models once the up-front checks pass; the plan lists both at once
     problems = list(dict.fromkeys(study_problems(cfg, work) + [line for d in work for line in external_problems(d)]))
-    uri = cfg.tracking.uri or default_tracking_uri()
     store_ok = not any(p.startswith("tracking.uri") for p in problems)
-    client = read_only_client(uri) if store_ok else None
-    domains = {d.cfg.data.domain: remaining(d, client) for d in work}
+    domains = {d.cfg.data.domain: remaining(d, store_ok) for d in work}
     if not store_ok:
         for left in domains.values():
             left.models_left = left.sets_left = left.pairs_left = None
@@ -288,7 +270,7 @@ def render(cfg: DictConfig, work: list[DomainWork], domains: dict[str, Remaining
            seconds: float) -> str:
     seeds = sorted({job.seed for d in work for job in d.models})
     lines = [f"Study {cfg.name}: {len(work)} domain{'s' * (len(work) > 1)}, seed{'s' * (len(seeds) > 1)} "
-             f"{', '.join(map(str, seeds))}; tracking store {cfg.tracking.uri or default_tracking_uri()}"]
+             f"{', '.join(map(str, seeds))}; tracking store {StudyContext.of(cfg).tracking_uri}"]
     for d in work:
         left = domains[d.cfg.data.domain]
         lines.append(f"\n{d.cfg.data.domain}: {data_line(d)}")

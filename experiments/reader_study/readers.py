@@ -11,20 +11,20 @@ import math
 import urllib.parse
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from attacks import AdversarialSetCache
 
 from ..design.config import ConfigError, domain_config
 from ..design.identity import digest, study_key
-from ..design.locations import default_tracking_uri
 from ..execution import read_data
 from ..execution.evaluation import load_test_set
+from ..store.run_store import RunStore, StudyContext
+from ..store.runs import study_run_id
 from ..store.sqlite_store import COMPLETE, sqlite_path, store_state
 from ..store.tracking import check_tracking_uri, ui_address, ui_link
 from .answers import AnswerStore
-from .mlflow_run import log_reader_run, study_run_id
+from .reader_run import log_reader_run
 from .plan import ReaderPlan
 from .report import write_report
 from .session import MAX_NEW_READERS, ReaderSessions, load_secret
@@ -45,9 +45,9 @@ def domain_study(cfg: DictConfig, domain: str | None) -> DictConfig:
     return domain_config(cfg, domain)
 
 
-def study_experiment(uri: str, name: str) -> str:
-    """The id of the study's experiment in the store at `uri`, which must exist already: nothing is
-    created (a mistyped `tracking.uri` is one line, not a new store)."""
+def study_store(uri: str, name: str) -> RunStore:
+    """The run store of the study's experiment in the store at `uri`, which must exist already:
+    nothing is created (a mistyped `tracking.uri` is one line, not a new store)."""
     path, parts = sqlite_path(uri), urllib.parse.urlsplit(uri)
     missing = (store_state(path)[0] != COMPLETE if path is not None
                else parts.scheme in ("", "file") and not Path(parts.path).exists())
@@ -55,11 +55,11 @@ def study_experiment(uri: str, name: str) -> str:
         raise FileNotFoundError(f"tracking.uri: {uri}: no MLflow store of the study there (run the study "
                                 "first, or give the store it ran with)")
     check_tracking_uri(uri)
-    found = MlflowClient(uri).get_experiment_by_name(name)
+    found = RunStore.existing(uri, name)
     if found is None:
         raise FileNotFoundError(f"tracking.uri: {uri}: no experiment {name!r} (run the study first: "
                                 "medtransfer run --config ...)")
-    return found.experiment_id
+    return found
 
 
 class ReaderStudy:
@@ -67,7 +67,8 @@ class ReaderStudy:
                  repeats: int | None = None, seed: int | None = None, zoom: int | None = None,
                  readers: frozenset[str] | None = None, max_new: int = MAX_NEW_READERS):
         cfg = domain_study(cfg, domain)
-        self.cfg, self.uri = cfg, cfg.tracking.uri or default_tracking_uri()
+        context = StudyContext.of(cfg)
+        self.cfg, self.uri = cfg, context.tracking_uri
         sets_dir = Path(cfg.output_dir) / "adversarial_sets"
         if not sets_dir.is_dir():
             raise FileNotFoundError(f"output_dir: {sets_dir}: no adversarial sets (run the study first: "
@@ -78,8 +79,9 @@ class ReaderStudy:
             raise FileNotFoundError(f"output_dir: {sets_dir} holds none of this study's adversarial sets (run the "
                                     "study first, with this code version: medtransfer run --config ...)")
         self.study_hash = study_key(cfg)
-        self.experiment_id = study_experiment(self.uri, cfg.tracking.experiment or cfg.name)
-        self.parent_id = study_run_id(self.uri, self.experiment_id, self.study_hash)
+        self.runs = study_store(self.uri, context.experiment)
+        self.experiment_id = self.runs.experiment_id
+        self.parent_id = study_run_id(self.runs, self.study_hash)
         if self.parent_id is None:
             raise FileNotFoundError(f"tracking.uri: {self.uri}: no run of study {cfg.name} with this config and "
                                     "code version (run it first: medtransfer run --config ...)")
@@ -102,6 +104,6 @@ class ReaderStudy:
         """Write the report and log the reader-study run; (summary text, the run's UI link)."""
         answers = self.store.frame()
         text, analysis = write_report(answers, self.folder)
-        run_id = log_reader_run(self.uri, self.experiment_id, self.parent_id, self.study_hash, self.readers_hash,
+        run_id = log_reader_run(self.runs, self.parent_id, self.study_hash, self.readers_hash,
                                 self.params, self.folder, analysis, len(answers))
         return text, ui_link(ui_address(self.uri), self.experiment_id, run_id)

@@ -13,21 +13,17 @@ effect is computed on each draw and averaged over the S draws. Draws: `rng = def
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
-from ..store.tracking import flag as tag_flag
-from .bootstrap import label_matrix, percentile_interval, resampled_macro_auc
+from ..store.artifact_formats import Predictions
+from .bootstrap import percentile_interval, resampled_macro_auc
 from .tables import markdown_table, plain_pairs
 
-PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 BAND = 2.0  # finding (d): control noise keeps the AUC within this many points of clean
 CHANCE = 0.5  # a target whose clean-AUC interval reaches this AUC never learned: its pairs are left out
 AT_CHANCE_TAG = "target_at_chance"
@@ -106,46 +102,6 @@ FINDINGS = (
             constant=-100.0, band=BAND),
     Finding("e", "iterative FGSM is stronger than FGSM white-box", _attack, ("FGSM", "iterative FGSM")),
 )
-
-
-@dataclass
-class Predictions:
-    """One pair run's per-sample labels and target scores, each (N, L) (L = 1 for binary tasks)."""
-    labels: np.ndarray
-    clean: np.ndarray
-    adv: np.ndarray
-    control: np.ndarray
-
-
-def read_predictions(frame: pd.DataFrame) -> Predictions:
-    """A `predictions.csv` table (columns sample, label*, clean*, adv*, control*) as arrays."""
-    parts = {}
-    for kind in ("label", "clean", "adv", "control"):
-        columns = [c for c in frame.columns if c == kind or c.startswith(kind + "_")]
-        if not columns:
-            raise ValueError(f"predictions.csv lacks the {kind} column(s)")
-        parts[kind] = frame[columns].to_numpy(dtype=float)
-    labels, _ = label_matrix("multilabel", parts["label"].astype(int), parts["clean"])
-    return Predictions(labels, parts["clean"], parts["adv"], parts["control"])
-
-
-def load_predictions(run_ids, tracking_uri: str) -> dict[str, Predictions]:
-    """`predictions.csv` of each pair run, read from the tracking store (without MLflow's per-file
-    progress bars)."""
-    client, out = MlflowClient(tracking_uri), {}
-    previous = os.environ.get(PROGRESS_BAR)
-    os.environ[PROGRESS_BAR] = "false"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for run_id in dict.fromkeys(run_ids):
-                path = client.download_artifacts(run_id, "predictions.csv", tempfile.mkdtemp(dir=tmp))
-                out[run_id] = read_predictions(pd.read_csv(path))
-    finally:
-        if previous is None:
-            os.environ.pop(PROGRESS_BAR)
-        else:
-            os.environ[PROGRESS_BAR] = previous
-    return out
 
 
 def finding_effects(results: pd.DataFrame, predictions: dict[str, Predictions], n_resamples: int = 1000,
@@ -288,38 +244,36 @@ class PairDraws:
 
 
 def findings_section(results: pd.DataFrame, predictions: dict[str, Predictions], out_dir: Path,
-                     n_resamples: int, seed: int, tracking_uri: str) -> tuple[str, pd.DataFrame]:
+                     n_resamples: int, seed: int) -> tuple[str, pd.DataFrame, dict[str, bool]]:
     """The findings table (`finding_effects`) and one line per finding, written to
-    `out_dir/findings.{csv,md}`; returns (that text, the table); ("", empty table) when no finding's
+    `out_dir/findings.{csv,md}`; returns (that text, the table, whether each plain pair run's target
+    is at chance, by run id: its `target_at_chance` tag); ("", empty table, {}) when no finding's
     pairs are in the results (pairs with a hardened model or an ensemble left out).
-    `predictions`: each pair run's, by run id (`load_predictions`); the pair runs of targets at chance
-    get the `target_at_chance` tag in the store at `tracking_uri`."""
+    `predictions`: each pair run's, by run id (`RunStore.predictions`)."""
     everything, results = results, plain_pairs(results)
     if n_resamples < 1 or results.empty:
-        return "", pd.DataFrame()
-    mark_at_chance(everything, results, predictions, tracking_uri, n_resamples, seed)
+        return "", pd.DataFrame(), {}
+    at_chance = mark_at_chance(everything, results, predictions, n_resamples, seed)
     table = finding_effects(results, predictions, n_resamples, seed)
     if table.empty:
-        return "", table
+        return "", table, at_chance
     text = "\n".join(["Findings of the paper (effect in points of AUC % of clean, paper's direction "
                       "positive; 95 % paired bootstrap over seeds and test images)", "",
                       markdown_table(display(table)), *finding_lines(table), ""])
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "findings.csv", index=False)
     (out_dir / "findings.md").write_text(text)
-    return text, table
+    return text, table, at_chance
 
 
 def mark_at_chance(everything: pd.DataFrame, plain: pd.DataFrame, predictions: dict[str, Predictions],
-                   tracking_uri: str, n_resamples: int, seed: int) -> None:
-    """Column `target_at_chance` on the result rows (in place; hardened and ensemble pairs: False)
-    and the same tag on each plain pair run."""
+                   n_resamples: int, seed: int) -> dict[str, bool]:
+    """Column `target_at_chance` on the result rows (in place; hardened and ensemble pairs: False);
+    returns the same flag for each plain pair run, by run id."""
     flags = targets_at_chance(plain, predictions, n_resamples, seed)
-    by_run = dict(zip(plain["run_id"], flags))
-    everything[AT_CHANCE_TAG] = [bool(by_run.get(r, False)) for r in everything["run_id"]]
-    client = MlflowClient(tracking_uri)
-    for run_id, flag in by_run.items():
-        client.set_tag(run_id, AT_CHANCE_TAG, tag_flag(bool(flag)))
+    by_run = {run_id: bool(flag) for run_id, flag in zip(plain["run_id"], flags)}
+    everything[AT_CHANCE_TAG] = [by_run.get(r, False) for r in everything["run_id"]]
+    return by_run
 
 
 def display(table: pd.DataFrame) -> pd.DataFrame:

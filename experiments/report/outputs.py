@@ -1,16 +1,17 @@
-"""Everything a finished study writes next to its runs and logs to its parent MLflow run."""
+"""Everything a finished study writes next to its runs: the report folder, from the stored results
+(the study logs the folder to its parent run and writes the tags the report returns)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import torch
-from mlflow.tracking import MlflowClient
 
 from ..design.zoo import hardening, training_twins
-from medcommon.write_errors import writing
+from ..store.artifact_formats import Predictions
 from .defences import defences_section
-from .findings import findings_section, load_predictions
+from .findings import findings_section
 from .plots import epsilon_curves, example_grid, transfer_heatmaps
 from .queries import check_query_rows, queries_section
 from .tables import markdown_table, summary, write_tables
@@ -35,15 +36,23 @@ def with_factors(table: pd.DataFrame, zoo: dict, domain: str) -> pd.DataFrame:
     return out
 
 
+class Report(NamedTuple):
+    """What `write_report` returns: the terminal summary, the findings table (`findings.finding_effects`;
+    empty when none was tested) and, by plain pair run id, whether its target is at chance (the
+    pair run's `target_at_chance` tag)."""
+    summary: str
+    findings: pd.DataFrame
+    at_chance: dict[str, bool]
+
+
 def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, manifest: pd.DataFrame,
-                 tracking_uri: str, n_resamples: int, seed: int, run_id: str,
-                 queries: pd.DataFrame | None = None) -> tuple[str, pd.DataFrame]:
-    """A domain study's report under `out_dir`, every file of it logged to MLflow run `run_id` (the
-    study's parent run) in the store at `tracking_uri`: result CSV/Markdown, paper tables, heatmaps,
-    epsilon curves, an example grid, the split manifest, the findings and defences sections (from
-    each pair run's predictions, read once) and, with query rows (`queries`, see `report.queries`),
-    the query attacks' tables, curves and finding; returns the terminal summary and the findings
-    table (`findings.finding_effects`; empty when none was tested)."""
+                 predictions: dict[str, Predictions], n_resamples: int, seed: int,
+                 queries: pd.DataFrame | None = None) -> Report:
+    """A domain study's report under `out_dir`, from what the study read back: result CSV/Markdown,
+    paper tables, heatmaps, epsilon curves, an example grid, the split manifest, the findings and
+    defences sections (from each pair run's `predictions`, by run id: needed when `results` has rows
+    and `n_resamples` >= 1) and, with query rows (`queries`, see `report.queries`), the query attacks'
+    tables, curves and finding. Writes files only: nothing is logged or tagged."""
     if queries is not None and not queries.empty:  # refused before anything is written
         queries = check_query_rows(queries, None if results.empty else {*results["surrogate"], *results["target"]})
     else:
@@ -61,20 +70,16 @@ def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, ma
         n = EXAMPLE_IMAGES
         example_grid(examples["clean"][:n], examples["adv"][:n], examples["control"][:n],
                      out_dir / f"examples_{examples['domain']}.png", title=examples["title"])
-    sections, predictions, findings = ["", ""], {}, pd.DataFrame()  # no findings, no defences
+    sections, findings, at_chance = ["", ""], pd.DataFrame(), {}  # no findings, no defences
     if not results.empty and n_resamples >= 1:
-        predictions = load_predictions(results["run_id"], tracking_uri)
-        text, findings = findings_section(results, predictions, out_dir, n_resamples, seed, tracking_uri)
+        text, findings, at_chance = findings_section(results, predictions, out_dir, n_resamples, seed)
         sections = [text, defences_section(results, predictions, out_dir, n_resamples, seed)]
     if not results.empty:  # after the findings, which mark the targets at chance
         transfer_heatmaps(results, out_dir)
     if queries is not None:
         sections.append(queries_section(queries, results, predictions, out_dir, n_resamples, seed))
-    client = MlflowClient(tracking_uri)
-    with writing(client.get_run(run_id).info.artifact_uri.removeprefix("file://"),
-                 "the report's copy in the study run"):
-        client.log_artifacts(run_id, str(out_dir))
-    return "\n".join([summary(results) if not results.empty else "(no results)", *sections]), findings
+    return Report("\n".join([summary(results) if not results.empty else "(no results)", *sections]), findings,
+                  at_chance)
 
 
 def example_images(clean: torch.Tensor, adv: torch.Tensor, control: torch.Tensor, domain: str, title: str) -> dict:

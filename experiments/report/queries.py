@@ -16,8 +16,9 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from ..store.artifact_formats import QUERY_TYPES, Predictions
 from .bootstrap import percentile_interval
-from .findings import Predictions, verdict
+from .findings import verdict
 from .plots import _figure, _save, _slug
 from .tables import markdown_table
 
@@ -26,9 +27,7 @@ CLEAN_START = "clean"
 DEFAULT_BUDGETS = (10, 100, 1000)
 NORMS = ("linf", "l2")
 SETTING = ("attack", "norm", "eps", "max_queries")
-COLUMNS = {"target": "str", "start": "str", "attack": "str", "norm": "str", "eps": "float",
-           "max_queries": "int", "image": "int", "label": "int", "clean_correct": "bool", "queries": "int",
-           "success": "bool"}
+COLUMNS = QUERY_TYPES
 GROUP = ("target", *SETTING)
 TRANSFER_BEST, TRANSFER_MEDIAN = "transfer only (best surrogate)", "transfer only (median surrogate)"
 QUERY_ONLY, TRANSFER_STARTED, WHITE_BOX = "query only (from clean)", "transfer-started query", "white-box (gradients)"

@@ -1,20 +1,16 @@
-"""The study's MLflow store: one parent run per study, one child run per pair evaluation, found again
-by identity (docs/architecture.md, "MLflow contract")."""
+"""The study's runs: one parent run per study, one child run per pair evaluation or query attack,
+found again by identity through the run store (docs/architecture.md, "MLflow contract")."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 
 import pandas as pd
-from filelock import FileLock
 from mlflow.data.dataset import Dataset
-from mlflow.entities import Metric, Param, Run, RunStatus
-from mlflow.tracking import MlflowClient
-from mlflow.tracking.context.registry import resolve_tags
-from mlflow.utils.time import get_current_time_millis
+from mlflow.entities import Run
 
-from .datasets import log_dataset
-from .tracking import flag, log_frame, numbers, worker_name
+from .artifact_formats import PREDICTIONS, QUERIES
+from .run_store import RunStore
+from .tracking import flag, numbers
 
 STUDY_TAG = "study_hash"
 
@@ -26,7 +22,7 @@ def study_link(study_run_id: str) -> str:
 
 
 class StudyRuns:
-    """Finds or resumes the parent run of a study; finds, logs and reads back pair runs.
+    """Finds or resumes the parent run of a study; finds, logs and reads back pair and query runs.
 
     A rerun of a study with the same identity resumes the same parent. A pair run is found by its
     identity (tag `config_hash`) anywhere in the experiment, so a pair that another study already
@@ -35,105 +31,72 @@ class StudyRuns:
     run for one piece of work.
     """
 
-    def __init__(self, uri: str, experiment_id: str, study_hash: str, lock_dir: str | Path,
-                 parent_id: str | None = None):
-        self.client = MlflowClient(uri)
-        self.experiment_id, self.study_hash = experiment_id, study_hash
-        self.lock_dir = Path(lock_dir)
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(str(self.lock_dir / f"study-{study_hash}.lock"))
-        self.pair_locks: dict[str, FileLock] = {}
+    def __init__(self, store: RunStore, study_hash: str, parent_id: str | None = None):
+        self.store, self.study_hash = store, study_hash
         self.parent_id = parent_id  # the study's parent run, once `parent` has started or resumed it
 
-    def pair_lock(self, pair_key: str, kind: str = "pair") -> FileLock:
+    def pair_lock(self, pair_key: str, kind: str = "pair"):
         """The lock of one pair identity (or of one `kind=query` run's), held while a process finds, or
         evaluates and logs, that work (reentrant: one lock object per identity)."""
-        if pair_key not in self.pair_locks:
-            self.pair_locks[pair_key] = FileLock(str(self.lock_dir / f"{kind}-{pair_key}.lock"))
-        return self.pair_locks[pair_key]
-
-    def _search(self, query: str) -> list[Run]:
-        return self.client.search_runs([self.experiment_id], query, max_results=10000)
+        return self.store.lock(f"{kind}-{pair_key}")
 
     @contextmanager
     def parent(self, run_name: str):
-        """Start or resume the study's parent run (through this store's client: MLflow's process-wide
-        active run is never used) and yield its id; it ends FINISHED, a Ctrl-C ends it KILLED and any
-        other error FAILED."""
-        with self.lock:
-            found = self._search(f"tags.{STUDY_TAG} = '{self.study_hash}' and tags.kind = 'study'")
+        """Start or resume the study's parent run and yield its id; it ends FINISHED, a Ctrl-C ends it
+        KILLED and any other error FAILED."""
+        with self.store.lock(f"study-{self.study_hash}"):
+            found = self.store.identity("study", self.study_hash, STUDY_TAG)
             if found:
                 run_id = found[0].info.run_id
-                self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING), name=run_name)
+                self.store.resume(run_id, run_name)
             else:
-                run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=resolve_tags(
-                    {STUDY_TAG: self.study_hash, "kind": "study"})).info.run_id
+                run_id = self.store.create(run_name, {STUDY_TAG: self.study_hash, "kind": "study"})
         self.parent_id = run_id
-        with ended(self.client, run_id):
+        with self.store.ended(run_id):
             yield run_id
 
     def link(self, run_id: str) -> None:
         """Record that this study uses run `run_id` (a pair or query run, maybe another study's):
         the tag `study_link(parent_id)` = `true`."""
-        self.client.set_tag(run_id, study_link(self.parent_id), flag(True))
+        self.store.set_tags(run_id, {study_link(self.parent_id): flag(True)})
 
     def finished_pair(self, pair_key: str, kind: str = "pair") -> Run | None:
         """The FINISHED pair run (or `kind=query` run) with this identity in the experiment, linked to
         this study (`link`); this study's unfinished runs of it are deleted. Under its lock, so a run
         another process is logging is waited for, never taken for a stale one."""
-        finished = None
         with self.pair_lock(pair_key, kind):
-            for run in self._search(f"tags.kind = '{kind}' and tags.config_hash = '{pair_key}'"):
-                if run.info.status == "FINISHED" and finished is None:
-                    finished = run
-                elif run.info.status != "FINISHED" and run.data.tags.get("mlflow.parentRunId") == self.parent_id:
-                    self.client.delete_run(run.info.run_id)
+            finished = self.store.claim(kind, pair_key, self.parent_id)
             if finished is not None and finished.data.tags.get(study_link(self.parent_id)) != flag(True):
                 self.link(finished.info.run_id)
         return finished
 
+    def _log_child(self, kind: str, run_name: str, key: str, params: dict, tags: dict, metrics: dict,
+                   frame: pd.DataFrame, name: str, test_input: Dataset | None = None) -> str:
+        run_id = self.store.create_work(kind, key, run_name, {**tags, study_link(self.parent_id): flag(True)},
+                                        parent_id=self.parent_id)
+        with self.store.ended(run_id):
+            self.store.log_params(run_id, params)
+            if test_input is not None:
+                self.store.log_dataset(run_id, test_input, "evaluation")
+            self.store.log_metrics(run_id, {**numbers(params), **metrics})
+            self.store.log_frame(run_id, frame, name)
+        return run_id
+
     def log_pair(self, run_name: str, pair_key: str, params: dict, tags: dict, metrics: dict,
                  predictions: pd.DataFrame, test_input: Dataset) -> str:
         """Log one pair evaluation as a child of the study run, with its test set as a dataset input
-        (context `evaluation`) and each numeric param also as a metric (`numbers`); returns its run id."""
-        tags = {**tags, "kind": "pair", "config_hash": pair_key, "mlflow.parentRunId": self.parent_id,
-                "worker": worker_name(), study_link(self.parent_id): flag(True)}
-        run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=resolve_tags(tags)).info.run_id
-        with ended(self.client, run_id):
-            self.client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
-            log_dataset(self.client, run_id, test_input, "evaluation")
-            self.log_numbers(run_id, {**numbers(params), **metrics})
-            log_frame(self.client, run_id, predictions, "predictions.csv")
-        return run_id
+        (context `evaluation`), each numeric param also as a metric (`numbers`) and its
+        `predictions.csv`; returns its run id."""
+        return self._log_child("pair", run_name, pair_key, params, tags, metrics, predictions, PREDICTIONS, test_input)
 
     def log_query(self, run_name: str, query_key: str, params: dict, tags: dict, metrics: dict,
                   rows: pd.DataFrame) -> str:
         """Log one query attack on one target as a child of the study run (`kind=query`), its per-image
         rows as `queries.csv` and each numeric param also as a metric (`numbers`); returns its run id."""
-        tags = {**tags, "kind": "query", "config_hash": query_key, "mlflow.parentRunId": self.parent_id,
-                "worker": worker_name(), study_link(self.parent_id): flag(True)}
-        run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=resolve_tags(tags)).info.run_id
-        with ended(self.client, run_id):
-            self.client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
-            self.log_numbers(run_id, {**numbers(params), **metrics})
-            log_frame(self.client, run_id, rows, "queries.csv")
-        return run_id
-
-    def log_numbers(self, run_id: str, metrics: dict) -> None:
-        """Log metrics (name -> number) on run `run_id` at one time stamp."""
-        now = get_current_time_millis()
-        self.client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+        return self._log_child("query", run_name, query_key, params, tags, metrics, rows, QUERIES)
 
 
-@contextmanager
-def ended(client: MlflowClient, run_id: str):
-    """Run `run_id` ends FINISHED after the block, KILLED on a Ctrl-C, FAILED on any other error."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
-        raise
-    except BaseException:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-        raise
-    client.set_terminated(run_id)
+def study_run_id(store: RunStore, study_hash: str) -> str | None:
+    """The parent run of the study with identity `study_hash`, if the store holds one."""
+    found = store.search(f"tags.{STUDY_TAG} = '{study_hash}' and tags.kind = 'study'", max_results=1)
+    return found[0].info.run_id if found else None

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -11,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
@@ -143,16 +141,3 @@ def numbers(params: dict) -> dict[str, float]:
     params as strings only (`=`, `LIKE`), so `metrics.`attack.eps` > 0.01` is how a range is filtered."""
     return {key: float(value) for key, value in params.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)}
-
-
-def log_text_files(client: MlflowClient, run_id: str, files: dict[str, str]) -> None:
-    """Log text files (name -> content) as artifacts of run `run_id`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, text in files.items():
-            (Path(tmp) / name).write_text(text)
-        client.log_artifacts(run_id, tmp)
-
-
-def log_frame(client: MlflowClient, run_id: str, frame: pd.DataFrame, name: str) -> None:
-    """Log a DataFrame as a CSV artifact of run `run_id`."""
-    log_text_files(client, run_id, {name: frame.to_csv(index=False)})

@@ -7,7 +7,8 @@ from sklearn.metrics import roc_auc_score
 from experiments import load_config, run_study
 from experiments.design.config import domain_config, preset_path
 from experiments.design.scheduler import Scheduler
-from experiments.report.findings import FINDINGS, Predictions, finding_effects, read_predictions, verdict
+from experiments.report.findings import FINDINGS, finding_effects, verdict
+from experiments.store.artifact_formats import Predictions, read_predictions
 from experiments.report.outputs import with_factors
 
 N, SEEDS, RESAMPLES = 60, (0, 1, 2), 100

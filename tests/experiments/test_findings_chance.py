@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from experiments.report.findings import Predictions, clean_auc_lower, finding_effects, targets_at_chance
+from experiments.report.findings import clean_auc_lower, finding_effects, targets_at_chance
+from experiments.store.artifact_formats import Predictions
 
 N, SEEDS, B = 80, (0, 1), 200
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from experiments.report.bootstrap import percentile_interval
-from experiments.report.findings import Predictions
+from experiments.store.artifact_formats import Predictions
 from experiments.report.queries import (CLEAN_START, TRANSFER_ASR, QUERY_ONLY, TRANSFER_BEST, TRANSFER_MEDIAN,
                                         TRANSFER_STARTED, WHITE_BOX, budgets_for, check_query_rows, queries_figure,
                                         query_curves, start_savings, success_table, threat_models)
@@ -232,16 +232,18 @@ def smoke_study(tmp_path_factory, smoke_config):
 
 
 def report(cfg, table, out_dir: Path, **queries) -> tuple[str, str]:
-    """`write_report` of the study's table into `out_dir`, logged to a fresh run of the study's store."""
-    from mlflow.tracking import MlflowClient
+    """`write_report` of the study's table (its predictions read through the store) into `out_dir`,
+    logged to a fresh run of the study's store as the study logs its report."""
     from experiments.report import write_report
+    from experiments.store.run_store import RunStore
     manifest = pd.read_csv(study_report(cfg) / "split_manifest.csv")
-    client = MlflowClient(cfg.tracking.uri)
-    run_id = client.create_run(client.get_experiment_by_name(cfg.name).experiment_id,
-                               run_name=out_dir.name).info.run_id
-    text, _ = write_report(table.copy(), out_dir, None, manifest, cfg.tracking.uri, cfg.bootstrap_resamples,
-                           cfg.seed, run_id, **queries)
-    client.set_terminated(run_id)
+    store = RunStore.existing(cfg.tracking.uri, cfg.name)
+    run_id = store.create(out_dir.name, {})
+    predictions = store.predictions(table["run_id"])
+    text, _, _ = write_report(table.copy(), out_dir, None, manifest, predictions, cfg.bootstrap_resamples,
+                              cfg.seed, **queries)
+    store.log_folder(run_id, out_dir)
+    store.end(run_id)
     return text, run_id
 
 
@@ -273,9 +275,9 @@ def test_without_query_rows_the_report_stays_byte_for_byte_the_same(smoke_study,
 def smoke_query_rows(cfg, table):
     """Contract rows for the study's targets: an image its transfer start (the first attack's set)
     already fools costs 1 query; the others a deterministic number of queries, never fooled past 1000."""
-    from experiments.report.findings import load_predictions
+    from experiments.store.run_store import RunStore
     first = table[table.attack == table.attack.iloc[0]]
-    predictions = load_predictions(first.run_id, cfg.tracking.uri)
+    predictions = RunStore.existing(cfg.tracking.uri, cfg.name).predictions(first.run_id)
     rows = []
     for target in ("a", "b"):
         own = predictions[first[(first.surrogate == target) & (first.target == target)].run_id.iloc[0]]

@@ -16,7 +16,8 @@ import experiments
 from experiments import StudyPlan, StudyResult, plan_study, run_study
 from medcommon.console import CHATTY_LOGGERS, PROGRESS_BAR, quiet_third_party, terminal_bar
 from experiments.design.identity import study_key
-from experiments.report.findings import finding_effects, load_predictions
+from experiments.report.findings import finding_effects
+from experiments.store.run_store import RunStore
 from experiments.report.tables import plain_pairs
 from experiments.study_result import FINDING_COLUMNS
 
@@ -124,7 +125,7 @@ def test_each_variant_has_its_report_folder_and_study_run_and_reuses_the_models(
 
 def test_study_result_findings_are_the_findings_modules(two_variants):
     cfg, result, _ = two_variants[0]
-    predictions = load_predictions(result.table["run_id"], cfg.tracking.uri)
+    predictions = RunStore.existing(cfg.tracking.uri, result.experiment_name).predictions(result.table["run_id"])
     expected = finding_effects(plain_pairs(result.table), predictions, cfg.bootstrap_resamples, cfg.seed)
     assert list(result.findings.columns) == FINDING_COLUMNS and set(result.findings["finding"]) == {"d", "e"}
     pd.testing.assert_frame_equal(result.findings, expected[FINDING_COLUMNS])

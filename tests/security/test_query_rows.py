@@ -63,7 +63,7 @@ def test_hostile_query_rows_are_refused_in_one_line_before_any_file(name, tmp_pa
     folder.mkdir()
     (folder / "results.csv").write_text("an earlier report\n")
     with pytest.raises(ValueError) as refused:
-        write_report(results(), folder, None, pd.DataFrame(), "sqlite:///unused.db", 10, 0, "unused", queries=rows)
+        write_report(results(), folder, None, pd.DataFrame(), {}, 10, 0, queries=rows)
     text = str(refused.value)
     assert message in text and "\n" not in text and text.startswith("query rows: ")
     assert [p.name for p in folder.iterdir()] == ["results.csv"]  # nothing written, nothing removed
