@@ -274,7 +274,8 @@ def test_without_query_rows_the_report_stays_byte_for_byte_the_same(smoke_study,
 
 def smoke_query_rows(cfg, table):
     """Contract rows for the study's targets: an image its transfer start (the first attack's set)
-    already fools costs 1 query; the others a deterministic number of queries, never fooled past 1000."""
+    already fools costs 1 query; the others a deterministic number of queries, never fooled past 1000;
+    images the target gets wrong unattacked: 0 queries, no success."""
     from experiments.store.run_store import RunStore
     first = table[table.attack == table.attack.iloc[0]]
     predictions = RunStore.existing(cfg.tracking.uri, cfg.name).predictions(first.run_id)
@@ -291,10 +292,10 @@ def smoke_query_rows(cfg, table):
                 fooled = (p.adv[:, 0] >= 0.5).astype(int) != labels
             for i in range(len(labels)):
                 needed = 1 if fooled[i] else (37 * i) % 1500 + (1 if start == "clean" else 0) + 2
+                attacked = bool(correct[i])  # an image the target gets wrong unattacked is not attacked
                 rows.append({"target": target, "start": start, "attack": "square", "norm": "linf", "eps": 0.02,
-                             "max_queries": 1000, "image": i, "label": int(labels[i]),
-                             "clean_correct": bool(correct[i]), "queries": min(needed, 1000),
-                             "success": needed <= 1000})
+                             "max_queries": 1000, "image": i, "label": int(labels[i]), "clean_correct": attacked,
+                             "queries": min(needed, 1000) if attacked else 0, "success": attacked and needed <= 1000})
     return pd.DataFrame(rows), predictions, first
 
 
