@@ -139,8 +139,9 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group
                            else {})
             report = report_dir(cfg, key)
             with report_lock(cfg, key), writing(report, "the report"):
+                budgets = sorted({int(b) for q in cfg.queries for b in q.budgets})  # where query success is told
                 summary, findings, at_chance = write_report(table, report, examples, data.manifest, predictions,
-                                                            cfg.bootstrap_resamples, cfg.seed, queries)
+                                                            cfg.bootstrap_resamples, cfg.seed, queries, budgets)
                 for pair_run, at in at_chance.items():
                     store.set_tags(pair_run, {AT_CHANCE_TAG: flag(at)})
                 with writing(store.artifact_folder(run_id), "the report's copy in the study run"):

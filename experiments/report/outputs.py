@@ -13,7 +13,7 @@ from ..store.artifact_formats import Predictions
 from .defences import defences_section
 from .findings import findings_section
 from .plots import epsilon_curves, example_grid, transfer_heatmaps
-from .queries import check_query_rows, queries_section
+from .queries import DEFAULT_BUDGETS, check_query_rows, queries_section
 from .tables import markdown_table, summary, write_tables
 
 EXAMPLE_IMAGES = 6
@@ -47,12 +47,13 @@ class Report(NamedTuple):
 
 def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, manifest: pd.DataFrame,
                  predictions: dict[str, Predictions], n_resamples: int, seed: int,
-                 queries: pd.DataFrame | None = None) -> Report:
+                 queries: pd.DataFrame | None = None, budgets=DEFAULT_BUDGETS) -> Report:
     """A domain study's report under `out_dir`, from what the study read back: result CSV/Markdown,
     paper tables, heatmaps, epsilon curves, an example grid, the split manifest, the findings and
     defences sections (from each pair run's `predictions`, by run id: needed when `results` has rows
     and `n_resamples` >= 1) and, with query rows (`queries`, see `report.queries`), the query attacks'
-    tables, curves and finding. Writes files only: nothing is logged or tagged."""
+    tables, curves and finding (success rates at the query settings' `budgets`). Writes files only:
+    nothing is logged or tagged."""
     if queries is not None and not queries.empty:  # refused before anything is written
         queries = check_query_rows(queries, None if results.empty else {*results["surrogate"], *results["target"]})
     else:
@@ -77,7 +78,7 @@ def write_report(results: pd.DataFrame, out_dir: Path, examples: dict | None, ma
     if not results.empty:  # after the findings, which mark the targets at chance
         transfer_heatmaps(results, out_dir)
     if queries is not None:
-        sections.append(queries_section(queries, results, predictions, out_dir, n_resamples, seed))
+        sections.append(queries_section(queries, results, predictions, out_dir, n_resamples, seed, budgets))
     return Report("\n".join([summary(results) if not results.empty else "(no results)", *sections]), findings,
                   at_chance)
 

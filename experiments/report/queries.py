@@ -368,13 +368,14 @@ def saving_text(table: pd.DataFrame) -> str:
 
 
 def queries_section(rows: pd.DataFrame, results: pd.DataFrame, predictions: dict[str, Predictions],
-                    out_dir: Path, n_resamples: int, seed: int) -> str:
+                    out_dir: Path, n_resamples: int, seed: int, budgets=DEFAULT_BUDGETS) -> str:
     """The query attacks' part of a report under `out_dir`: `queries_success.{csv,md}`,
-    `queries_threat_models.{csv,md}`, `queries_finding.{csv,md}` (the finding also appended to
-    `findings.md`), one `queries_*.png` curve per setting; returns the text for the terminal summary."""
+    `queries_threat_models.{csv,md}` (success at the study's `budgets`), `queries_finding.{csv,md}`
+    (the finding also appended to `findings.md`), one `queries_*.png` curve per setting; returns the
+    text for the terminal summary."""
     rows = check_query_rows(rows)
-    success = success_table(rows, n_resamples, seed)
-    threats = threat_models(rows, results, predictions, n_resamples, seed)
+    success = success_table(rows, n_resamples, seed, budgets=budgets)
+    threats = threat_models(rows, results, predictions, n_resamples, seed, budgets=budgets)
     savings = start_savings(rows, n_resamples, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     query_curves(rows, out_dir)

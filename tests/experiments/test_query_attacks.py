@@ -162,6 +162,7 @@ def test_square_on_a_served_model_counts_every_query_and_a_killed_run_resumes_wi
     threats = pd.read_csv(report / "queries_threat_models.csv")
     assert set(threats.target) == {"a_http"}
     assert {TRANSFER_BEST, QUERY_ONLY, TRANSFER_STARTED} <= set(threats.threat_model)
+    assert set(threats[threats.threat_model == QUERY_ONLY].queries) == {1, 5, MAX_QUERIES}  # the study's budgets
     assert (report / f"queries_square_linf_eps0.03_q{MAX_QUERIES}.png").stat().st_size > 0
     print((report / "queries_threat_models.md").read_text())
 
