@@ -1,58 +1,23 @@
 """A domain's data read once (`DomainData`) and its development sets as LightningDataModules."""
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from lightning_modules.tasks import TASKS
-
 from .base import DevSetDataModule
-from .readers import chestxray14, kaggle_dr
-from .readers.chestxray14 import read_chestxray14
-from .readers.csv_folder import read_csv_folder
-from .readers.dicom import read_dicom_folder
-from .readers.images import DEFAULT_MAX_PIXELS, ImageFileReader, PixelCap, TooManyPixels, check_image, over_cap_summary
-from .readers.kaggle_dr import CSV_NAME as KAGGLE_CSV
-from .readers.kaggle_dr import read_kaggle_dr
-from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, npz_path, read_medmnist
-from .readers.pcam import SPLITS as PCAM_SPLITS
-from .readers.pcam import pcam_file, read_pcam
+from .readers.images import DEFAULT_MAX_PIXELS, PixelCap, TooManyPixels, over_cap_summary
 from .readers.source import Source, positive_label
 from .real_cache import Entry, decoded, decoding_seconds, fingerprint, identity, indexed
 from .settings import DataConfig
+from .sources import SOURCE_SPECS, domain_problem
 from .split_files import file_manifest
 from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
 from .synthetic import GENERATORS
 from .synthetic.cache import cache_root, cached_generate, generator_params
 from .synthetic.store import StoredImages
-
-DOMAINS = ("ophthalmology", "radiology", "pathology")
-SOURCES = ("synthetic", "pcam", "chestxray14", "kaggle_dr", "medmnist", "csv", "dicom")
-# sources tied to one domain
-SOURCE_DOMAIN = {"pcam": "pathology", "chestxray14": "radiology", "kaggle_dr": "ophthalmology"}
-# the index file a real source's reader starts from (csv: data.csv_file)
-INDEX_FILES = {"chestxray14": chestxray14.CSV_NAME, "kaggle_dr": kaggle_dr.CSV_NAME}
-DOMAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-def domain_problem(domain: str, source: str) -> str:
-    """"" when `domain` and `source` go together: a synthetic domain has a generator; a real source
-    names any domain (one word), except the sources that hold one domain's data."""
-    if source not in SOURCES:
-        return f"data.source: unknown source {source!r}; valid: {', '.join(SOURCES)}"
-    if source == "synthetic" and domain not in DOMAINS:
-        return (f"data.domain: unknown synthetic domain {domain!r}; valid: {', '.join(DOMAINS)} "
-                "(real sources name any domain)")
-    if not DOMAIN_NAME.fullmatch(str(domain)):
-        return f"data.domain: {domain!r}; a domain is named by letters, digits, '_', '-' or '.'"
-    if SOURCE_DOMAIN.get(source, domain) != domain:
-        return f"data.source: {source} holds {SOURCE_DOMAIN[source]} data, not {domain}"
-    return ""
-
 
 class DomainData:
     """One domain's data set as `cfg` names it (keys as in `datamodules.settings.DataConfig`): domain,
@@ -177,14 +142,6 @@ def _generated(params: tuple, cache_dir: str | None):
     return cached_generate(GENERATORS[params["domain"]][0], params, cache_dir)
 
 
-def medmnist_flag(domain: str, get) -> str:
-    """`data.flag`, or the synthetic domain's counterpart when it is empty."""
-    flag = str(get("flag", "") or DEFAULT_FLAG.get(domain, ""))
-    if not flag:
-        raise ValueError(f"data.flag: required for source medmnist with domain {domain!r}; valid: {', '.join(FLAGS)}")
-    return flag
-
-
 def _real(domain: str, source: str, get, size: int, decode: bool = True) -> Source:
     """A real source's data through the cache (`real_cache`): its index, and with `decode` its
     images at `size` px (decoded once)."""
@@ -235,28 +192,5 @@ def _reader(domain: str, source: str, get, root: Path, size: int, cap: PixelCap 
                     raise first from None  # another problem stops the count: the first file is named
                 raise over_cap_summary(first, found) from None
         return counted, files
-    if source == "pcam":
-        return (lambda: read_pcam(root, size)), [pcam_file(root, s, k) for s in PCAM_SPLITS for k in ("x", "y")]
-    if source == "chestxray14":
-        return (lambda: read_chestxray14(root, size, cap)), [root / chestxray14.CSV_NAME]
-    if source == "kaggle_dr":
-        return (lambda: read_kaggle_dr(root, size, cap)), [root / KAGGLE_CSV]
-    if source == "medmnist":
-        flag = medmnist_flag(domain, get)
-        npz_size = int(get("npz_size", 0) or 0) or file_size(flag, size)
-        threshold = int(get("ordinal_threshold", ORDINAL_THRESHOLD))
-        return (lambda: read_medmnist(root, flag, npz_size, size, threshold)), [npz_path(root, flag, npz_size)]
-    channels = int(get("channels", 0) or 0) or (1 if domain == "radiology" or source == "dicom" else 3)
-    if channels not in (1, 3):
-        raise ValueError(f"data.channels: {channels}; image files are read as 1 (grey) or 3 (RGB) channels")
-    task = str(get("task", "") or "binary")
-    if task not in TASKS:
-        raise ValueError(f"data.task: unknown task {task!r}; valid: {', '.join(TASKS)}")
-    csv_file = str(get("csv_file", "") or "labels.csv")
-    args = (root, size, csv_file, channels, task, list(get("labels", None) or []),
-            str(get("path_column", "") or "path"), str(get("label_column", "") or "label"),
-            str(get("patient_column", "") or ""))
-    if source == "dicom":
-        return (lambda: read_dicom_folder(*args, cap=cap)), [root / csv_file]
-    files = dict(check=partial(check_image, cap=cap), reader=partial(ImageFileReader, max_pixels=cap.limit))
-    return (lambda: read_csv_folder(*args, **files)), [root / csv_file]
+    spec = SOURCE_SPECS[source]
+    return (lambda: spec.read(root, domain, get, size, cap)), spec.index(root, domain, get, size)

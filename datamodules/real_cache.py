@@ -33,13 +33,10 @@ from tqdm.auto import tqdm
 from .fingerprint import fingerprint as content_digest
 from .fingerprint import image_files, image_stamps, index_hashes, sha256_file
 from .readers.source import Source
+from .sources import SOURCE_SPECS
 from .synthetic.store import StoredImages
 
 INDEX_VERSION = 3  # 2: images reduced in blocks, JPEGs decoded at reduced scale; 3: content and checksums kept
-# the `data` keys each reader reads (besides root and image size)
-READER_KEYS = {"medmnist": ("flag", "npz_size", "ordinal_threshold"),
-               "csv": ("csv_file", "path_column", "label_column", "patient_column", "labels", "task", "channels"),
-               "dicom": ("csv_file", "path_column", "label_column", "patient_column", "labels", "task", "channels")}
 _INDEXED: dict[str, Source] = {}  # identity key -> the Source its reader made (this process)
 _CONTENT: dict[str, dict] = {}  # identity key -> {"index": hashes, "images": stamps when indexed}
 _FINGERPRINTS: dict[str, str] = {}  # identity key -> its fingerprint, as last computed (this process)
@@ -72,7 +69,7 @@ def identity(source: str, root: Path, get, index_files: list[Path]) -> str:
     """The key of a real source: what its reader reads and the state of its index files."""
     files = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) if f.is_file() else (str(f), None, None)
              for f in index_files]
-    keys = {k: _plain(get(k, None)) for k in READER_KEYS.get(source, ())}
+    keys = {k: _plain(get(k, None)) for k in SOURCE_SPECS[source].reader_keys}
     text = json.dumps({"source": source, "root": str(root.resolve()), "keys": keys, "files": files,
                        "version": INDEX_VERSION}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

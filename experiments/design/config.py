@@ -17,8 +17,8 @@ from attacks.ensemble import MODES
 from attacks.registry import TARGET_MODES, check_norm, check_target
 from attacks.targets import named_index
 from datamodules import SOURCES
-from datamodules.build import domain_problem
 from datamodules.settings import DataConfig
+from datamodules.sources import domain_problem
 from datamodules.splits import DEV_SETS
 from datamodules.synthetic import GENERATORS
 from lightning_modules import ARCHITECTURES, TASKS

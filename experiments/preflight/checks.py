@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from attacks.cache import stored_bytes
-from datamodules.build import INDEX_FILES, domain_problem
+from datamodules.sources import SOURCE_SPECS, domain_problem
 from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
 
@@ -79,7 +79,8 @@ def data_problems(data: DictConfig) -> list[str]:
     root = Path(str(data.root)).expanduser()
     if not root.is_dir():
         return [f"{root}: data root not found (data.root, {data.domain})"]
-    index = INDEX_FILES.get(data.source) or (data.csv_file if data.source in ("csv", "dicom") else None)
+    table = SOURCE_SPECS[data.source].table
+    index = table(data.get) if table else None
     if index and not (root / index).is_file():
         return [f"{root / index}: index file not found (data.root, {data.domain})"]
     return []

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from datamodules import DomainData
 from datamodules.readers.source import positive_label
+from datamodules.sources import channels
 from datamodules.splits import DEV_SETS, dev_set_indices, one_class_problem, split_manifest
 from datamodules.synthetic import GENERATORS
 from datamodules.synthetic.cache import cache_root, entry_path, generator_params
@@ -89,16 +90,13 @@ def data_outline(data: DictConfig, dev_sets: set[str]) -> tuple[DataOutline, lis
     """What the config says about a domain's data, and the empty splits among the test set and
     those of `dev_sets`."""
     source, domain, size = data.source, data.domain, int(data.image_size)
-    channels = 1 if domain == "radiology" else 3
-    if source in ("csv", "dicom") and data.channels:
-        channels = int(data.channels)
     if source == "synthetic":
         patients = np.arange(data.num_patients).repeat(data.images_per_patient)
         cache = cache_root(data.cache_dir)
         params = generator_params(domain, data.num_patients, data.images_per_patient, size, data.seed,
                                   data.signal)
         _, names, task = GENERATORS[domain]
-        info = DataOutline(source, "", len(patients), channels, size,
+        info = DataOutline(source, "", len(patients), channels(source, domain), size,
                           cache_file=entry_path(params, cache) if cache is not None else None,
                           positive_label=positive_label(task, names))
     else:
