@@ -102,9 +102,9 @@ def tracking_problems(cfg: DictConfig) -> list[str]:
 
 
 def device_problems(cfg: DictConfig) -> list[str]:
-    """The trainer's accelerator and device count exist on this machine (`crafting.device` is checked
-    when the config is read)."""
-    problems, gpus = [], torch.cuda.device_count()
+    """The trainer's accelerator and device count, and `crafting.device` (its kind is checked when the
+    config is read), exist on this machine."""
+    problems, gpus = crafting_device_problems(str(cfg.crafting.device)), torch.cuda.device_count()
     accelerator, devices = str(cfg.trainer.accelerator), cfg.trainer.devices
     if accelerator not in ACCELERATORS:
         problems.append(f"trainer.accelerator: unknown {accelerator!r}; valid: {', '.join(ACCELERATORS)}")
@@ -117,6 +117,17 @@ def device_problems(cfg: DictConfig) -> list[str]:
     elif accelerator == "mps" and not torch.backends.mps.is_available():
         problems.append("trainer.accelerator: mps, but MPS is not available on this machine")
     return problems
+
+
+def crafting_device_problems(device: str) -> list[str]:
+    """`crafting.device` (auto, cpu, mps, cuda or cuda:N) names a device this machine has."""
+    kind, _, index = device.partition(":")
+    if device == "mps" and not torch.backends.mps.is_available():
+        return ["crafting.device: mps, but MPS is not available on this machine"]
+    gpus = torch.cuda.device_count()
+    if kind == "cuda" and int(index or 0) >= gpus:
+        return [f"crafting.device: {device}, but this machine has {gpus or 'no'} CUDA GPU{'s' * (gpus != 1)}"]
+    return []
 
 
 def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int, str]]:
