@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ import numpy as np
 from .base import DevSetDataModule
 from .readers.images import DEFAULT_MAX_PIXELS, PixelCap, TooManyPixels, over_cap_summary
 from .readers.source import Source, positive_label
-from .real_cache import Entry, decoded, decoding_seconds, fingerprint, identity, indexed
+from .real_cache import DataCache, Entry, identity
 from .settings import DataConfig
 from .sources import SOURCE_SPECS, domain_problem
 from .split_files import file_manifest
@@ -28,11 +27,13 @@ class DomainData:
 
     The names are checked when it is made; `prepare()` reads, indexes and validates the data and
     draws the split manifest, once: every `datamodule(dev_set)` shares them, so a study reads each
-    domain once however many models it trains.
+    domain once however many models it trains. What it reads is kept in `cache` (`DataCache`; a study
+    hands each of its `DomainData` the one it holds, so its plan's index is not read again).
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, cache: DataCache | None = None):
         self.cfg = dict(cfg.items()) if hasattr(cfg, "items") else dict(vars(cfg))  # picklable (DDP spawn)
+        self.cache = DataCache() if cache is None else cache
         domain, source = self.get("domain"), self.get("source")
         problem = domain_problem(domain, source)
         if problem:
@@ -48,8 +49,8 @@ class DomainData:
         """Read and check the data and split it (the first call only); returns self."""
         if self._data is None:
             get, size, seed = self.get, int(self.get("image_size")), int(self.get("seed", 0))
-            data = (_synthetic(self.domain, get, size, seed) if self.source == "synthetic"
-                    else _real(self.domain, self.source, get, size))
+            data = (_synthetic(self.domain, get, size, seed, self.cache) if self.source == "synthetic"
+                    else _real(self.domain, self.source, get, size, self.cache))
             self.manifest = domain_manifest(data, get, seed)
             self._data = data
         return self
@@ -61,16 +62,16 @@ class DomainData:
             self.prepare()
             return self._data, self.manifest
         get = self.get
-        data = _real(self.domain, self.source, get, int(get("image_size")), decode=False)
+        data = _real(self.domain, self.source, get, int(get("image_size")), self.cache, decode=False)
         return data, domain_manifest(data, get, int(get("seed", 0)))
 
     def fingerprint(self) -> str:
-        """The content of a real source (`real_cache.fingerprint`: its index files by sha256, its
-        image files by size and modification time), as this process's last read of the data found
+        """The content of a real source (`DataCache.fingerprint`: its index files by sha256, its
+        image files by size and modification time), as the cache's last read of the data found
         it (`prepare` and `index` refresh it); "" for synthetic data, which its generator's keys name."""
         if self.source == "synthetic":
             return ""
-        return fingerprint(_real_entry(self.domain, self.source, self.get, int(self.get("image_size"))))
+        return self.cache.fingerprint(_real_entry(self.domain, self.source, self.get, int(self.get("image_size"))))
 
     def decoding_seconds(self) -> float:
         """About how long `prepare` will spend decoding and resizing a real source's images (0 when
@@ -78,7 +79,7 @@ class DomainData:
         if self._data is not None or self.source == "synthetic":
             return 0.0
         size = int(self.get("image_size"))
-        return decoding_seconds(_real_entry(self.domain, self.source, self.get, size), size)
+        return self.cache.decoding_seconds(_real_entry(self.domain, self.source, self.get, size), size)
 
     def __getattr__(self, name: str):
         if name in ("task", "label_names", "channels", "labels", "images", "reader"):
@@ -123,11 +124,11 @@ def build_datamodule(cfg=None, /, **settings) -> DevSetDataModule:
     return data
 
 
-def _synthetic(domain: str, get, size: int, seed: int) -> Source:
+def _synthetic(domain: str, get, size: int, seed: int, cache: DataCache) -> Source:
     cache_dir = cache_root(get("cache_dir", ""))
     params = generator_params(domain, get("num_patients"), get("images_per_patient"), size, seed,
                               get("signal", 1.0))
-    images, labels, patients = _generated(tuple(sorted(params.items())), cache_dir and str(cache_dir))
+    images, labels, patients = _generated(params, cache_dir and str(cache_dir), cache)
     _, label_names, task = GENERATORS[domain]
     patients = patients.numpy()
     stored = isinstance(images, StoredImages)  # read per image from the cache, not held in memory
@@ -136,28 +137,30 @@ def _synthetic(domain: str, get, size: int, seed: int) -> Source:
                   reader=images if stored else None)
 
 
-@lru_cache(maxsize=4)
-def _generated(params: tuple, cache_dir: str | None):
-    params = dict(params)
-    return cached_generate(GENERATORS[params["domain"]][0], params, cache_dir)
+def _generated(params: dict, cache_dir: str | None, cache: DataCache):
+    """The generated set (`cached_generate`), once per `cache`."""
+    key = (tuple(sorted(params.items())), cache_dir)
+    if key not in cache.generated:
+        cache.generated[key] = cached_generate(GENERATORS[params["domain"]][0], params, cache_dir)
+    return cache.generated[key]
 
 
-def _real(domain: str, source: str, get, size: int, decode: bool = True) -> Source:
+def _real(domain: str, source: str, get, size: int, cache: DataCache, decode: bool = True) -> Source:
     """A real source's data through the cache (`real_cache`): its index, and with `decode` its
     images at `size` px (decoded once)."""
     entry = _real_entry(domain, source, get, size)
     if not decode:
-        data = indexed(entry)
-        fingerprint(entry, fresh=True)
+        data = cache.indexed(entry)
+        cache.fingerprint(entry, fresh=True)
         return data
-    return decoded(entry, size, int(get("num_workers", 0) or 0))
+    return cache.decoded(entry, size, int(get("num_workers", 0) or 0))
 
 
-def data_fingerprint(cfg) -> str:
-    """`DomainData(cfg).fingerprint()`; "" while the data cannot be read (the up-front checks and the
-    study's data read name why)."""
+def data_fingerprint(cfg, cache: DataCache | None = None) -> str:
+    """`DomainData(cfg, cache).fingerprint()`; "" while the data cannot be read (the up-front checks
+    and the study's data read name why)."""
     try:
-        return DomainData(cfg).fingerprint()
+        return DomainData(cfg, cache).fingerprint()
     except (OSError, ValueError):
         return ""
 

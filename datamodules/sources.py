@@ -138,10 +138,10 @@ SOURCE_SPECS: dict[str, SourceSpec] = {spec.name: spec for spec in (
     SourceSpec("medmnist", None, ("root", "flag", "npz_size", "ordinal_threshold"), ("labels",),
                index=lambda root, domain, get, size: [_medmnist_files(root, domain, get, size)[2]],
                read=_read_medmnist),
-    SourceSpec("csv", None, ("root", *TABLE_KEYS), ("max_pixels",), table=_csv_file, index=partial(_table_index, "csv"),
-               read=_read_csv, channels=partial(_table_channels, "csv")),
-    SourceSpec("dicom", None, ("root", *TABLE_KEYS), ("max_pixels",), table=_csv_file, index=partial(_table_index, "dicom"),
-               read=_read_dicom, channels=partial(_table_channels, "dicom")),
+    SourceSpec("csv", None, ("root", *TABLE_KEYS), ("max_pixels",), table=_csv_file,
+               index=partial(_table_index, "csv"), read=_read_csv, channels=partial(_table_channels, "csv")),
+    SourceSpec("dicom", None, ("root", *TABLE_KEYS), ("max_pixels",), table=_csv_file,
+               index=partial(_table_index, "dicom"), read=_read_dicom, channels=partial(_table_channels, "dicom")),
 )}
 SOURCES = tuple(SOURCE_SPECS)
 

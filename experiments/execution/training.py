@@ -23,6 +23,7 @@ from lightning_modules import ClassifierModule, tasks
 from lightning_modules.pretrained import load_state_dict_file
 
 from ..console import TrainingBar
+from ..design.facts import StudyFacts
 from ..design.identity import adversarial_training, model_identity, model_key, model_seed
 from ..design.locations import default_tracking_uri
 from ..store.datasets import log_dataset, split_dataset
@@ -86,9 +87,11 @@ def load_trained(cfg: DictConfig, model_cfg: DictConfig, client: MlflowClient, r
     return TrainedModel(module, float(run.data.metrics["best_val_auc"]), run.info.run_id)
 
 
-def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, group: Process | None = None) -> TrainedModel:
-    """The zoo model `model_cfg` trained on its development set of `data` by the study's device
-    `group` (default: this process alone), in eval mode, with its best validation AUC.
+def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, facts: StudyFacts,
+                group: Process | None = None) -> TrainedModel:
+    """The zoo model `model_cfg` trained on its development set of `data` (the study's `facts` in its
+    identity) by the study's device `group` (default: this process alone), in eval mode, with its best
+    validation AUC.
 
     A FINISHED MLflow run of the study's experiment with the same identity (`identity.model_key`) is
     read back without touching `data`; otherwise the model is trained and logged as a new run.
@@ -99,7 +102,7 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, group:
     uri = cfg.tracking.uri or default_tracking_uri()
     experiment_id = setup_experiment(uri, cfg.tracking.experiment or cfg.name)
     client = MlflowClient(uri)
-    key = model_key(cfg, model_cfg)
+    key = model_key(cfg, model_cfg, facts)
 
     lock_dir = Path(cfg.output_dir) / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +114,7 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, group:
         layout = data_layout(data)
         for stale in find_unfinished(client, experiment_id, key):
             client.delete_run(stale.info.run_id)
-        identity = model_identity(cfg, model_cfg)
+        identity = model_identity(cfg, model_cfg, facts)
         params = {**flat_params(identity), "study_seed": int(cfg.seed), **flat_params({"layout": layout})}
         run_id = start_training_run(client, experiment_id, key, model_cfg.name, params)
         try:

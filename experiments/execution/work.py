@@ -20,10 +20,12 @@ from attacks import AdversarialSetCache
 from attacks.cache import SetError
 from attacks.registry import threat
 from datamodules import DomainData
+from datamodules.real_cache import DataCache
 from datamodules.synthetic.cache import cache_root
 
 from ..design.external import external_source, is_external
-from ..design.identity import code, data_identity, digest, external_key, study_key
+from ..design.facts import StudyFacts
+from ..design.identity import data_identity, digest, external_key, study_key
 from ..design.locations import default_tracking_uri
 from ..design.scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
 from ..design.zoo import entry_params, hardening, is_ensemble
@@ -42,11 +44,12 @@ from .predicting import Predictor
 from .training import TrainedModel, train_model
 
 
-def read_data(cfg: DictConfig) -> DomainData:
-    """A domain's data, read and checked once, with its test split and d1 checked to be non-empty
-    (d1 runs out of patients first: d2 is at least as large, d1/10 and d2/2 keep at least one)."""
+def read_data(cfg: DictConfig, cache: DataCache | None = None) -> DomainData:
+    """A domain's data, read and checked once (through `cache`, the study's `DataCache`), with its test
+    split and d1 checked to be non-empty (d1 runs out of patients first: d2 is at least as large, d1/10
+    and d2/2 keep at least one)."""
     with writing(cache_root(cfg.data.cache_dir) or "the data cache", f"the generated {cfg.data.domain} data"):
-        data = DomainData(OmegaConf.to_container(cfg.data, resolve=True)).prepare()
+        data = DomainData(OmegaConf.to_container(cfg.data, resolve=True), cache).prepare()
     data.datamodule("d1").setup()
     return data
 
@@ -61,11 +64,12 @@ def located(cfg: DictConfig) -> DictConfig:
 
 @dataclass(frozen=True)
 class WorkSpec:
-    """What a process needs to rebuild a domain study's work: its config (`located`), the shard and
-    the study's parent run."""
+    """What a process needs to rebuild a domain study's work: its config (`located`), the shard, the
+    study's parent run and its facts (code version, data content)."""
     cfg: DictConfig
     shard: tuple[int, int]
     parent_id: str
+    facts: StudyFacts
 
 
 class StudyWork:
@@ -76,9 +80,9 @@ class StudyWork:
     def __init__(self, spec: WorkSpec, data: DomainData, group: DeviceGroup):
         cfg = self.cfg = spec.cfg
         self.spec, self.data, self.group = spec, data, group
-        self.scheduler = Scheduler(cfg, spec.shard)
+        self.scheduler = Scheduler(cfg, spec.facts, spec.shard)
         self.store = StudyRuns(cfg.tracking.uri, setup_experiment(cfg.tracking.uri, cfg.tracking.experiment),
-                               study_key(cfg), Path(cfg.output_dir) / "locks", spec.parent_id)
+                               study_key(cfg, spec.facts), Path(cfg.output_dir) / "locks", spec.parent_id)
         self.cache = AdversarialSetCache(Path(cfg.output_dir) / "adversarial_sets")
         test_split = data.datamodule("d1")
         self.test, self.test_input = load_test_set(test_split), split_dataset(cfg.data, test_split, "test")
@@ -102,7 +106,8 @@ class StudyWork:
                                        Path(self.cfg.output_dir) / "external_scores" / job.key)
                 self.trained[job] = TrainedModel(module, float("nan"), "")
             else:
-                trained = train_model(self.scheduler.seeded(job.seed), training_entry(entry), self.data, self.group)
+                trained = train_model(self.scheduler.seeded(job.seed), training_entry(entry), self.data,
+                                      self.spec.facts, self.group)
                 self.trained[job] = with_defence(trained, entry)
         return self.trained[job]
 
@@ -192,7 +197,7 @@ class StudyWork:
         params = {f"surrogate.{k}": v for k, v in entry_params(zoo[pair.set.surrogate.name]).items()}
         params.update({f"target.{k}": v for k, v in entry_params(zoo[pair.target.name]).items()})
         params.update({f"attack.{k}": v for k, v in pair.set.setting.items()})
-        params.update({f"data.{k}": v for k, v in data_identity(self.cfg).items()})
+        params.update({f"data.{k}": v for k, v in data_identity(self.cfg, self.spec.facts).items()})
         params["seed"] = pair.set.seed
         return params
 
@@ -203,7 +208,7 @@ class StudyWork:
                 "same_init": flag(surrogate.init == target.init),
                 "same_data": flag(surrogate.dev_set == target.dev_set),
                 "whitebox": flag(surrogate.name == target.name), "defended": flag(hardening(target) != "none"),
-                "git_sha": code(), **external_tags(target, pair.target.key)}
+                "git_sha": self.spec.facts.code, **external_tags(target, pair.target.key)}
 
     def external_changes(self) -> list[str]:
         """One line per external target whose earlier pairs in the store were evaluated on another
@@ -212,7 +217,7 @@ class StudyWork:
         for name, entry in self.scheduler.zoo.items():
             if not is_external(entry):
                 continue
-            tags = external_tags(entry, external_key(entry))
+            tags = external_tags(entry, external_key(entry, self.spec.facts))
             runs = self.store.client.search_runs(
                 [self.store.experiment_id], f"tags.kind = 'pair' and tags.external_source = '{tags['external_source']}'",
                 max_results=1000)

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from attacks.cache import stored_bytes
+from datamodules.real_cache import DataCache
 from datamodules.sources import SOURCE_SPECS, domain_problem
 from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
@@ -38,9 +39,10 @@ class StudyProblems(ValueError):
         self.problems = problems
 
 
-def require_ready(cfg: DictConfig) -> list[DomainWork]:
-    """The study's outline, or StudyProblems naming everything that would stop it."""
-    work = outline(cfg)
+def require_ready(cfg: DictConfig, cache: DataCache | None = None) -> list[DomainWork]:
+    """The study's outline (its data read through `cache`), or StudyProblems naming everything that
+    would stop it."""
+    work = outline(cfg, cache)
     problems = study_problems(cfg, work)
     if problems:
         raise StudyProblems(problems)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from attacks.cache import set_path
 from datamodules import DomainData
+from datamodules.real_cache import DataCache
 from datamodules.synthetic import GENERATORS
 from lightning_modules import tasks
 from lightning_modules.model import build_classifier
@@ -177,10 +178,10 @@ def model_speed(domain: DomainWork, entry, timings: Timings) -> tuple[float, flo
     return speed(domain, entry.arch, timings)
 
 
-def external_problems(domain: DomainWork, timings: Timings) -> list[str]:
+def external_problems(domain: DomainWork, timings: Timings, cache: DataCache) -> list[str]:
     """Each external model of the domain loaded and probed as `run` probes it (on the layout the
-    config gives; real data indexed, not decoded); its problems, one line each; the probe's speed
-    is kept in `timings` for `model_speed`."""
+    config gives; real data indexed through `cache`, not decoded); its problems, one line each; the
+    probe's speed is kept in `timings` for `model_speed`."""
     cfg = domain.cfg
     if not any(is_external(model) for model in cfg.models):
         return []
@@ -188,13 +189,13 @@ def external_problems(domain: DomainWork, timings: Timings) -> list[str]:
         _, label_names, task = GENERATORS[cfg.data.domain]
     else:
         try:
-            source, _ = DomainData(cfg.data).index()
+            source, _ = DomainData(cfg.data, cache).index()
         except (ValueError, FileNotFoundError, OSError):
             return []  # the data's own problem is listed
         label_names, task = source.label_names, source.task
     layout = {"task": task, "label_names": list(label_names), "channels": domain.data.channels,
               "size": domain.data.size}
-    found = probe_externals(cfg, layout)
+    found = probe_externals(cfg, layout, domain.facts)
     for name, probed in found.items():
         timings.external[(cfg.data.domain, name)] = probed.seconds
     return [probed.problem for probed in found.values() if probed.problem]
@@ -267,10 +268,11 @@ def study_plan(cfg: DictConfig) -> StudyPlan:
     """Work, progress, cost and problems of a study; writes nothing."""
     started = process_age()  # before any timing below
     cfg = checked_config(cfg)
-    work, timings = outline(cfg), Timings()
+    cache, timings = DataCache(), Timings()
+    work = outline(cfg, cache)
     # `run` probes external models once the up-front checks pass; the plan lists both at once
     problems = list(dict.fromkeys(study_problems(cfg, work)
-                                  + [line for d in work for line in external_problems(d, timings)]))
+                                  + [line for d in work for line in external_problems(d, timings, cache)]))
     uri = cfg.tracking.uri or default_tracking_uri()
     store_ok = not any(p.startswith("tracking.uri") for p in problems)
     client = read_only_client(uri) if store_ok else None

@@ -9,7 +9,6 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from ..design.identity import code
 from ..store.runs import STUDY_TAG
 
 READERS_TAG = "readers_hash"
@@ -38,8 +37,9 @@ def metrics_of(analysis: dict, answers: int) -> dict[str, float]:
 
 
 def log_reader_run(uri: str, experiment_id: str, parent_id: str, study_hash: str, readers_hash: str,
-                   params: dict, folder: Path, analysis: dict, answers: int) -> str:
-    """Create or update the reader study's run from the report `folder`; returns its id."""
+                   params: dict, folder: Path, analysis: dict, answers: int, code: str) -> str:
+    """Create or update the reader study's run from the report `folder` (`code`: the code version);
+    returns its id."""
     client = MlflowClient(uri)
     found = client.search_runs([experiment_id], f"tags.{READERS_TAG} = '{readers_hash}' and tags.kind = 'readers'",
                                max_results=1)
@@ -48,7 +48,7 @@ def log_reader_run(uri: str, experiment_id: str, parent_id: str, study_hash: str
         client.update_run(run_id, status="RUNNING")
     else:
         tags = {"kind": "readers", READERS_TAG: readers_hash, STUDY_TAG: study_hash,
-                "mlflow.parentRunId": parent_id, "git_sha": code()}
+                "mlflow.parentRunId": parent_id, "git_sha": code}
         run_id = client.create_run(experiment_id, tags=tags, run_name="reader study").info.run_id
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
     now = int(time.time() * 1000)

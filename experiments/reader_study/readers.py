@@ -15,12 +15,14 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from attacks import AdversarialSetCache
+from datamodules.real_cache import DataCache
 
 from ..design.config import ConfigError, domain_config
 from ..design.identity import digest, study_key
 from ..design.locations import default_tracking_uri
 from ..execution import read_data
 from ..execution.evaluation import load_test_set
+from ..preflight.facts import study_facts
 from ..store.sqlite_store import COMPLETE, sqlite_path, store_state
 from ..store.tracking import check_tracking_uri, ui_address, ui_link
 from .answers import AnswerStore
@@ -72,18 +74,19 @@ class ReaderStudy:
         if not sets_dir.is_dir():
             raise FileNotFoundError(f"output_dir: {sets_dir}: no adversarial sets (run the study first: "
                                     "medtransfer run --config ... with the same overrides)")
-        cache = AdversarialSetCache(sets_dir)
-        sets = stored_sets(cfg, cache)
+        cache, data = AdversarialSetCache(sets_dir), DataCache()
+        self.facts = study_facts(cfg, data)  # the code version and data content the study's identities hold
+        sets = stored_sets(cfg, cache, self.facts)
         if not sets:
             raise FileNotFoundError(f"output_dir: {sets_dir} holds none of this study's adversarial sets (run the "
                                     "study first, with this code version: medtransfer run --config ...)")
-        self.study_hash = study_key(cfg)
+        self.study_hash = study_key(cfg, self.facts)
         self.experiment_id = study_experiment(self.uri, cfg.tracking.experiment or cfg.name)
         self.parent_id = study_run_id(self.uri, self.experiment_id, self.study_hash)
         if self.parent_id is None:
             raise FileNotFoundError(f"tracking.uri: {self.uri}: no run of study {cfg.name} with this config and "
                                     "code version (run it first: medtransfer run --config ...)")
-        test = load_test_set(read_data(cfg).datamodule("d1"))
+        test = load_test_set(read_data(cfg, data).datamodule("d1"))
         per_set = min(trials_per_set, len(test.sample_ids))
         repeats = math.ceil(0.1 * per_set * len(sets)) if repeats is None else repeats
         seed = int(cfg.seed) if seed is None else seed
@@ -103,5 +106,5 @@ class ReaderStudy:
         answers = self.store.frame()
         text, analysis = write_report(answers, self.folder)
         run_id = log_reader_run(self.uri, self.experiment_id, self.parent_id, self.study_hash, self.readers_hash,
-                                self.params, self.folder, analysis, len(answers))
+                                self.params, self.folder, analysis, len(answers), self.facts.code)
         return text, ui_link(ui_address(self.uri), self.experiment_id, run_id)

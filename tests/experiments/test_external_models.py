@@ -26,6 +26,7 @@ from experiments.execution.training import train_model
 from experiments.preflight.checks import StudyProblems
 from experiments.preflight.externals import pin_externals
 from experiments.study import run_study
+from experiments.preflight.facts import study_facts
 
 REPO = Path(__file__).resolve().parents[2]
 OVERRIDES = ["train.max_epochs=1", "bootstrap_resamples=50"]
@@ -89,7 +90,7 @@ def exported(tmp_path_factory, smoke_config):
     root = tmp_path_factory.mktemp("external")
     cfg = smoke_config(root, *OVERRIDES, "tracking.register_models=true")
     data = read_data(cfg)
-    model = train_model(cfg, cfg.models[0], data).module.model.eval()
+    model = train_model(cfg, cfg.models[0], data, study_facts(cfg, data.cache)).module.model.eval()
     split = data.datamodule("d1")
     split.setup()
     images, _ = next(iter(split.test_dataloader()))
