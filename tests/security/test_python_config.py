@@ -13,10 +13,10 @@ import experiments.study
 from experiments import load_config, plan_study, run_study
 from experiments.cli import main
 from experiments.design.config import (AttackConfig, ConfigError, ModelConfig, StudyConfig, checked_config,
-from experiments.preflight.facts import study_facts
                                        preset_path)
 from experiments.design.scheduler import Scheduler
 from experiments.preflight import study_plan
+from experiments.preflight.facts import study_facts
 
 SMOKE = preset_path("smoke")
 
