@@ -20,7 +20,7 @@ from datamodules.synthetic.cache import cache_root, entry_path, generator_params
 from ..design.config import domain_config
 from ..design.facts import StudyFacts
 from ..design.scheduler import ModelJob, PairJob, QueryJob, Scheduler, SetJob
-from .facts import study_facts
+from .facts import code_version, study_facts
 
 
 @dataclass
@@ -82,9 +82,9 @@ def domain_configs(cfg: DictConfig) -> list[DictConfig]:
 def outline(cfg: DictConfig, cache: DataCache | None = None) -> list[DomainWork]:
     """The work of every domain of the study (split problems are listed, not raised), its data read
     through `cache` (the study's `DataCache`)."""
-    work, cache = [], DataCache() if cache is None else cache
+    work, cache, code = [], DataCache() if cache is None else cache, code_version()
     for sub in domain_configs(cfg):
-        facts = study_facts(sub, cache)
+        facts = study_facts(sub, cache, code)
         scheduler = Scheduler(sub, facts)
         dev_sets = {scheduler.zoo[job.name].dev_set for job in scheduler.model_jobs()}
         data, problems = data_outline(sub.data, dev_sets, cache)
