@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attacks import attack_params
 from datamodules.fingerprint import sha256_file
+from datamodules.sources import SOURCE_SPECS
 from lightning_modules.defences import defence_params
 
 from .external import external_source
@@ -64,7 +65,7 @@ def data_identity(cfg: DictConfig, facts: StudyFacts) -> dict:
         raise ValueError("study facts of other data settings: find them for this config (preflight.facts)")
     if values.get("splits"):
         values["splits"] = facts.splits
-    if values.get("source", "synthetic") != "synthetic" and facts.content:
+    if values["source"] in SOURCE_SPECS and SOURCE_SPECS[values["source"]].real and facts.content:
         values.pop("root", None)
         values["content"] = facts.content
     return values

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from datamodules.build import data_fingerprint
 from datamodules.real_cache import DataCache
+from datamodules.sources import SOURCE_SPECS
 from datamodules.split_files import sha256_of
 
 from ..design.facts import StudyFacts
@@ -41,6 +42,7 @@ def study_facts(cfg: DictConfig, cache: DataCache | None = None, code: str | Non
     """The facts of a (domain) study config: `code` (default: `code_version()`), its split files' and
     its real data's content (read through `cache`, the study's `DataCache`)."""
     splits = str(cfg.data.splits or "")
-    content = data_fingerprint(cfg.data, cache) if cfg.data.source != "synthetic" else ""
+    spec = SOURCE_SPECS.get(cfg.data.source)
+    content = data_fingerprint(cfg.data, cache) if spec is not None and spec.real else ""
     return StudyFacts(code_version() if code is None else code, digest(data_settings(cfg)),
                       splits_content(splits) if splits else "", content)
