@@ -154,3 +154,15 @@ def test_split_files_count_by_their_content_not_their_path(smoke_config, tmp_pat
     expected = "sha256:" + hashlib.sha256(moved.read_bytes()).hexdigest()
     cfg = smoke_config(tmp_path, f"data.splits={moved}")
     assert identity.data_identity(cfg, study_facts(cfg))["splits"] == expected
+
+
+def test_the_facts_of_other_data_are_refused_and_the_facts_hold_what_design_no_longer_reads(base, tmp_path,
+                                                                                             smoke_config):
+    other = smoke_config(tmp_path, "data.seed=5")
+    with pytest.raises(ValueError, match="study facts of other data settings"):
+        identity.data_identity(other, study_facts(base))
+    split_file = tmp_path / "splits.csv"
+    split_file.write_text("sample_id,split\np0_0,test\n")
+    found = study_facts(smoke_config(tmp_path, f"data.splits={split_file}"))
+    assert found.splits == "sha256:" + hashlib.sha256(split_file.read_bytes()).hexdigest()
+    assert found.content == "" and found.code == facts.code_version()
