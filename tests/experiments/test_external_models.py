@@ -225,7 +225,7 @@ def test_a_contract_that_does_not_match_is_one_line_before_any_work(exported, sm
                                           "output": {"kind": "probabilities"}}}]
     cfg = smoke_config(tmp_path, f"models={json.dumps(bad)}")
     with pytest.raises(StudyProblems) as raised:
-        pin_externals(cfg, exported["data"])
+        pin_externals(cfg, exported["data"], study_facts(cfg, exported["data"].cache))
     assert raised.value.problems[0] == "models.wide.external.output: the model gives 1 outputs, the contract 2"
     assert raised.value.problems[1].startswith("models.probs.external.output.kind: probabilities, but the model "
                                                "gives values in [")
