@@ -29,6 +29,7 @@ from experiments.execution.devices import Process
 from experiments.execution.evaluation import load_test_set
 from experiments.execution.predicting import Predictor
 from experiments.execution.training import train_model
+from experiments.preflight.facts import study_facts
 from experiments.report.metrics import auc
 from experiments.study import run_study
 
@@ -49,7 +50,8 @@ def naive(cfg, root: Path) -> pd.DataFrame:
     data = read_data(cfg)
     test = load_test_set(data.datamodule("d1"))
     batches = TestBatches(OmegaConf.to_container(cfg.data, resolve=True), test.loader.dataset)
-    models = {m["name"]: train_model(cfg, OmegaConf.create(m), data).module for m in expand_zoo(cfg)}
+    facts = study_facts(cfg, data.cache)
+    models = {m["name"]: train_model(cfg, OmegaConf.create(m), data, facts).module for m in expand_zoo(cfg)}
     setting, rows, cache = attack_grid(cfg)[0], [], AdversarialSetCache(root / "naive")
     predictor = Predictor(cfg, Process())
     for surrogate, surrogate_model in models.items():
@@ -80,7 +82,7 @@ def main() -> None:
         start = time.perf_counter()
         data = read_data(cfg)
         for model in expand_zoo(cfg):  # both sides read these back; their training is timed by neither
-            train_model(cfg, OmegaConf.create(model), data)
+            train_model(cfg, OmegaConf.create(model), data, study_facts(cfg, data.cache))
         print(f"training {args.models} models (excluded): {time.perf_counter() - start:.1f} s")
 
         start = time.perf_counter()

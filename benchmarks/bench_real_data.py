@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from attacks import craft
-from datamodules import DomainData, real_cache
+from datamodules import DomainData
 from datamodules.readers.chestxray14 import LABEL_NAMES
 from lightning_modules import tasks
 from lightning_modules.model import build_classifier
@@ -121,8 +121,7 @@ def main() -> None:
                       num_workers=args.workers, test_fraction=0.1, val_fraction=0.1)
         real = dict(domain="radiology", source="chestxray14", root=str(root), **common)
         first, data = timed(lambda: DomainData(real).prepare())
-        real_cache._INDEXED.clear()  # as in a new process
-        later, data = timed(lambda: DomainData(real).prepare())
+        later, data = timed(lambda: DomainData(real).prepare())  # a new DataCache: as in a new process
         synthetic = DomainData(dict(domain="radiology", source="synthetic", num_patients=args.rows // 4,
                                     images_per_patient=4, **common)).prepare()
         rates = {"real": (0.0, 0.0), "synthetic": (0.0, 0.0)}

@@ -1,58 +1,22 @@
 """A domain's data read once (`DomainData`) and its development sets as LightningDataModules."""
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
-from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 
-from lightning_modules.tasks import TASKS
-
 from .base import DevSetDataModule
-from .readers import chestxray14, kaggle_dr
-from .readers.chestxray14 import read_chestxray14
-from .readers.csv_folder import read_csv_folder
-from .readers.dicom import read_dicom_folder
-from .readers.images import DEFAULT_MAX_PIXELS, ImageFileReader, PixelCap, TooManyPixels, check_image, over_cap_summary
-from .readers.kaggle_dr import CSV_NAME as KAGGLE_CSV
-from .readers.kaggle_dr import read_kaggle_dr
-from .readers.medmnist_npz import DEFAULT_FLAG, FLAGS, ORDINAL_THRESHOLD, file_size, npz_path, read_medmnist
-from .readers.pcam import SPLITS as PCAM_SPLITS
-from .readers.pcam import pcam_file, read_pcam
+from .readers.images import DEFAULT_MAX_PIXELS, PixelCap, TooManyPixels, over_cap_summary
 from .readers.source import Source, positive_label
-from .real_cache import Entry, decoded, decoding_seconds, fingerprint, identity, indexed
+from .real_cache import DataCache, Entry, identity
 from .settings import DataConfig
+from .sources import SOURCE_SPECS, domain_problem
 from .split_files import file_manifest
 from .splits import TEST_FRACTION, VAL_FRACTION, split_manifest
 from .synthetic import GENERATORS
 from .synthetic.cache import cache_root, cached_generate, generator_params
 from .synthetic.store import StoredImages
-
-DOMAINS = ("ophthalmology", "radiology", "pathology")
-SOURCES = ("synthetic", "pcam", "chestxray14", "kaggle_dr", "medmnist", "csv", "dicom")
-# sources tied to one domain
-SOURCE_DOMAIN = {"pcam": "pathology", "chestxray14": "radiology", "kaggle_dr": "ophthalmology"}
-# the index file a real source's reader starts from (csv: data.csv_file)
-INDEX_FILES = {"chestxray14": chestxray14.CSV_NAME, "kaggle_dr": kaggle_dr.CSV_NAME}
-DOMAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-def domain_problem(domain: str, source: str) -> str:
-    """"" when `domain` and `source` go together: a synthetic domain has a generator; a real source
-    names any domain (one word), except the sources that hold one domain's data."""
-    if source not in SOURCES:
-        return f"data.source: unknown source {source!r}; valid: {', '.join(SOURCES)}"
-    if source == "synthetic" and domain not in DOMAINS:
-        return (f"data.domain: unknown synthetic domain {domain!r}; valid: {', '.join(DOMAINS)} "
-                "(real sources name any domain)")
-    if not DOMAIN_NAME.fullmatch(str(domain)):
-        return f"data.domain: {domain!r}; a domain is named by letters, digits, '_', '-' or '.'"
-    if SOURCE_DOMAIN.get(source, domain) != domain:
-        return f"data.source: {source} holds {SOURCE_DOMAIN[source]} data, not {domain}"
-    return ""
-
 
 class DomainData:
     """One domain's data set as `cfg` names it (keys as in `datamodules.settings.DataConfig`): domain,
@@ -63,11 +27,13 @@ class DomainData:
 
     The names are checked when it is made; `prepare()` reads, indexes and validates the data and
     draws the split manifest, once: every `datamodule(dev_set)` shares them, so a study reads each
-    domain once however many models it trains.
+    domain once however many models it trains. What it reads is kept in `cache` (`DataCache`; a study
+    hands each of its `DomainData` the one it holds, so its plan's index is not read again).
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, cache: DataCache | None = None):
         self.cfg = dict(cfg.items()) if hasattr(cfg, "items") else dict(vars(cfg))  # picklable (DDP spawn)
+        self.cache = DataCache() if cache is None else cache
         domain, source = self.get("domain"), self.get("source")
         problem = domain_problem(domain, source)
         if problem:
@@ -83,8 +49,8 @@ class DomainData:
         """Read and check the data and split it (the first call only); returns self."""
         if self._data is None:
             get, size, seed = self.get, int(self.get("image_size")), int(self.get("seed", 0))
-            data = (_synthetic(self.domain, get, size, seed) if self.source == "synthetic"
-                    else _real(self.domain, self.source, get, size))
+            data = (_synthetic(self.domain, get, size, seed, self.cache) if self.source == "synthetic"
+                    else _real(self.domain, self.source, get, size, self.cache))
             self.manifest = domain_manifest(data, get, seed)
             self._data = data
         return self
@@ -96,16 +62,16 @@ class DomainData:
             self.prepare()
             return self._data, self.manifest
         get = self.get
-        data = _real(self.domain, self.source, get, int(get("image_size")), decode=False)
+        data = _real(self.domain, self.source, get, int(get("image_size")), self.cache, decode=False)
         return data, domain_manifest(data, get, int(get("seed", 0)))
 
     def fingerprint(self) -> str:
-        """The content of a real source (`real_cache.fingerprint`: its index files by sha256, its
-        image files by size and modification time), as this process's last read of the data found
+        """The content of a real source (`DataCache.fingerprint`: its index files by sha256, its
+        image files by size and modification time), as the cache's last read of the data found
         it (`prepare` and `index` refresh it); "" for synthetic data, which its generator's keys name."""
         if self.source == "synthetic":
             return ""
-        return fingerprint(_real_entry(self.domain, self.source, self.get, int(self.get("image_size"))))
+        return self.cache.fingerprint(_real_entry(self.domain, self.source, self.get, int(self.get("image_size"))))
 
     def decoding_seconds(self) -> float:
         """About how long `prepare` will spend decoding and resizing a real source's images (0 when
@@ -113,7 +79,7 @@ class DomainData:
         if self._data is not None or self.source == "synthetic":
             return 0.0
         size = int(self.get("image_size"))
-        return decoding_seconds(_real_entry(self.domain, self.source, self.get, size), size)
+        return self.cache.decoding_seconds(_real_entry(self.domain, self.source, self.get, size), size)
 
     def __getattr__(self, name: str):
         if name in ("task", "label_names", "channels", "labels", "images", "reader"):
@@ -158,11 +124,11 @@ def build_datamodule(cfg=None, /, **settings) -> DevSetDataModule:
     return data
 
 
-def _synthetic(domain: str, get, size: int, seed: int) -> Source:
+def _synthetic(domain: str, get, size: int, seed: int, cache: DataCache) -> Source:
     cache_dir = cache_root(get("cache_dir", ""))
     params = generator_params(domain, get("num_patients"), get("images_per_patient"), size, seed,
                               get("signal", 1.0))
-    images, labels, patients = _generated(tuple(sorted(params.items())), cache_dir and str(cache_dir))
+    images, labels, patients = _generated(params, cache_dir and str(cache_dir), cache)
     _, label_names, task = GENERATORS[domain]
     patients = patients.numpy()
     stored = isinstance(images, StoredImages)  # read per image from the cache, not held in memory
@@ -171,36 +137,30 @@ def _synthetic(domain: str, get, size: int, seed: int) -> Source:
                   reader=images if stored else None)
 
 
-@lru_cache(maxsize=4)
-def _generated(params: tuple, cache_dir: str | None):
-    params = dict(params)
-    return cached_generate(GENERATORS[params["domain"]][0], params, cache_dir)
+def _generated(params: dict, cache_dir: str | None, cache: DataCache):
+    """The generated set (`cached_generate`), once per `cache`."""
+    key = (tuple(sorted(params.items())), cache_dir)
+    if key not in cache.generated:
+        cache.generated[key] = cached_generate(GENERATORS[params["domain"]][0], params, cache_dir)
+    return cache.generated[key]
 
 
-def medmnist_flag(domain: str, get) -> str:
-    """`data.flag`, or the synthetic domain's counterpart when it is empty."""
-    flag = str(get("flag", "") or DEFAULT_FLAG.get(domain, ""))
-    if not flag:
-        raise ValueError(f"data.flag: required for source medmnist with domain {domain!r}; valid: {', '.join(FLAGS)}")
-    return flag
-
-
-def _real(domain: str, source: str, get, size: int, decode: bool = True) -> Source:
+def _real(domain: str, source: str, get, size: int, cache: DataCache, decode: bool = True) -> Source:
     """A real source's data through the cache (`real_cache`): its index, and with `decode` its
     images at `size` px (decoded once)."""
     entry = _real_entry(domain, source, get, size)
     if not decode:
-        data = indexed(entry)
-        fingerprint(entry, fresh=True)
+        data = cache.indexed(entry)
+        cache.fingerprint(entry, fresh=True)
         return data
-    return decoded(entry, size, int(get("num_workers", 0) or 0))
+    return cache.decoded(entry, size, int(get("num_workers", 0) or 0))
 
 
-def data_fingerprint(cfg) -> str:
-    """`DomainData(cfg).fingerprint()`; "" while the data cannot be read (the up-front checks and the
-    study's data read name why)."""
+def data_fingerprint(cfg, cache: DataCache | None = None) -> str:
+    """`DomainData(cfg, cache).fingerprint()`; "" while the data cannot be read (the up-front checks
+    and the study's data read name why)."""
     try:
-        return DomainData(cfg).fingerprint()
+        return DomainData(cfg, cache).fingerprint()
     except (OSError, ValueError):
         return ""
 
@@ -235,28 +195,5 @@ def _reader(domain: str, source: str, get, root: Path, size: int, cap: PixelCap 
                     raise first from None  # another problem stops the count: the first file is named
                 raise over_cap_summary(first, found) from None
         return counted, files
-    if source == "pcam":
-        return (lambda: read_pcam(root, size)), [pcam_file(root, s, k) for s in PCAM_SPLITS for k in ("x", "y")]
-    if source == "chestxray14":
-        return (lambda: read_chestxray14(root, size, cap)), [root / chestxray14.CSV_NAME]
-    if source == "kaggle_dr":
-        return (lambda: read_kaggle_dr(root, size, cap)), [root / KAGGLE_CSV]
-    if source == "medmnist":
-        flag = medmnist_flag(domain, get)
-        npz_size = int(get("npz_size", 0) or 0) or file_size(flag, size)
-        threshold = int(get("ordinal_threshold", ORDINAL_THRESHOLD))
-        return (lambda: read_medmnist(root, flag, npz_size, size, threshold)), [npz_path(root, flag, npz_size)]
-    channels = int(get("channels", 0) or 0) or (1 if domain == "radiology" or source == "dicom" else 3)
-    if channels not in (1, 3):
-        raise ValueError(f"data.channels: {channels}; image files are read as 1 (grey) or 3 (RGB) channels")
-    task = str(get("task", "") or "binary")
-    if task not in TASKS:
-        raise ValueError(f"data.task: unknown task {task!r}; valid: {', '.join(TASKS)}")
-    csv_file = str(get("csv_file", "") or "labels.csv")
-    args = (root, size, csv_file, channels, task, list(get("labels", None) or []),
-            str(get("path_column", "") or "path"), str(get("label_column", "") or "label"),
-            str(get("patient_column", "") or ""))
-    if source == "dicom":
-        return (lambda: read_dicom_folder(*args, cap=cap)), [root / csv_file]
-    files = dict(check=partial(check_image, cap=cap), reader=partial(ImageFileReader, max_pixels=cap.limit))
-    return (lambda: read_csv_folder(*args, **files)), [root / csv_file]
+    spec = SOURCE_SPECS[source]
+    return (lambda: spec.read(root, domain, get, size, cap)), spec.index(root, domain, get, size)

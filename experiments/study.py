@@ -12,16 +12,19 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules import DomainData
+from datamodules.real_cache import DataCache
 from datamodules.readers.source import positive_label
 
 from medcommon.console import quiet_third_party
 from .design.config import checked_config, domain_config, load_config
-from .design.identity import code, study_key
+from .design.facts import StudyFacts
+from .design.identity import study_key
 from .design.locations import report_dir, study_run_name
 from .execution import DeviceGroup, StudyWork, WorkSpec, executor, read_data
 from .execution.evaluation import PAIR_METRICS
 from .preflight import StudyPlan, require_ready, study_plan
 from .preflight.externals import pin_externals
+from .preflight.facts import code_version, study_facts
 from .process_state import process_kept
 from .report import markdown_table, with_factors, write_report
 from .report.findings import AT_CHANCE_TAG
@@ -54,13 +57,14 @@ def run_study(cfg: DictConfig | str | Path, shard: tuple[int, int] = (0, 1), *, 
     """
     cfg = load_config(cfg) if isinstance(cfg, (str, Path)) else checked_config(cfg)  # before anything is written
     with process_kept(), quiet_third_party(verbose):
-        require_ready(cfg)
+        cache = DataCache()  # what the study reads, read once: by its checks and by its work
+        require_ready(cfg, cache)
         # resolved once: MLflow's downloads unset MLFLOW_TRACKING_URI
         uri = StudyContext.of(cfg).tracking_uri
         studies = [OmegaConf.merge(study, {"tracking": {"uri": uri}})
                    for study in [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]]
         with store_writes(sqlite_path(uri), artifact_root(uri) and Path(artifact_root(uri).removeprefix("file://"))):
-            return _run_studies(cfg, studies, shard)
+            return _run_studies(cfg, studies, shard, cache)
 
 
 def plan_study(cfg: DictConfig | str | Path, *, verbose: bool = False) -> StudyPlan:
@@ -71,11 +75,14 @@ def plan_study(cfg: DictConfig | str | Path, *, verbose: bool = False) -> StudyP
         return study_plan(cfg)
 
 
-def _run_studies(cfg: DictConfig, studies: list[DictConfig], shard: tuple[int, int]) -> StudyResult:
-    data = [read_data(study) for study in studies]  # all of it, before any store or folder is made
-    studies = [pin_externals(study, domain) for study, domain in zip(studies, data)]  # probed: their identity
+def _run_studies(cfg: DictConfig, studies: list[DictConfig], shard: tuple[int, int],
+                 cache: DataCache) -> StudyResult:
+    data = [read_data(study, cache) for study in studies]  # all of it, before any store or folder is made
+    code = code_version()
+    facts = [study_facts(study, cache, code) for study in studies]  # the data as read
+    studies = [pin_externals(*study) for study in zip(studies, data, facts)]  # probed: their identity
     with DeviceGroup(cfg) as group:  # followers for the trainer's further devices, if any
-        done = [_run_domain(study, domain, shard, group) for study, domain in zip(studies, data)]
+        done = [_run_domain(*study, shard, group) for study in zip(studies, data, facts)]
     uri, experiment_id = studies[0].tracking.uri, done[0].experiment_id
     runs, findings = {d.domain: d.run_id for d in done}, [d.findings for d in done if not d.findings.empty]
     return StudyResult(
@@ -100,16 +107,17 @@ class DomainDone(NamedTuple):
     summary: str
 
 
-def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group: DeviceGroup) -> DomainDone:
-    """One domain's study on its data (read already) in its store (`tracking.uri`, spelled out): the
-    parent run, the work, the report (logged to the parent run, with the tags it returns)."""
+def _run_domain(cfg: DictConfig, data: DomainData, facts: StudyFacts, shard: tuple[int, int],
+                group: DeviceGroup) -> DomainDone:
+    """One domain's study on its data (read already; its `facts`) in its store (`tracking.uri`, spelled
+    out): the parent run, the work, the report (logged to the parent run, with the tags it returns)."""
     context = StudyContext.of(cfg)
-    key = study_key(cfg)
+    key = study_key(cfg, facts)
     runs = StudyRuns(RunStore.of(context), key)
     store, run_name = runs.store, study_run_name(cfg, key)
 
     with runs.parent(run_name) as run_id:
-        work = StudyWork(WorkSpec(context.located(cfg), shard, run_id), data, group, runs)
+        work = StudyWork(WorkSpec(context.located(cfg), shard, run_id, facts), data, group, runs)
         for line in work.external_changes():
             print(line, file=sys.stderr)
         scheduler = work.scheduler
@@ -122,7 +130,7 @@ def _run_domain(cfg: DictConfig, data: DomainData, shard: tuple[int, int], group
         if positive:  # the class a binary study's AUCs score
             params["data.positive_label"] = positive
         store.log_params(run_id, params)
-        store.set_tags(run_id, {"git_sha": code(), "domain": cfg.data.domain})
+        store.set_tags(run_id, {"git_sha": facts.code, "domain": cfg.data.domain})
         store.log_dict(run_id, OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         store.log_dataset(run_id, work.test_input, "evaluation")
         doer = executor(cfg.executor, work)

@@ -7,7 +7,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -17,8 +16,8 @@ from attacks.ensemble import MODES
 from attacks.registry import TARGET_MODES, check_norm, check_target
 from attacks.targets import named_index
 from datamodules import SOURCES
-from datamodules.build import domain_problem
 from datamodules.settings import DataConfig
+from datamodules.sources import domain_problem
 from datamodules.splits import DEV_SETS
 from datamodules.synthetic import GENERATORS
 from lightning_modules import ARCHITECTURES, TASKS
@@ -382,18 +381,13 @@ def _validate_grid(cfg: DictConfig, zoo: list[dict]) -> None:
 
 
 def _validate_crafting_device(device: str) -> None:
-    """`crafting.device` names a device this machine has."""
+    """`crafting.device` names a kind of device (whether this machine has it is a study's up-front check,
+    `preflight.checks.device_problems`)."""
     kind, _, index = device.partition(":")
-    if device in ("auto", "cpu") or (device == "mps" and torch.backends.mps.is_available()):
+    if device in ("auto", "cpu", "mps"):
         return
-    if device == "mps":
-        raise ConfigError("crafting.device: mps, but MPS is not available on this machine")
     if kind != "cuda" or not (index == "" or index.isdigit()):
         raise ConfigError(f"crafting.device: unknown {device!r}; valid: auto, cpu, cuda, cuda:N, mps")
-    gpus = torch.cuda.device_count()
-    if int(index or 0) >= gpus:
-        raise ConfigError(f"crafting.device: {device}, but this machine has {gpus or 'no'} "
-                          f"CUDA GPU{'s' * (gpus != 1)}")
 
 
 def _validate_model(model: dict) -> None:

@@ -8,17 +8,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from datamodules.readers.csv_folder import binary_positive
 from datamodules.readers.medmnist_npz import DEFAULT_FLAG, FLAGS
+from datamodules.sources import read_by, real_source_keys
 
 ORDINAL_FLAGS = tuple(f for f in FLAGS if medmnist.INFO[f]["task"] == "ordinal-regression")
-# key -> the sources that read it (the rest read every key they know)
-READ_BY = {
-    "root": ("pcam", "chestxray14", "kaggle_dr", "medmnist", "csv", "dicom"),
-    "flag": ("medmnist",), "npz_size": ("medmnist",), "ordinal_threshold": ("medmnist",),
-    "csv_file": ("csv", "dicom"), "path_column": ("csv", "dicom"), "label_column": ("csv", "dicom"),
-    "patient_column": ("csv", "dicom"), "task": ("csv", "dicom"), "channels": ("csv", "dicom"),
-    "labels": ("csv", "dicom", "medmnist"),
-    "max_pixels": ("chestxray14", "kaggle_dr", "csv", "dicom"),  # the sources that decode image files
-}
+# key -> the real sources that read it (the synthetic source reads every key they do not)
+READ_BY = {key: read_by(key) for key in real_source_keys()}
 
 
 def data_key_problem(data: DictConfig, defaults) -> str:

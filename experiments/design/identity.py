@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from attacks import attack_params
-from datamodules.build import data_fingerprint
 from datamodules.fingerprint import sha256_file
-from datamodules.split_files import AUTHOR_FILES, splits_sha256
+from datamodules.sources import SOURCE_SPECS
 from lightning_modules.defences import defence_params
 
 from .external import external_source
+from .facts import StudyFacts
 
 # Config keys that change how fast or where work runs, never what it computes.
 SPEED_OPTIONS = {
@@ -44,60 +43,32 @@ def digest(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@cache
-def code() -> str:
-    """The code version every identity holds: the git commit of the code, with '+dirty' when the
-    work tree has changes, 'unknown' outside git (read once per process)."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")
-
-
 def _section(cfg: DictConfig, name: str) -> dict:
     """A config section as a plain dict, its speed options left out."""
     values = OmegaConf.to_container(cfg[name], resolve=True)
     return {k: v for k, v in values.items() if k not in SPEED_OPTIONS.get(name, ())}
 
 
-def data_identity(cfg: DictConfig) -> dict:
+def data_settings(cfg: DictConfig) -> dict:
+    """The `data` section as plain values, loader and cache options left out."""
+    return _section(cfg, "data")
+
+
+def data_identity(cfg: DictConfig, facts: StudyFacts) -> dict:
     """The `data` keys that decide the images, labels and splits (loader and cache options left out).
     Files count by their content, never their location, so data edited in place makes new work and
-    moved data reuses the old: split files (`data.splits`) as `sha256:<hex>` of the file or the
-    authors' folder; a real source's `root` as `content`, its `data_fingerprint` (the root itself
+    moved data reuses the old: split files (`data.splits`) as `facts.splits`, `sha256:<hex>` of the file
+    or the authors' folder; a real source's `root` as `content`, `facts.content` (the root itself
     while the data cannot be read). Synthetic data is named by its generator's keys."""
-    values = _section(cfg, "data")
+    values = data_settings(cfg)
+    if facts.data != digest(values):
+        raise ValueError("study facts of other data settings: find them for this config (preflight.facts)")
     if values.get("splits"):
-        values["splits"] = _splits_content(str(values["splits"]))
-    if values.get("source", "synthetic") != "synthetic":
-        content = data_fingerprint(cfg.data)
-        if content:
-            values.pop("root", None)
-            values["content"] = content
+        values["splits"] = facts.splits
+    if values["source"] in SOURCE_SPECS and SOURCE_SPECS[values["source"]].real and facts.content:
+        values.pop("root", None)
+        values["content"] = facts.content
     return values
-
-
-def _splits_content(splits: str) -> str:
-    """`sha256:<hex>` of the split file or folder at `splits`; the path itself while it cannot be
-    read (the up-front checks stop such a study with the reason)."""
-    path = Path(splits).expanduser().resolve()
-    files = [path / name for name in AUTHOR_FILES.values()] if path.is_dir() else [path]
-    try:
-        stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-        return "sha256:" + _splits_sha256_at(path, stamp)
-    except OSError:
-        return splits
-
-
-@lru_cache(maxsize=16)
-def _splits_sha256_at(path: Path, stamp: tuple) -> str:
-    """splits_sha256 `path`, once per (path, its files' modification times and sizes)."""
-    return splits_sha256(path)
 
 
 def attack_grid(cfg: DictConfig) -> list[dict]:
@@ -155,14 +126,14 @@ def _sha256_file_at(path: str, mtime_ns: int, size: int) -> str:
     return sha256_file(Path(path))[:16]
 
 
-def model_identity(cfg: DictConfig, model_cfg) -> dict:
+def model_identity(cfg: DictConfig, model_cfg, facts: StudyFacts) -> dict:
     """Everything that decides what a trained model is (logged as the model run's params); never the
     entry's `defence` (a defended model reuses its twin's training run)."""
     if model_cfg.get("ensemble"):
         raise ValueError(f"model {model_cfg['name']}: an ensemble is not trained (it has no model identity)")
     identity = {"arch": model_cfg["arch"], "init": model_cfg["init"], "dev_set": model_cfg["dev_set"],
                 "instance": int(model_cfg["instance"]), "seed": model_seed(cfg.seed, model_cfg),
-                "data": data_identity(cfg), **{name: _section(cfg, name) for name in MODEL_SECTIONS}}
+                "data": data_identity(cfg, facts), **{name: _section(cfg, name) for name in MODEL_SECTIONS}}
     weights = _init_file(str(model_cfg["init"]))
     if weights is not None:
         identity["init_sha256"] = weights
@@ -172,33 +143,33 @@ def model_identity(cfg: DictConfig, model_cfg) -> dict:
     return identity
 
 
-def model_key(cfg: DictConfig, model_cfg) -> str:
+def model_key(cfg: DictConfig, model_cfg, facts: StudyFacts) -> str:
     """Identity of a trained model: `model_identity` and the code version."""
-    return digest({"code": code(), **model_identity(cfg, model_cfg)})
+    return digest({"code": facts.code, **model_identity(cfg, model_cfg, facts)})
 
 
-def network_key(cfg: DictConfig, model_cfg) -> str:
+def network_key(cfg: DictConfig, model_cfg, facts: StudyFacts) -> str:
     """Identity of the network a set is crafted on or a pair evaluates: a trained model's `model_key`;
     for a defended model, that and the complete defence; for an ensemble, its members' network
     identities (in order) and its mode; for an external model, `external_key`."""
     if model_cfg.get("ensemble"):
-        return digest({"ensemble": [network_key(cfg, m) for m in model_cfg["members"]], "mode": model_cfg["mode"]})
+        return digest({"ensemble": [network_key(cfg, m, facts) for m in model_cfg["members"]], "mode": model_cfg["mode"]})
     if model_cfg.get("external"):
-        return external_key(model_cfg)
-    key = model_key(cfg, model_cfg)
+        return external_key(model_cfg, facts)
+    key = model_key(cfg, model_cfg, facts)
     if not model_cfg.get("defence"):
         return key
     name, params = defence_params(model_cfg["defence"])
     return digest({"model": key, "defence": {"name": name, **params}})
 
 
-def external_key(entry) -> str:
+def external_key(entry, facts: StudyFacts) -> str:
     """Identity of an external model: its declared format, location and contract, and its
     `fingerprint` (set by the run: its file's sha256 or its registry version's source, and the
     digest of its scores on the fixed probe batch), so a changed model behind the same path, URI
     or endpoint is a new network; and the code version (which feeds it through its contract)."""
     settings = entry["external"]
-    return digest({"external": external_source(settings), "fingerprint": settings["fingerprint"], "code": code()})
+    return digest({"external": external_source(settings), "fingerprint": settings["fingerprint"], "code": facts.code})
 
 
 def set_key(surrogate_network: str, setting: dict, seed: int, precision: str, channels_last: bool) -> str:
@@ -216,23 +187,23 @@ def pair_key(cfg: DictConfig, set_key_: str, target_network: str) -> str:
     return digest({"set": set_key_, "target": target_network, **{key: cfg[key] for key in PAIR_CONFIG_KEYS}})
 
 
-def query_key(cfg: DictConfig, target_network: str, start: str, setting: dict) -> str:
+def query_key(cfg: DictConfig, target_network: str, start: str, setting: dict, facts: StudyFacts) -> str:
     """Identity of a query attack on one target: the target network, the start (`clean` or the start
     set's `set_key`), the complete query setting without its other starts (name, norm, eps,
     max_queries, budgets), the seed of its random draws, the test data and the code version."""
     attack = {k: v for k, v in setting.items() if k != "starts"}
     return digest({"target": target_network, "start": start, "attack": attack, "seed": int(cfg.seed),
-                   "data": data_identity(cfg), "code": code()})
+                   "data": data_identity(cfg, facts), "code": facts.code})
 
 
-def study_key(cfg: DictConfig) -> str:
+def study_key(cfg: DictConfig, facts: StudyFacts) -> str:
     """Identity of a study (its parent run): the resolved config without speed options, locations
     and execution keys, its attacks as `attack_grid` names them, and the code version."""
     resolved = {name: _section(cfg, name) if name in SPEED_OPTIONS else value
                 for name, value in OmegaConf.to_container(cfg, resolve=True).items()
                 if name not in LOCATIONS + EXECUTION}
-    resolved["data"] = data_identity(cfg)
+    resolved["data"] = data_identity(cfg, facts)
     resolved["attacks"] = attack_grid(cfg)
     if not resolved.get("queries"):  # a study without query attacks keeps the identity it had before them
         resolved.pop("queries", None)
-    return digest({"config": resolved, "code": code()})
+    return digest({"config": resolved, "code": facts.code})

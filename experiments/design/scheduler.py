@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from .external import is_external
+from .facts import StudyFacts
 from .identity import attack_grid, model_key, network_key, pair_key, query_key, set_key
 from .queries import CLEAN, query_settings, start_setting
 from .zoo import expand_zoo, is_ensemble, study_pairs
@@ -72,10 +73,10 @@ class SetGroup:
 
 class Scheduler:
     """The work of one study (or shard of it), in an order every executor may follow: sets grouped by
-    seed, surrogate and attack setting, each with its pairs."""
+    seed, surrogate and attack setting, each with its pairs; named by identities that hold `facts`."""
 
-    def __init__(self, cfg: DictConfig, shard: tuple[int, int] = (0, 1)):
-        self.cfg = cfg
+    def __init__(self, cfg: DictConfig, facts: StudyFacts, shard: tuple[int, int] = (0, 1)):
+        self.cfg, self.facts = cfg, facts
         self.zoo = {m["name"]: OmegaConf.create(m) for m in expand_zoo(cfg)}
         pairs = study_pairs(cfg, list(self.zoo.values()))
         self.settings = attack_grid(cfg)
@@ -89,14 +90,14 @@ class Scheduler:
             if (name, seed) not in models:
                 entry = self.zoo[name]
                 identity = network_key if is_ensemble(entry) or is_external(entry) else model_key
-                models[name, seed] = ModelJob(name, seed, identity(seeded[seed], entry))
+                models[name, seed] = ModelJob(name, seed, identity(seeded[seed], entry, facts))
                 if is_ensemble(entry):
                     self.ensembles[models[name, seed]] = [model(m, seed) for m in entry.ensemble]
             return models[name, seed]
 
         def network(name: str, seed: int) -> str:
             if (name, seed) not in networks:
-                networks[name, seed] = network_key(seeded[seed], self.zoo[name])
+                networks[name, seed] = network_key(seeded[seed], self.zoo[name], facts)
             return networks[name, seed]
 
         self.ensembles: dict[ModelJob, list[ModelJob]] = {}
@@ -124,7 +125,7 @@ class Scheduler:
                     job = sets.setdefault(key, SetJob(model(start, seed), attack, key))
                 for target in dict.fromkeys(t for _, t in pairs):
                     queries.append(QueryJob(setting, model(target, seed), job, start, query_key(
-                        seeded[seed], network(target, seed), job.key if job else CLEAN, setting)))
+                        seeded[seed], network(target, seed), job.key if job else CLEAN, setting, facts)))
         self.queries: list[QueryJob] = queries[index::count]
 
     def seeded(self, seed: int) -> DictConfig:

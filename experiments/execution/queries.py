@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from attacks.queries import QueryModule
 from lightning_modules import tasks
 
-from ..design.identity import code, data_identity
+from ..design.identity import data_identity
 from ..design.scheduler import QueryJob
 from ..design.zoo import entry_params
 from ..store.artifact_formats import QUERY_COLUMNS
@@ -96,10 +96,10 @@ def attack(work, job: QueryJob) -> pd.DataFrame:
     entry = work.scheduler.zoo[job.target.name]
     params = {**{f"query.{k}": v for k, v in setting.items() if k != "starts"}, "start": job.start_name,
               **{f"target.{k}": v for k, v in entry_params(entry).items()},
-              **{f"data.{k}": v for k, v in data_identity(work.cfg).items()}, "seed": job.target.seed}
+              **{f"data.{k}": v for k, v in data_identity(work.cfg, work.spec.facts).items()}, "seed": job.target.seed}
     params["query.budgets"] = ",".join(map(str, setting["budgets"]))
     tags = {"domain": work.cfg.data.domain, "target": job.target.name, "start": job.start_name,
-            "start_set": job.start.key if job.start else "clean", "git_sha": code(),
+            "start_set": job.start.key if job.start else "clean", "git_sha": work.spec.facts.code,
             **external_tags(entry, job.target.key)}
     work.store.log_query(f"{setting['name']} {setting['norm']} eps={setting['eps']:g} {job.start_name}->"
                          f"{job.target.name}", job.key, params, tags, metrics, rows)

@@ -17,8 +17,9 @@ from datamodules import DomainData
 from datamodules.readers.source import positive_label
 from lightning_modules import ClassifierModule, tasks
 from lightning_modules.pretrained import load_state_dict_file
-
 from medcommon.console import TrainingBar
+
+from ..design.facts import StudyFacts
 from ..design.identity import adversarial_training, model_identity, model_key, model_seed
 from ..store.datasets import split_dataset
 from ..store.logged_models import log_trained_model
@@ -80,10 +81,11 @@ def load_trained(cfg: DictConfig, model_cfg: DictConfig, store: RunStore, run) -
     return TrainedModel(module, float(run.data.metrics["best_val_auc"]), run.info.run_id)
 
 
-def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, group: Process | None = None,
-                store: RunStore | None = None) -> TrainedModel:
-    """The zoo model `model_cfg` trained on its development set of `data` by the study's device
-    `group` (default: this process alone), in eval mode, with its best validation AUC.
+def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, facts: StudyFacts,
+                group: Process | None = None, store: RunStore | None = None) -> TrainedModel:
+    """The zoo model `model_cfg` trained on its development set of `data` (the study's `facts` in its
+    identity) by the study's device `group` (default: this process alone), in eval mode, with its best
+    validation AUC.
 
     A FINISHED run of the study's experiment with the same identity (`identity.model_key`) is read
     back from `store` (default: the store of `cfg`'s `StudyContext`) without touching `data`;
@@ -93,14 +95,14 @@ def train_model(cfg: DictConfig, model_cfg: DictConfig, data: DomainData, group:
     A Ctrl-C ends the training run KILLED, any other error FAILED.
     """
     store = store or RunStore.of(StudyContext.of(cfg))
-    key = model_key(cfg, model_cfg)
+    key = model_key(cfg, model_cfg, facts)
     with store.lock(f"model-{key}"):
         found = store.claim("model", key)
         if found is not None:
             return load_trained(cfg, model_cfg, store, found)
 
         layout = data_layout(data)
-        identity = model_identity(cfg, model_cfg)
+        identity = model_identity(cfg, model_cfg, facts)
         params = {**flat_params(identity), "study_seed": int(cfg.seed), **flat_params({"layout": layout})}
         run_id = start_training_run(store, key, model_cfg.name, params)
         with store.ended(run_id):

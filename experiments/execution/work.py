@@ -20,11 +20,13 @@ from attacks import AdversarialSetCache
 from attacks.cache import SetError
 from attacks.registry import threat
 from datamodules import DomainData
+from datamodules.real_cache import DataCache
 from datamodules.synthetic.cache import cache_root
 from medcommon.write_errors import writing
 
 from ..design.external import external_source, is_external
-from ..design.identity import code, data_identity, digest, external_key, study_key
+from ..design.facts import StudyFacts
+from ..design.identity import data_identity, digest, external_key, study_key
 from ..design.scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
 from ..design.zoo import entry_params, hardening, is_ensemble
 from ..report.bootstrap import PairedBootstrap
@@ -43,11 +45,12 @@ from .predicting import Predictor
 from .training import TrainedModel, train_model
 
 
-def read_data(cfg: DictConfig) -> DomainData:
-    """A domain's data, read and checked once, with its test split and d1 checked to be non-empty
-    (d1 runs out of patients first: d2 is at least as large, d1/10 and d2/2 keep at least one)."""
+def read_data(cfg: DictConfig, cache: DataCache | None = None) -> DomainData:
+    """A domain's data, read and checked once (through `cache`, the study's `DataCache`), with its test
+    split and d1 checked to be non-empty (d1 runs out of patients first: d2 is at least as large, d1/10
+    and d2/2 keep at least one)."""
     with writing(cache_root(cfg.data.cache_dir) or "the data cache", f"the generated {cfg.data.domain} data"):
-        data = DomainData(OmegaConf.to_container(cfg.data, resolve=True)).prepare()
+        data = DomainData(OmegaConf.to_container(cfg.data, resolve=True), cache).prepare()
     data.datamodule("d1").setup()
     return data
 
@@ -55,10 +58,11 @@ def read_data(cfg: DictConfig) -> DomainData:
 @dataclass(frozen=True)
 class WorkSpec:
     """What a process needs to rebuild a domain study's work: its config (`StudyContext.located`), the
-    shard and the study's parent run."""
+    shard, the study's parent run and its facts (code version, data content)."""
     cfg: DictConfig
     shard: tuple[int, int]
     parent_id: str
+    facts: StudyFacts
 
 
 class StudyWork:
@@ -70,8 +74,8 @@ class StudyWork:
     def __init__(self, spec: WorkSpec, data: DomainData, group: DeviceGroup, runs: StudyRuns | None = None):
         cfg = self.cfg = spec.cfg
         self.spec, self.data, self.group = spec, data, group
-        self.scheduler = Scheduler(cfg, spec.shard)
-        self.store = runs or StudyRuns(RunStore.of(StudyContext.of(cfg)), study_key(cfg), spec.parent_id)
+        self.scheduler = Scheduler(cfg, spec.facts, spec.shard)
+        self.store = runs or StudyRuns(RunStore.of(StudyContext.of(cfg)), study_key(cfg, spec.facts), spec.parent_id)
         self.cache = AdversarialSetCache(Path(cfg.output_dir) / "adversarial_sets")
         test_split = data.datamodule("d1")
         self.test, self.test_input = load_test_set(test_split), split_dataset(cfg.data, test_split, "test")
@@ -95,8 +99,8 @@ class StudyWork:
                                        Path(self.cfg.output_dir) / "external_scores" / job.key)
                 self.trained[job] = TrainedModel(module, float("nan"), "")
             else:
-                trained = train_model(self.scheduler.seeded(job.seed), training_entry(entry), self.data, self.group,
-                                      self.store.store)
+                trained = train_model(self.scheduler.seeded(job.seed), training_entry(entry), self.data,
+                                      self.spec.facts, self.group, self.store.store)
                 self.trained[job] = with_defence(trained, entry)
         return self.trained[job]
 
@@ -187,7 +191,7 @@ class StudyWork:
         params = {f"surrogate.{k}": v for k, v in entry_params(zoo[pair.set.surrogate.name]).items()}
         params.update({f"target.{k}": v for k, v in entry_params(zoo[pair.target.name]).items()})
         params.update({f"attack.{k}": v for k, v in pair.set.setting.items()})
-        params.update({f"data.{k}": v for k, v in data_identity(self.cfg).items()})
+        params.update({f"data.{k}": v for k, v in data_identity(self.cfg, self.spec.facts).items()})
         params["seed"] = pair.set.seed
         return params
 
@@ -198,7 +202,7 @@ class StudyWork:
                 "same_init": flag(surrogate.init == target.init),
                 "same_data": flag(surrogate.dev_set == target.dev_set),
                 "whitebox": flag(surrogate.name == target.name), "defended": flag(hardening(target) != "none"),
-                "git_sha": code(), **external_tags(target, pair.target.key)}
+                "git_sha": self.spec.facts.code, **external_tags(target, pair.target.key)}
 
     def external_changes(self) -> list[str]:
         """One line per external target whose earlier pairs in the store were evaluated on another
@@ -207,7 +211,7 @@ class StudyWork:
         for name, entry in self.scheduler.zoo.items():
             if not is_external(entry):
                 continue
-            tags = external_tags(entry, external_key(entry))
+            tags = external_tags(entry, external_key(entry, self.spec.facts))
             source = tags["external_source"]
             runs = self.store.store.search(f"tags.kind = 'pair' and tags.external_source = '{source}'",
                                            max_results=1000)

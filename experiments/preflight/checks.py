@@ -14,7 +14,8 @@ import torch
 from omegaconf import DictConfig
 
 from attacks.cache import stored_bytes
-from datamodules.build import INDEX_FILES, domain_problem
+from datamodules.real_cache import DataCache
+from datamodules.sources import SOURCE_SPECS, domain_problem
 from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
 
@@ -38,9 +39,10 @@ class StudyProblems(ValueError):
         self.problems = problems
 
 
-def require_ready(cfg: DictConfig) -> list[DomainWork]:
-    """The study's outline, or StudyProblems naming everything that would stop it."""
-    work = outline(cfg)
+def require_ready(cfg: DictConfig, cache: DataCache | None = None) -> list[DomainWork]:
+    """The study's outline (its data read through `cache`), or StudyProblems naming everything that
+    would stop it."""
+    work = outline(cfg, cache)
     problems = study_problems(cfg, work)
     if problems:
         raise StudyProblems(problems)
@@ -79,7 +81,8 @@ def data_problems(data: DictConfig) -> list[str]:
     root = Path(str(data.root)).expanduser()
     if not root.is_dir():
         return [f"{root}: data root not found (data.root, {data.domain})"]
-    index = INDEX_FILES.get(data.source) or (data.csv_file if data.source in ("csv", "dicom") else None)
+    table = SOURCE_SPECS[data.source].table
+    index = table(data.get) if table else None
     if index and not (root / index).is_file():
         return [f"{root / index}: index file not found (data.root, {data.domain})"]
     return []
@@ -101,9 +104,9 @@ def tracking_problems(cfg: DictConfig) -> list[str]:
 
 
 def device_problems(cfg: DictConfig) -> list[str]:
-    """The trainer's accelerator and device count exist on this machine (`crafting.device` is checked
-    when the config is read)."""
-    problems, gpus = [], torch.cuda.device_count()
+    """The trainer's accelerator and device count, and `crafting.device` (its kind is checked when the
+    config is read), exist on this machine."""
+    problems, gpus = crafting_device_problems(str(cfg.crafting.device)), torch.cuda.device_count()
     accelerator, devices = str(cfg.trainer.accelerator), cfg.trainer.devices
     if accelerator not in ACCELERATORS:
         problems.append(f"trainer.accelerator: unknown {accelerator!r}; valid: {', '.join(ACCELERATORS)}")
@@ -116,6 +119,17 @@ def device_problems(cfg: DictConfig) -> list[str]:
     elif accelerator == "mps" and not torch.backends.mps.is_available():
         problems.append("trainer.accelerator: mps, but MPS is not available on this machine")
     return problems
+
+
+def crafting_device_problems(device: str) -> list[str]:
+    """`crafting.device` (auto, cpu, mps, cuda or cuda:N) names a device this machine has."""
+    kind, _, index = device.partition(":")
+    if device == "mps" and not torch.backends.mps.is_available():
+        return ["crafting.device: mps, but MPS is not available on this machine"]
+    gpus = torch.cuda.device_count()
+    if kind == "cuda" and int(index or 0) >= gpus:
+        return [f"crafting.device: {device}, but this machine has {gpus or 'no'} CUDA GPU{'s' * (gpus != 1)}"]
+    return []
 
 
 def disk_needs(cfg: DictConfig, work: list[DomainWork]) -> list[tuple[Path, int, str]]:

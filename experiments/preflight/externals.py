@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..design.external import ContractError, is_external
+from ..design.facts import StudyFacts
 from ..design.identity import digest
 from ..design.scheduler import Scheduler
 from ..execution.external import ExternalError, load_external, one_line, study_layout
@@ -115,9 +116,9 @@ def batch_sizes(cfg: DictConfig, surrogate: bool) -> list[int]:
     return [1, 3, int(cfg.data.batch_size)] + ([int(cfg.crafting.batch_size)] if surrogate else [])
 
 
-def probe_externals(cfg: DictConfig, layout: dict) -> dict[str, Probed]:
+def probe_externals(cfg: DictConfig, layout: dict, facts: StudyFacts) -> dict[str, Probed]:
     """Every external entry of a domain config probed on its layout, by name."""
-    scheduler = Scheduler(cfg)
+    scheduler = Scheduler(cfg, facts)
     surrogates = {job.surrogate.name for job in scheduler.set_jobs()}
     found = {}
     for model in cfg.models:
@@ -136,12 +137,12 @@ def probe_externals(cfg: DictConfig, layout: dict) -> dict[str, Probed]:
     return found
 
 
-def pin_externals(cfg: DictConfig, data) -> DictConfig:
+def pin_externals(cfg: DictConfig, data, facts: StudyFacts) -> DictConfig:
     """The domain config with each external entry's `fingerprint` set (probing it on the domain's
     layout), or StudyProblems with one line per model that does not match its contract."""
     if not any(is_external(model) for model in cfg.models):
         return cfg
-    found = probe_externals(cfg, study_layout(cfg, data))
+    found = probe_externals(cfg, study_layout(cfg, data), facts)
     problems = [probed.problem for probed in found.values() if probed.problem]
     if problems:
         raise StudyProblems(problems)

@@ -10,13 +10,17 @@ import numpy as np
 from omegaconf import DictConfig
 
 from datamodules import DomainData
+from datamodules.real_cache import DataCache
 from datamodules.readers.source import positive_label
+from datamodules.sources import channels
 from datamodules.splits import DEV_SETS, dev_set_indices, one_class_problem, split_manifest
 from datamodules.synthetic import GENERATORS
 from datamodules.synthetic.cache import cache_root, entry_path, generator_params
 
 from ..design.config import domain_config
+from ..design.facts import StudyFacts
 from ..design.scheduler import ModelJob, PairJob, QueryJob, Scheduler, SetJob
+from .facts import code_version, study_facts
 
 
 @dataclass
@@ -43,12 +47,13 @@ class DataOutline:
 @dataclass
 class DomainWork:
     """One domain's sub-study: its config, its data and its scheduler (the models it needs, the sets
-    it crafts and the pairs it evaluates, each job named by its identity)."""
+    it crafts and the pairs it evaluates, each job named by its identity, which holds `facts`)."""
 
     cfg: DictConfig
     data: DataOutline
     scheduler: Scheduler
     problems: list[str]
+    facts: StudyFacts
 
     @property
     def models(self) -> list[ModelJob]:
@@ -74,47 +79,48 @@ def domain_configs(cfg: DictConfig) -> list[DictConfig]:
     return [domain_config(cfg, domain) for domain in cfg.domains] or [cfg]
 
 
-def outline(cfg: DictConfig) -> list[DomainWork]:
-    """The work of every domain of the study (split problems are listed, not raised)."""
-    work = []
+def outline(cfg: DictConfig, cache: DataCache | None = None) -> list[DomainWork]:
+    """The work of every domain of the study (split problems are listed, not raised), its data read
+    through `cache` (the study's `DataCache`)."""
+    work, cache, code = [], DataCache() if cache is None else cache, code_version()
     for sub in domain_configs(cfg):
-        scheduler = Scheduler(sub)
+        facts = study_facts(sub, cache, code)
+        scheduler = Scheduler(sub, facts)
         dev_sets = {scheduler.zoo[job.name].dev_set for job in scheduler.model_jobs()}
-        data, problems = data_outline(sub.data, dev_sets)
-        work.append(DomainWork(sub, data, scheduler, problems))
+        data, problems = data_outline(sub.data, dev_sets, cache)
+        work.append(DomainWork(sub, data, scheduler, problems, facts))
     return work
 
 
-def data_outline(data: DictConfig, dev_sets: set[str]) -> tuple[DataOutline, list[str]]:
+def data_outline(data: DictConfig, dev_sets: set[str],
+                 cache: DataCache | None = None) -> tuple[DataOutline, list[str]]:
     """What the config says about a domain's data, and the empty splits among the test set and
     those of `dev_sets`."""
     source, domain, size = data.source, data.domain, int(data.image_size)
-    channels = 1 if domain == "radiology" else 3
-    if source in ("csv", "dicom") and data.channels:
-        channels = int(data.channels)
     if source == "synthetic":
         patients = np.arange(data.num_patients).repeat(data.images_per_patient)
         cache = cache_root(data.cache_dir)
         params = generator_params(domain, data.num_patients, data.images_per_patient, size, data.seed,
                                   data.signal)
         _, names, task = GENERATORS[domain]
-        info = DataOutline(source, "", len(patients), channels, size,
+        info = DataOutline(source, "", len(patients), channels(source, domain), size,
                           cache_file=entry_path(params, cache) if cache is not None else None,
                           positive_label=positive_label(task, names))
     else:
-        return real_data_outline(data, dev_sets, size)
+        return real_data_outline(data, dev_sets, size, DataCache() if cache is None else cache)
     manifest = split_manifest(patients, int(data.seed), float(data.test_fraction), float(data.val_fraction))
     return info, split_problems(info, manifest, domain, dev_sets)
 
 
-def real_data_outline(data: DictConfig, dev_sets: set[str], size: int) -> tuple[DataOutline, list[str]]:
+def real_data_outline(data: DictConfig, dev_sets: set[str], size: int,
+                      cache: DataCache) -> tuple[DataOutline, list[str]]:
     """A real source indexed and checked as `run` checks it (its cached index read back when there
     is one; nothing written), with the exact split sizes of its manifest; its problems as lines."""
     info = DataOutline(data.source, str(data.root), None, 1, size)
     if not data.root or not Path(str(data.root)).expanduser().is_dir():
         return info, []  # named by the up-front checks (checks.data_problems)
     try:
-        domain_data = DomainData(data)
+        domain_data = DomainData(data, cache)
         source, manifest = domain_data.index()
         info.decode_seconds = domain_data.decoding_seconds()
         info.decode_each_read = cache_root(data.cache_dir) is None

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from attacks.cache import set_path
 from datamodules import DomainData
+from datamodules.real_cache import DataCache
 from datamodules.synthetic import GENERATORS
 from lightning_modules import tasks
 from lightning_modules.model import build_classifier
@@ -62,7 +63,7 @@ class StudyPlan:
     seconds: float
 
 
-def remaining(domain: DomainWork, store_ok: bool) -> Remaining:
+def remaining(domain: DomainWork, store_ok: bool, timings: Timings) -> Remaining:
     """Totals of a domain's work and, from the store and the set cache, how much is left (work is
     found by the identities the scheduler gave its jobs; `store_ok`: the store may be read)."""
     cfg = domain.cfg
@@ -83,12 +84,12 @@ def remaining(domain: DomainWork, store_ok: bool) -> Remaining:
     sets_left = [job for job in pending_sets if not set_path(sets_dir, job.key).is_file()]
     work = Remaining(len(domain.models), len(domain.sets), len(domain.pairs), len(models_left), len(sets_left),
                      len(pending_pairs), queries=len(domain.queries), queries_left=len(pending_queries))
-    work.passes, work.seconds = cost(domain, models_left, sets_left, pending_pairs, pending_queries)
+    work.passes, work.seconds = cost(domain, models_left, sets_left, pending_pairs, pending_queries, timings)
     return work
 
 
 def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob], pairs: list[PairJob],
-         queries: list[QueryJob] = ()) -> tuple[dict[str, float], float]:
+         queries: list[QueryJob], timings: Timings) -> tuple[dict[str, float], float]:
     """Image passes per stage (forward+backward for training and crafting, forward otherwise) and
     the seconds they take at the speeds measured here; training counts every epoch, a query attack
     every image's whole budget (upper bounds)."""
@@ -104,13 +105,13 @@ def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob], pairs: 
             train, val = train * (1 + steps), val * (1 + steps)
         passes["train"] += train
         passes["validate"] += val
-        step, forward = speed(domain, m.arch)  # a trained model: never external
+        step, forward = speed(domain, m.arch, timings)  # a trained model: never external
         seconds += train * step + val * forward
     for job in sets:
         n = test * attack_steps(job.setting)
         members = domain.scheduler.members(job.surrogate)  # an ensemble's members all run each step
         passes["craft"] += n * len(members)
-        seconds += n * sum(model_speed(domain, domain.zoo_entry(member))[0] for member in members)
+        seconds += n * sum(model_speed(domain, domain.zoo_entry(member), timings)[0] for member in members)
     if models or sets or pairs:
         seconds += (OVERHEAD["model"] * len(models) + OVERHEAD["set"] * len(sets) + OVERHEAD["pair"] * len(pairs)
                     + OVERHEAD["study"] + decoding(domain, passes["train"] + passes["validate"], len(sets), pairs))
@@ -120,7 +121,7 @@ def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob], pairs: 
     evaluations += [(test * query.setting["max_queries"], query.target) for query in queries]
     for n, target in evaluations:
         passes["evaluate"] += n
-        seconds += n * model_speed(domain, domain.zoo_entry(target))[1]
+        seconds += n * model_speed(domain, domain.zoo_entry(target), timings)[1]
     return passes, seconds
 
 
@@ -134,38 +135,37 @@ def decoding(domain: DomainWork, training_reads: float, sets: int, pairs: list[P
     return data.decode_seconds / data.images * (training_reads + test_reads)
 
 
-_SPEEDS: dict[tuple, tuple[float, float]] = {}
-_STARTED: list[float] = []
-
-
 def process_age() -> float:
     """Seconds this process took to get here (imports, config, checks), which a study run pays too;
-    read once from /proc (0 where there is none)."""
-    if not _STARTED:
-        try:
-            ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-            _STARTED.append(float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK"))
-        except (OSError, ValueError, IndexError):
-            _STARTED.append(0.0)
-    return _STARTED[0]
+    read from /proc (0 where there is none)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
-_EXTERNAL: dict[tuple[str, str], float] = {}  # (domain, external model) -> probed seconds per image
+@dataclass
+class Timings:
+    """What one plan measured, so that each thing is timed once: the seconds per image of each
+    architecture at each layout (`speed`) and of each external model as its probe timed it."""
+    speeds: dict[tuple, tuple[float, float]] = field(default_factory=dict)
+    external: dict[tuple[str, str], float] = field(default_factory=dict)  # (domain, external model) -> s/image
 
 
-def model_speed(domain: DomainWork, entry) -> tuple[float, float]:
+def model_speed(domain: DomainWork, entry, timings: Timings) -> tuple[float, float]:
     """`speed` of a zoo entry: an external model's forward pass as its probe timed it (forward+backward
     counted as three of them); a trained model's by its architecture."""
     if is_external(entry):
-        forward = _EXTERNAL.get((domain.cfg.data.domain, entry.name), 0.0)
+        forward = timings.external.get((domain.cfg.data.domain, entry.name), 0.0)
         return 3 * forward, forward
-    return speed(domain, entry.arch)
+    return speed(domain, entry.arch, timings)
 
 
-def external_problems(domain: DomainWork) -> list[str]:
+def external_problems(domain: DomainWork, timings: Timings, cache: DataCache) -> list[str]:
     """Each external model of the domain loaded and probed as `run` probes it (on the layout the
-    config gives; real data indexed, not decoded); its problems, one line each; the probe's speed
-    is kept for `model_speed`."""
+    config gives; real data indexed through `cache`, not decoded); its problems, one line each; the
+    probe's speed is kept in `timings` for `model_speed`."""
     cfg = domain.cfg
     if not any(is_external(model) for model in cfg.models):
         return []
@@ -173,27 +173,27 @@ def external_problems(domain: DomainWork) -> list[str]:
         _, label_names, task = GENERATORS[cfg.data.domain]
     else:
         try:
-            source, _ = DomainData(cfg.data).index()
+            source, _ = DomainData(cfg.data, cache).index()
         except (ValueError, FileNotFoundError, OSError):
             return []  # the data's own problem is listed
         label_names, task = source.label_names, source.task
     layout = {"task": task, "label_names": list(label_names), "channels": domain.data.channels,
               "size": domain.data.size}
-    found = probe_externals(cfg, layout)
+    found = probe_externals(cfg, layout, domain.facts)
     for name, probed in found.items():
-        _EXTERNAL[(cfg.data.domain, name)] = probed.seconds
+        timings.external[(cfg.data.domain, name)] = probed.seconds
     return [probed.problem for probed in found.values() if probed.problem]
 
 
-def speed(domain: DomainWork, arch: str) -> tuple[float, float]:
+def speed(domain: DomainWork, arch: str, timings: Timings) -> tuple[float, float]:
     """Seconds per image of one training step (forward+backward) and of one forward pass of `arch`
-    at the domain's image size and batch size, measured once per process on the device the study
-    trains on."""
+    at the domain's image size and batch size, measured once per plan (`timings`) on the device the
+    study trains on."""
     data, device = domain.data, timing_device(domain.cfg)
     key = (arch, data.size, data.channels, device, int(domain.cfg.data.batch_size))
-    if key not in _SPEEDS:
-        _SPEEDS[key] = measure(arch, data.size, data.channels, device, int(domain.cfg.data.batch_size))
-    return _SPEEDS[key]
+    if key not in timings.speeds:
+        timings.speeds[key] = measure(arch, data.size, data.channels, device, int(domain.cfg.data.batch_size))
+    return timings.speeds[key]
 
 
 def timing_device(cfg: DictConfig) -> str:
@@ -252,22 +252,24 @@ def study_plan(cfg: DictConfig) -> StudyPlan:
     """Work, progress, cost and problems of a study; writes nothing."""
     started = process_age()  # before any timing below
     cfg = checked_config(cfg)
-    work = outline(cfg)
+    cache, timings = DataCache(), Timings()
+    work = outline(cfg, cache)
     # `run` probes external models once the up-front checks pass; the plan lists both at once
-    problems = list(dict.fromkeys(study_problems(cfg, work) + [line for d in work for line in external_problems(d)]))
+    problems = list(dict.fromkeys(study_problems(cfg, work)
+                                  + [line for d in work for line in external_problems(d, timings, cache)]))
     store_ok = not any(p.startswith("tracking.uri") for p in problems)
-    domains = {d.cfg.data.domain: remaining(d, store_ok) for d in work}
+    domains = {d.cfg.data.domain: remaining(d, store_ok, timings) for d in work}
     if not store_ok:
         for left in domains.values():
             left.models_left = left.sets_left = left.pairs_left = None
     seconds = sum(r.seconds for r in domains.values())
     if any(r.seconds for r in domains.values()):
         seconds += started
-    return StudyPlan(render(cfg, work, domains, problems, seconds), problems, domains, seconds)
+    return StudyPlan(render(cfg, work, domains, problems, seconds, timings), problems, domains, seconds)
 
 
 def render(cfg: DictConfig, work: list[DomainWork], domains: dict[str, Remaining], problems: list[str],
-           seconds: float) -> str:
+           seconds: float, timings: Timings) -> str:
     seeds = sorted({job.seed for d in work for job in d.models})
     lines = [f"Study {cfg.name}: {len(work)} domain{'s' * (len(work) > 1)}, seed{'s' * (len(seeds) > 1)} "
              f"{', '.join(map(str, seeds))}; tracking store {StudyContext.of(cfg).tracking_uri}"]
@@ -288,7 +290,7 @@ def render(cfg: DictConfig, work: list[DomainWork], domains: dict[str, Remaining
         lines.append(f"  compute left        training <= {human_count(p['train'])} image forward+backward passes "
                      f"({d.cfg.train.max_epochs} epochs) + {human_count(p['validate'])} forward; crafting "
                      f"{human_count(p['craft'])} forward+backward; evaluation {human_count(p['evaluate'])} forward")
-        lines.append(f"  time left here      about {human_seconds(left.seconds)} ({speed_note(d)}; with each "
+        lines.append(f"  time left here      about {human_seconds(left.seconds)} ({speed_note(d, timings)}; with each "
                      f"model's, set's and pair's runs, files and the report)")
     lines.append(f"\nTotal: {sum(r.models for r in domains.values())} models, "
                  f"{sum(r.sets for r in domains.values())} adversarial sets, "
@@ -353,10 +355,10 @@ def data_line(d: DomainWork) -> str:
     return line
 
 
-def speed_note(d: DomainWork) -> str:
+def speed_note(d: DomainWork, timings: Timings) -> str:
     device = timing_device(d.cfg)
     archs = sorted({d.zoo_entry(job).arch for job in d.models})
-    measured = [f"{a} {1000 * speed(d, a)[0]:.0f}/{1000 * speed(d, a)[1]:.0f} ms" for a in archs]
+    measured = [f"{a} {1000 * speed(d, a, timings)[0]:.0f}/{1000 * speed(d, a, timings)[1]:.0f} ms" for a in archs]
     threads = f", {torch.get_num_threads()} threads" if device == "cpu" else ""
     return (f"measured on {device}{threads}, per image train step/forward at {d.data.size} px: "
             f"{', '.join(measured)}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..design.identity import code
 from ..store.run_store import PARENT_TAG, RunStore
 from ..store.runs import STUDY_TAG
 
@@ -28,15 +27,16 @@ def metrics_of(analysis: dict, answers: int) -> dict[str, float]:
 
 
 def log_reader_run(store: RunStore, parent_id: str, study_hash: str, readers_hash: str,
-                   params: dict, folder: Path, analysis: dict, answers: int) -> str:
-    """Create or update the reader study's run from the report `folder`; returns its id."""
+                   params: dict, folder: Path, analysis: dict, answers: int, code: str) -> str:
+    """Create or update the reader study's run from the report `folder` (`code`: the code version);
+    returns its id."""
     found = store.identity("readers", readers_hash, READERS_TAG)
     if found:
         run_id = found[0].info.run_id
         store.resume(run_id)
     else:
         tags = {"kind": "readers", READERS_TAG: readers_hash, STUDY_TAG: study_hash, PARENT_TAG: parent_id,
-                "git_sha": code()}
+                "git_sha": code}
         run_id = store.create("reader study", tags, params, context_tags=False)
     store.log_metrics(run_id, metrics_of(analysis, answers))
     store.set_tags(run_id, {"study_run": parent_id})

@@ -14,11 +14,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from attacks import AdversarialSetCache
+from datamodules.real_cache import DataCache
 
 from ..design.config import ConfigError, domain_config
 from ..design.identity import digest, study_key
 from ..execution import read_data
 from ..execution.evaluation import load_test_set
+from ..preflight.facts import study_facts
 from ..store.run_store import RunStore, StudyContext
 from ..store.runs import study_run_id
 from ..store.sqlite_store import COMPLETE, sqlite_path, store_state
@@ -73,19 +75,20 @@ class ReaderStudy:
         if not sets_dir.is_dir():
             raise FileNotFoundError(f"output_dir: {sets_dir}: no adversarial sets (run the study first: "
                                     "medtransfer run --config ... with the same overrides)")
-        cache = AdversarialSetCache(sets_dir)
-        sets = stored_sets(cfg, cache)
+        cache, data = AdversarialSetCache(sets_dir), DataCache()
+        self.facts = study_facts(cfg, data)  # the code version and data content the study's identities hold
+        sets = stored_sets(cfg, cache, self.facts)
         if not sets:
             raise FileNotFoundError(f"output_dir: {sets_dir} holds none of this study's adversarial sets (run the "
                                     "study first, with this code version: medtransfer run --config ...)")
-        self.study_hash = study_key(cfg)
+        self.study_hash = study_key(cfg, self.facts)
         self.runs = study_store(self.uri, context.experiment)
         self.experiment_id = self.runs.experiment_id
         self.parent_id = study_run_id(self.runs, self.study_hash)
         if self.parent_id is None:
             raise FileNotFoundError(f"tracking.uri: {self.uri}: no run of study {cfg.name} with this config and "
                                     "code version (run it first: medtransfer run --config ...)")
-        test = load_test_set(read_data(cfg).datamodule("d1"))
+        test = load_test_set(read_data(cfg, data).datamodule("d1"))
         per_set = min(trials_per_set, len(test.sample_ids))
         repeats = math.ceil(0.1 * per_set * len(sets)) if repeats is None else repeats
         seed = int(cfg.seed) if seed is None else seed
@@ -105,5 +108,5 @@ class ReaderStudy:
         answers = self.store.frame()
         text, analysis = write_report(answers, self.folder)
         run_id = log_reader_run(self.runs, self.parent_id, self.study_hash, self.readers_hash,
-                                self.params, self.folder, analysis, len(answers))
+                                self.params, self.folder, analysis, len(answers), self.facts.code)
         return text, ui_link(ui_address(self.uri), self.experiment_id, run_id)

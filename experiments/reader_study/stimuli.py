@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from attacks import AdversarialSetCache
 
+from ..design.facts import StudyFacts
 from ..design.scheduler import Scheduler
 from ..execution.evaluation import TestSet
 from .images import png_bytes, quantise
@@ -17,10 +18,10 @@ from .plan import ReaderPlan, StoredSet
 CLEAN = ""  # the key of a clean image in `Stimuli`
 
 
-def stored_sets(cfg: DictConfig, cache: AdversarialSetCache) -> list[StoredSet]:
+def stored_sets(cfg: DictConfig, cache: AdversarialSetCache, facts: StudyFacts) -> list[StoredSet]:
     """The study's adversarial sets (every seed, surrogate and attack setting) found in `cache`."""
     found: dict[str, StoredSet] = {}
-    for job in Scheduler(cfg).set_jobs():
+    for job in Scheduler(cfg, facts).set_jobs():
         if job.key in cache and job.key not in found:
             found[job.key] = StoredSet(job.key, job.setting["name"], float(job.setting["eps"]),
                                        job.surrogate.name, job.seed)

@@ -16,14 +16,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from omegaconf import DictConfig, OmegaConf
 
-# the `data` settings that decide which images and splits a data set holds (not how they are loaded)
-COMMON_KEYS = ("source", "domain", "image_size", "seed", "test_fraction", "val_fraction", "splits")
-SOURCE_KEYS = {"synthetic": ("num_patients", "images_per_patient", "signal"), "csv": ("root", "csv_file"),
-               "dicom": ("root", "csv_file"), "medmnist": ("root", "flag", "npz_size", "ordinal_threshold")}
+from datamodules.sources import deciding_keys
+
 
 
 class StudyDataSource(DatasetSource):
-    """Where a study's images come from: the `data` settings that decide them (source, root, seed, ...)."""
+    """Where a study's images come from: the `data` settings that decide them (`sources.deciding_keys`)."""
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = settings
@@ -79,8 +77,7 @@ def split_dataset(data_cfg: DictConfig, datamodule, split: str) -> SplitDataset:
     stages = ("test",) if split == "test" else ("train", "val")
     rows = datamodule.manifest.iloc[np.concatenate([np.asarray(datamodule.indices[s]) for s in stages])]
     settings = OmegaConf.to_container(data_cfg, resolve=True)
-    keys = COMMON_KEYS + SOURCE_KEYS.get(settings["source"], ("root",))
-    described = {key: settings.get(key) for key in keys}
+    described = {key: settings.get(key) for key in deciding_keys(settings["source"])}
     if described.get("root"):
         described["root"] = str(Path(described["root"]).resolve())
     content = datamodule.domain.fingerprint()

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from datamodules import build_datamodule
-from datamodules.build import _generated
 from datamodules.synthetic import GENERATORS
 from datamodules.synthetic.chestxray import LABEL_NAMES as CHEST_LABELS
 from datamodules.synthetic.render import render_ellipses
@@ -88,12 +87,10 @@ def test_synthetic_sets_are_cached_by_parameters(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
     # a cached entry is read back, not regenerated: its files stay as they are
     stamp = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (record, images_file)]
-    _generated.cache_clear()  # the in-process memo, so the disk is read
-    build_datamodule(cfg)
+    build_datamodule(cfg)  # a new DataCache: the disk is read
     assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (record, images_file)] == stamp
     # unless its images no longer match the record's checksum: generated again, never read
     images_file.write_bytes(bytes([7]) * images_file.stat().st_size)
-    _generated.cache_clear()
     again = build_datamodule(cfg)
     x, _ = again.dataset("val")[1]
     torch.testing.assert_close(x, expected[again.indices["val"][1]].float() / 255)
@@ -107,7 +104,6 @@ def test_a_truncated_cache_entry_is_regenerated(tmp_path):
     images_file, = tmp_path.glob("*.images")
     whole = images_file.read_bytes()
     images_file.write_bytes(whole[:100])  # a killed copy, say
-    _generated.cache_clear()
     data = build_datamodule(cfg)
     assert images_file.read_bytes() == whole
     assert data.dataset("train")[0][0].shape == (1, 16, 16)

@@ -24,6 +24,7 @@ from experiments.design.config import ConfigError, preset_path
 from experiments.design.identity import study_key
 from experiments.execution.evaluation import PAIR_METRICS
 from experiments.store.tracking import setup_experiment
+from experiments.preflight.facts import study_facts
 
 ray = pytest.importorskip("ray")
 
@@ -196,7 +197,7 @@ def test_executor_and_ray_keys_are_checked_and_never_part_of_the_study_identity(
     base = load_config(CONFIG)
     moved = load_config(CONFIG, ["executor=ray", "ray.address=auto", "ray.gpus_per_task=0.5",
                                  "ray.cpus_per_task=4"])
-    assert study_key(moved) == study_key(base)
+    assert study_key(moved, study_facts(moved)) == study_key(base, study_facts(base))
     for bad, key in (("executor=dask", "executor"), ("ray.cpus_per_task=0", "ray.cpus_per_task"),
                      ("ray.gpus_per_task=1.5", "ray.gpus_per_task")):
         with pytest.raises(ConfigError, match=f"^{key}: "):

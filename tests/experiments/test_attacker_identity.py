@@ -4,6 +4,7 @@ import pytest
 
 from experiments.design import identity
 from experiments.design.scheduler import Scheduler
+from experiments.preflight.facts import study_facts
 
 SMOKE_ATTACKS = "attacks=[{name: fgsm, eps: [0.02]}, {name: ifgsm, eps: [0.02], params: {alpha: 0.005, steps: 5}}]"
 DEFAULTS_NAMED = ("attacks=[{name: fgsm, eps: [0.02], target: untargeted, norm: linf}, {name: ifgsm, eps: [0.02], "
@@ -15,15 +16,17 @@ EARLIER_SETTINGS = [{"name": "fgsm", "eps": 0.02, "quantize": False},
 
 
 def set_keys(cfg) -> dict:
-    return {(job.surrogate.name, job.setting["name"]): job.key for job in Scheduler(cfg).set_jobs()}
+    return {(job.surrogate.name, job.setting["name"]): job.key
+            for job in Scheduler(cfg, study_facts(cfg)).set_jobs()}
 
 
 def test_the_defaults_keep_the_earlier_settings_and_set_keys(smoke_config, tmp_path):
     plain, named = smoke_config(tmp_path, SMOKE_ATTACKS), smoke_config(tmp_path, DEFAULTS_NAMED)
     assert identity.attack_grid(plain) == identity.attack_grid(named) == EARLIER_SETTINGS
     assert set_keys(plain) == set_keys(named)
-    assert identity.study_key(plain) == identity.study_key(named)
-    for job in Scheduler(plain).set_jobs():  # the key the earlier code computes from the earlier setting
+    assert identity.study_key(plain, study_facts(plain)) == identity.study_key(named, study_facts(named))
+    # the key the earlier code computes from the earlier setting
+    for job in Scheduler(plain, study_facts(plain)).set_jobs():
         earlier = next(s for s in EARLIER_SETTINGS if s["name"] == job.setting["name"])
         # a plain trained surrogate's network identity is its model key
         assert job.key == identity.digest({"surrogate": job.surrogate.key, "attack": earlier, "seed": job.seed,

@@ -16,6 +16,7 @@ from datamodules import DomainData
 from experiments import plan_study, run_study
 from experiments.design import identity
 from experiments.design.scheduler import Scheduler
+from experiments.preflight.facts import study_facts
 
 FAST = ["train.max_epochs=1", "bootstrap_resamples=20", "attacks=[{name: fgsm, eps: [0.02]}]"]
 
@@ -72,7 +73,7 @@ def work(cfg) -> dict:
     """Every identity of the study: {(kind, what): key}, after reading the data's index (as `run` reads
     the data before it names any work; the read takes the fingerprint)."""
     DomainData(cfg.data).index()
-    scheduler = Scheduler(cfg)
+    scheduler = Scheduler(cfg, study_facts(cfg))
     keys = {("model", job.name): job.key for job in scheduler.model_jobs()}
     keys.update({("set", job.surrogate.name): job.key for job in scheduler.set_jobs()})
     keys.update({("pair", p.set.surrogate.name, p.target.name): p.key for p in scheduler.pair_jobs()})
@@ -176,7 +177,8 @@ def test_the_npz_counts_by_its_content_and_not_its_location(tmp_path, smoke_conf
     elsewhere.parent.mkdir()
     shutil.copy(npz, elsewhere)  # new times, same bytes: the index file counts by its sha256
     assert work(smoke_config(tmp_path, *npz_data(elsewhere))) == base
-    data = identity.data_identity(smoke_config(tmp_path, *npz_data(npz)))
+    cfg = smoke_config(tmp_path, *npz_data(npz))
+    data = identity.data_identity(cfg, study_facts(cfg))
     assert "root" not in data
     expected = hashlib.sha256(npz.read_bytes()).hexdigest()
     assert data["content"] == DomainData(smoke_config(tmp_path, *npz_data(npz)).data).fingerprint()
@@ -187,6 +189,6 @@ def test_the_npz_counts_by_its_content_and_not_its_location(tmp_path, smoke_conf
 
 def test_synthetic_data_keeps_its_generator_identity(tmp_path, smoke_config):
     cfg = smoke_config(tmp_path)
-    data = identity.data_identity(cfg)
+    data = identity.data_identity(cfg, study_facts(cfg))
     assert "content" not in data and data["source"] == "synthetic"
     assert data == {k: v for k, v in dict(cfg.data).items() if k not in identity.SPEED_OPTIONS["data"]}

@@ -1,4 +1,4 @@
-"""Devices: `crafting.device` checked when the config is read, a study on two CPU processes (gloo DDP)
+"""Devices: `crafting.device` checked before a study starts, a study on two CPU processes (gloo DDP)
 through the real command line, and crafting shared by two processes equal to one process's."""
 import subprocess
 import sys
@@ -16,6 +16,7 @@ from experiments.cli import main
 from experiments.design.config import ConfigError, load_config, preset_path
 from experiments.execution import read_data
 from experiments.execution.training import fit, initial_module
+from experiments.preflight.checks import crafting_device_problems, device_problems
 from lightning_modules.model import build_classifier
 
 STUDY_TIMEOUT = 300  # a hang in a collective operation fails the test instead of the suite
@@ -149,3 +150,12 @@ def test_the_best_validation_score_survives_a_spawning_strategy(tmp_path, smoke_
         scores = torch.sigmoid(module.model.eval()(images)[:, 0])
     assert len(labels) % 2 == 0  # no padding by the distributed sampler: the score covers the split once
     assert best == pytest.approx(roc_auc_score(labels.numpy(), scores.numpy()), abs=1e-6)
+
+
+def test_a_crafting_device_is_looked_for_when_the_study_starts_not_when_the_config_is_read():
+    gpus = torch.cuda.device_count()
+    cfg = load_config(preset_path("smoke"), [f"crafting.device=cuda:{gpus}"])  # a known kind: read
+    problems = device_problems(cfg)
+    assert len(problems) == 1 and problems[0].startswith(f"crafting.device: cuda:{gpus}, but this machine has ")
+    assert device_problems(load_config(preset_path("smoke"), ["crafting.device=cpu"])) == []
+    assert bool(crafting_device_problems("mps")) != torch.backends.mps.is_available()

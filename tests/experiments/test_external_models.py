@@ -26,6 +26,7 @@ from experiments.execution.training import train_model
 from experiments.preflight.checks import StudyProblems
 from experiments.preflight.externals import pin_externals
 from experiments.study import run_study
+from experiments.preflight.facts import study_facts
 
 REPO = Path(__file__).resolve().parents[2]
 OVERRIDES = ["train.max_epochs=1", "bootstrap_resamples=50"]
@@ -89,7 +90,7 @@ def exported(tmp_path_factory, smoke_config):
     root = tmp_path_factory.mktemp("external")
     cfg = smoke_config(root, *OVERRIDES, "tracking.register_models=true")
     data = read_data(cfg)
-    model = train_model(cfg, cfg.models[0], data).module.model.eval()
+    model = train_model(cfg, cfg.models[0], data, study_facts(cfg, data.cache)).module.model.eval()
     split = data.datamodule("d1")
     split.setup()
     images, _ = next(iter(split.test_dataloader()))
@@ -224,7 +225,7 @@ def test_a_contract_that_does_not_match_is_one_line_before_any_work(exported, sm
                                           "output": {"kind": "probabilities"}}}]
     cfg = smoke_config(tmp_path, f"models={json.dumps(bad)}")
     with pytest.raises(StudyProblems) as raised:
-        pin_externals(cfg, exported["data"])
+        pin_externals(cfg, exported["data"], study_facts(cfg, exported["data"].cache))
     assert raised.value.problems[0] == "models.wide.external.output: the model gives 1 outputs, the contract 2"
     assert raised.value.problems[1].startswith("models.probs.external.output.kind: probabilities, but the model "
                                                "gives values in [")

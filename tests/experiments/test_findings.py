@@ -10,6 +10,7 @@ from experiments.design.scheduler import Scheduler
 from experiments.report.findings import FINDINGS, finding_effects, verdict
 from experiments.store.artifact_formats import Predictions, read_predictions
 from experiments.report.outputs import with_factors
+from experiments.preflight.facts import study_facts
 
 N, SEEDS, RESAMPLES = 60, (0, 1, 2), 100
 
@@ -175,7 +176,8 @@ def test_read_back_study_gives_the_same_findings(tiny_findings_study):
 def test_presets_have_the_pairs_of_their_findings(preset, expected):
     cfg = load_config(preset_path(preset))
     for domain in cfg.domains or [cfg.data.domain]:
-        plan = Scheduler(domain_config(cfg, domain) if cfg.domains else cfg)
+        sub = domain_config(cfg, domain) if cfg.domains else cfg
+        plan = Scheduler(sub, study_facts(sub))
         rows = pd.DataFrame([{"surrogate": p.set.surrogate.name, "target": p.target.name, "seed": p.set.seed,
                               "attack": p.set.setting["name"], "eps": p.set.setting["eps"]} for p in plan.pair_jobs()])
         frame = with_factors(rows, plan.zoo, domain)

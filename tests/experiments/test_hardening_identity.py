@@ -3,6 +3,7 @@ membership change, and what the scheduler trains."""
 from experiments.design import identity
 from experiments.design.scheduler import Scheduler
 from experiments.design.zoo import entry_params, hardening
+from experiments.preflight.facts import study_facts
 
 ZOO = ("models=[{name: a}, {name: b, dev_set: d2}, {name: a_jpeg, defence: {name: jpeg, quality: 50}}, "
        "{name: a_jpeg40, defence: {name: jpeg, quality: 40}}, "
@@ -11,15 +12,17 @@ ZOO = ("models=[{name: a}, {name: b, dev_set: d2}, {name: a_jpeg, defence: {name
 
 
 def scheduler(smoke_config, tmp_path, *overrides):
-    return Scheduler(smoke_config(tmp_path, ZOO, *overrides, "attacks=[{name: fgsm, eps: [0.02]}]"))
+    cfg = smoke_config(tmp_path, ZOO, *overrides, "attacks=[{name: fgsm, eps: [0.02]}]")
+    return Scheduler(cfg, study_facts(cfg))
 
 
 def test_a_defended_model_shares_its_twins_training_but_not_its_sets_or_pairs(smoke_config, tmp_path):
     s = scheduler(smoke_config, tmp_path)
     zoo, cfg = s.zoo, s.cfg
-    assert identity.model_key(cfg, zoo["a_jpeg"]) == identity.model_key(cfg, zoo["a"])
+    facts = s.facts
+    assert identity.model_key(cfg, zoo["a_jpeg"], facts) == identity.model_key(cfg, zoo["a"], facts)
     assert identity.model_seed(0, zoo["a_jpeg"]) == identity.model_seed(0, zoo["a"])
-    keys = {name: identity.network_key(cfg, zoo[name]) for name in ("a", "a_jpeg", "a_jpeg40")}
+    keys = {name: identity.network_key(cfg, zoo[name], facts) for name in ("a", "a_jpeg", "a_jpeg40")}
     assert len(set(keys.values())) == 3  # the defence and its parameter are part of the network
     sets = {group.set.surrogate.name: group.set.key for group in s.groups}
     assert sets["a_jpeg"] != sets["a"]  # a set crafted through the defence is another set
@@ -30,21 +33,23 @@ def test_a_defended_model_shares_its_twins_training_but_not_its_sets_or_pairs(sm
 def test_adversarial_training_is_its_own_training_with_its_own_seed(smoke_config, tmp_path):
     s = scheduler(smoke_config, tmp_path)
     zoo, cfg = s.zoo, s.cfg
-    assert identity.model_key(cfg, zoo["a_adv"]) != identity.model_key(cfg, zoo["a"])
+    facts = s.facts
+    assert identity.model_key(cfg, zoo["a_adv"], facts) != identity.model_key(cfg, zoo["a"], facts)
     assert identity.model_seed(0, zoo["a_adv"]) != identity.model_seed(0, zoo["a"])
-    assert identity.model_identity(cfg, zoo["a_adv"])["adversarial_training"] == {
+    assert identity.model_identity(cfg, zoo["a_adv"], facts)["adversarial_training"] == {
         "name": "pgd", "eps": 0.03, "alpha": 0.005, "steps": 20, "quantize": False}  # defaults filled in
     spelled_out = scheduler(smoke_config, tmp_path, "models.4.adversarial_training.steps=20")
-    assert identity.model_key(spelled_out.cfg, spelled_out.zoo["a_adv"]) == identity.model_key(cfg, zoo["a_adv"])
+    assert identity.model_key(spelled_out.cfg, spelled_out.zoo["a_adv"], spelled_out.facts) == identity.model_key(
+        cfg, zoo["a_adv"], facts)
 
 
 def test_an_ensembles_identity_is_its_members_in_order_and_its_mode(smoke_config, tmp_path):
     s = scheduler(smoke_config, tmp_path)
     zoo, cfg = s.zoo, s.cfg
-    keys = {name: identity.network_key(cfg, zoo[name]) for name in ("ens", "ens_loss", "ens_ba")}
+    keys = {name: identity.network_key(cfg, zoo[name], s.facts) for name in ("ens", "ens_loss", "ens_ba")}
     assert len(set(keys.values())) == 3
     retrained = scheduler(smoke_config, tmp_path, "data.signal=0.5")  # members' data change
-    assert identity.network_key(retrained.cfg, retrained.zoo["ens"]) != keys["ens"]
+    assert identity.network_key(retrained.cfg, retrained.zoo["ens"], retrained.facts) != keys["ens"]
 
 
 def test_the_scheduler_trains_each_model_once(smoke_config, tmp_path):

@@ -9,6 +9,8 @@ from experiments import run_study
 from experiments.design import identity
 from experiments.design.scheduler import Scheduler
 from experiments.execution.evaluation import PAIR_METRICS
+from experiments.preflight import facts
+from experiments.preflight.facts import study_facts
 
 SPEED = ["data.num_workers=2", "data.pin_memory=true", "data.cache_dir=/elsewhere", "crafting.batch_size=3",
          "crafting.auto_batch=false", "crafting.device=cpu",
@@ -19,12 +21,12 @@ MODELS = "models=[{name: a, dev_set: d1}, {name: b, dev_set: d2, %s}]"
 
 def work(cfg) -> dict:
     """Every identity of the study, by kind: {kind: {what: key}}."""
-    scheduler = Scheduler(cfg)
+    scheduler = Scheduler(cfg, study_facts(cfg))
     return {"model": {job.name: job.key for job in scheduler.model_jobs()},
             "set": {(job.surrogate.name, job.setting["name"]): job.key for job in scheduler.set_jobs()},
             "pair": {(p.set.surrogate.name, p.target.name, p.set.setting["name"]): p.key
                      for p in scheduler.pair_jobs()},
-            "study": {"study": identity.study_key(cfg)}}
+            "study": {"study": identity.study_key(cfg, study_facts(cfg))}}
 
 
 def changed(before: dict, after: dict) -> dict:
@@ -73,7 +75,7 @@ def test_a_result_key_changes_exactly_the_work_it_affects(smoke_config, tmp_path
 
 def test_the_code_version_is_part_of_every_identity(base, monkeypatch):
     before = work(base)
-    monkeypatch.setattr(identity, "code", lambda: "another-commit")
+    monkeypatch.setattr(facts, "code_version", lambda: "another-commit")
     assert changed(before, work(base)) == {kind: set(keys) for kind, keys in before.items()}
 
 
@@ -150,4 +152,17 @@ def test_split_files_count_by_their_content_not_their_path(smoke_config, tmp_pat
     (folder / "d3_filenames.yml").write_text("testIDs:\n- 00000000_000\ntrainIDs:\n- 00000009_001\n")
     assert changed(authors, work(smoke_config(tmp_path, f"data.splits={folder}"))) == {kind: set(keys) for kind, keys in first.items()}
     expected = "sha256:" + hashlib.sha256(moved.read_bytes()).hexdigest()
-    assert identity.data_identity(smoke_config(tmp_path, f"data.splits={moved}"))["splits"] == expected
+    cfg = smoke_config(tmp_path, f"data.splits={moved}")
+    assert identity.data_identity(cfg, study_facts(cfg))["splits"] == expected
+
+
+def test_the_facts_of_other_data_are_refused_and_the_facts_hold_what_design_no_longer_reads(base, tmp_path,
+                                                                                             smoke_config):
+    other = smoke_config(tmp_path, "data.seed=5")
+    with pytest.raises(ValueError, match="study facts of other data settings"):
+        identity.data_identity(other, study_facts(base))
+    split_file = tmp_path / "splits.csv"
+    split_file.write_text("sample_id,split\np0_0,test\n")
+    found = study_facts(smoke_config(tmp_path, f"data.splits={split_file}"))
+    assert found.splits == "sha256:" + hashlib.sha256(split_file.read_bytes()).hexdigest()
+    assert found.content == "" and found.code == facts.code_version()

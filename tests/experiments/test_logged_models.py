@@ -14,6 +14,7 @@ from experiments.design.config import preset_path
 from experiments.execution import read_data
 from experiments.execution.training import train_model
 from experiments.store.tracking import global_tracking_uri
+from experiments.preflight.facts import study_facts
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,8 @@ def trained(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     cfg = load_config(preset_path("smoke"), [f"tracking.uri={uri}", "train.max_epochs=1",
                                              "tracking.register_models=true", f"output_dir={root}"])
-    module = train_model(cfg, cfg.models[0], read_data(cfg)).module
+    data = read_data(cfg)
+    module = train_model(cfg, cfg.models[0], data, study_facts(cfg, data.cache)).module
     client = MlflowClient(uri)
     run = client.search_runs([client.get_experiment_by_name("smoke").experiment_id], "tags.kind = 'model'")[0]
     with global_tracking_uri(uri):  # as a user of MLflow's own loaders points them at the store (a study never does)

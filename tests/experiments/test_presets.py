@@ -7,12 +7,14 @@ import pytest
 from experiments.design.config import ConfigError, domain_config, load_config, preset_path
 from experiments.design.locations import CONFIG_DIR
 from experiments.design.scheduler import Scheduler
+from experiments.preflight.facts import study_facts
 
 PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
 def pairs_of(cfg):
-    scheduler = Scheduler(domain_config(cfg, next(iter(cfg.domains))) if cfg.domains else cfg)
+    sub = domain_config(cfg, next(iter(cfg.domains))) if cfg.domains else cfg
+    scheduler = Scheduler(sub, study_facts(sub))
     return scheduler.zoo, {(p.set.surrogate.name, p.target.name) for p in scheduler.pair_jobs()}
 
 

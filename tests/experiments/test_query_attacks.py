@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from experiments.cli import main
 from experiments.design.config import preset_path
+from experiments.preflight.facts import study_facts
 from experiments.report.queries import QUERY_ONLY, TRANSFER_BEST, TRANSFER_STARTED
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,7 +181,8 @@ def test_query_runs_are_scheduled_per_setting_start_and_target_and_named_by_what
 
     base = ["models=[{name: a}, {name: b, dev_set: d2}, {name: c, dev_set: d2, instance: 1}]", "targets=[a, b]",
             "surrogates=[b]", "attacks=[{name: fgsm, eps: [0.03]}, {name: ifgsm, eps: [0.03]}]"]
-    scheduler = Scheduler(smoke(*base, QUERIES.replace("[clean, b]", "[clean, b, c]")))
+    cfg = smoke(*base, QUERIES.replace("[clean, b]", "[clean, b, c]"))
+    scheduler = Scheduler(cfg, study_facts(cfg))
     jobs = [(q.start_name, q.target.name) for q in scheduler.queries]
     assert jobs == [(s, t) for s in ("clean", "b", "c") for t in ("a", "b")]
     pair_sets = {g.set.key for g in scheduler.groups}
@@ -191,7 +193,8 @@ def test_query_runs_are_scheduled_per_setting_start_and_target_and_named_by_what
     assert starts["c"] in scheduler.set_jobs()
 
     def keys(*overrides):
-        return [q.key for q in Scheduler(smoke(*base, *overrides)).queries]
+        cfg = smoke(*base, *overrides)
+        return [q.key for q in Scheduler(cfg, study_facts(cfg)).queries]
     first = keys(QUERIES)
     assert len(set(first)) == len(first)
     assert keys(QUERIES, "crafting.batch_size=7", "data.num_workers=1") == first  # speed options
@@ -203,8 +206,9 @@ def test_query_runs_are_scheduled_per_setting_start_and_target_and_named_by_what
     without = OmegaConf.create(OmegaConf.to_container(cfg))
     with open_dict(without):
         del without["queries"]
-    assert study_key(cfg) == study_key(without)
-    assert study_key(smoke(base[-1], QUERIES)) != study_key(smoke(base[-1]))
+    assert study_key(cfg, study_facts(cfg)) == study_key(without, study_facts(without))
+    with_queries, plain = smoke(base[-1], QUERIES), smoke(base[-1])
+    assert study_key(with_queries, study_facts(with_queries)) != study_key(plain, study_facts(plain))
 
 
 @pytest.mark.slow  # Ray's start-up and a study on each executor: about 70 s here

@@ -6,11 +6,12 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-import datamodules.build
+import datamodules.sources
 import datamodules.readers.chestxray14 as chestxray14
 from datamodules import DomainData
 from experiments import load_config, run_study
 from experiments.execution.training import train_model
+from experiments.preflight.facts import study_facts
 
 FINDINGS = ["Effusion", "Mass", "Nodule"]
 
@@ -46,9 +47,9 @@ class Counted:
 @pytest.mark.slow
 def test_three_models_over_chestxray14_read_and_check_the_folder_once(tmp_path, monkeypatch):
     images = chestxray14_folder(tmp_path / "nih")
-    reads = Counted(datamodules.build.read_chestxray14)
+    reads = Counted(datamodules.sources.read_chestxray14)
     checks = Counted(chestxray14.check_image)
-    monkeypatch.setattr(datamodules.build, "read_chestxray14", reads)
+    monkeypatch.setattr(datamodules.sources, "read_chestxray14", reads)
     monkeypatch.setattr(chestxray14, "check_image", checks)
     cfg = load_config(None, [
         "name=read-once", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"output_dir={tmp_path / 'out'}",
@@ -66,5 +67,5 @@ def test_three_models_over_chestxray14_read_and_check_the_folder_once(tmp_path, 
         path.unlink()
     data = DomainData(OmegaConf.to_container(cfg.data, resolve=True))  # read only when used
     for model in cfg.models:
-        assert not train_model(cfg, model, data).module.training
+        assert not train_model(cfg, model, data, study_facts(cfg, data.cache)).module.training
     assert reads.calls == 1  # `data` was never read

@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from experiments import run_study
 from experiments.design.identity import study_key
+from experiments.preflight.facts import study_facts
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,8 @@ def test_whitebox_attack_hurts_more_than_control_noise(smoke_study):
 
 def test_report_files_and_parent_artifacts(smoke_study, tmp_path):
     cfg, table, uri = smoke_study
-    report = Path(cfg.output_dir) / "smoke" / study_key(cfg)[:8] / "report"  # the variant's own folder
+    key = study_key(cfg, study_facts(cfg))
+    report = Path(cfg.output_dir) / "smoke" / key[:8] / "report"  # the variant's own folder
     assert pd.read_csv(report / "results.csv")[["surrogate", "target", "auc_adv"]].equals(
         table[["surrogate", "target", "auc_adv"]])
     manifest = pd.read_csv(report / "split_manifest.csv")
@@ -87,7 +89,7 @@ def test_report_files_and_parent_artifacts(smoke_study, tmp_path):
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("smoke")
     parent, = client.search_runs([experiment.experiment_id], "tags.kind = 'study'")
-    assert parent.info.run_name == f"smoke-{study_key(cfg)[:8]}"
+    assert parent.info.run_name == f"smoke-{key[:8]}"
     logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.csv", "split_manifest.csv", "config.yaml", "examples_pathology.png",
             "transfer_pathology_fgsm_eps0.02.png", "table4_development_data_manuscript.md"} <= logged

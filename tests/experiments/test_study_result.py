@@ -20,6 +20,7 @@ from experiments.report.findings import finding_effects
 from experiments.store.run_store import RunStore
 from experiments.report.tables import plain_pairs
 from experiments.study_result import FINDING_COLUMNS
+from experiments.preflight.facts import study_facts
 
 TINY = ["train.max_epochs=1", "pairs=whitebox", "attacks=[{name: fgsm, eps: [0.02]}]", "bootstrap_resamples=20"]
 VARIANT = ["train.max_epochs=1", "bootstrap_resamples=30"]  # fgsm and ifgsm white-box: findings (d), (e)
@@ -105,7 +106,7 @@ def test_each_variant_has_its_report_folder_and_study_run_and_reuses_the_models(
     (first_cfg, first, first_models), (second_cfg, second, second_models) = two_variants
     assert first_models == second_models == 2  # the second variant trained no model
     for cfg, result in ((first_cfg, first), (second_cfg, second)):
-        key = study_key(cfg)[:8]
+        key = study_key(cfg, study_facts(cfg))[:8]
         assert result.reports == {"pathology": Path(cfg.output_dir) / "smoke" / key / "report"}
         assert result.study_run_names == {"pathology": f"smoke-{key}"}
         report = pd.read_csv(result.reports["pathology"] / "results.csv")  # its own rows, not emptied by the other

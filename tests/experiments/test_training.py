@@ -9,6 +9,7 @@ from experiments.design.config import load_config
 from experiments.design.identity import model_seed
 from experiments.execution import read_data
 from experiments.execution.training import initial_module, train_model
+from experiments.preflight.facts import study_facts
 
 
 def tiny_config(uri: str, *extra: str):
@@ -33,7 +34,8 @@ def val_auc_by_sklearn(cfg, module) -> float:
 
 def test_training_is_logged_once_and_reused(tracking_uri):
     cfg = tiny_config(tracking_uri)
-    module, val_auc, run_id = train_model(cfg, cfg.models[0], read_data(cfg))
+    data = read_data(cfg)
+    module, val_auc, run_id = train_model(cfg, cfg.models[0], data, study_facts(cfg, data.cache))
     [run] = model_runs(tracking_uri)
     assert not module.training
     assert run.info.status == "FINISHED"
@@ -45,14 +47,16 @@ def test_training_is_logged_once_and_reused(tracking_uri):
     assert val_auc == pytest.approx(max(m.value for m in history), abs=1e-6)  # the best epoch is kept
     assert val_auc == pytest.approx(val_auc_by_sklearn(cfg, module), abs=1e-5)
 
-    again, again_auc, again_id = train_model(cfg, cfg.models[0], read_data(cfg))
+    data = read_data(cfg)
+    again, again_auc, again_id = train_model(cfg, cfg.models[0], data, study_facts(cfg, data.cache))
     assert len(model_runs(tracking_uri)) == 1  # nothing trained
     assert (again_auc, again_id) == (val_auc, run.info.run_id) and not again.training
     for key, value in module.model.state_dict().items():
         torch.testing.assert_close(again.model.state_dict()[key], value, rtol=0, atol=0)
 
     changed = tiny_config(tracking_uri, "train.lr=0.002", "train.max_epochs=1")
-    train_model(changed, changed.models[0], read_data(changed))
+    data = read_data(changed)
+    train_model(changed, changed.models[0], data, study_facts(changed, data.cache))
     assert len(model_runs(tracking_uri)) == 2
 
 

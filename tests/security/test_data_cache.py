@@ -11,7 +11,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from PIL import Image
 
-from datamodules import DomainData, real_cache
+from datamodules import DomainData
+from datamodules.real_cache import DataCache
 from experiments.cli import main
 from experiments.design.config import preset_path
 
@@ -109,9 +110,8 @@ def test_a_flipped_bit_in_the_images_file_is_found_in_a_new_process(tmp_path, ca
     raw[37] ^= 0x10  # bit rot: one bit, the file's size and times unchanged
     images.write_bytes(bytes(raw))
     os.utime(images, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    real_cache._VERIFIED.clear()  # as in a new process
     capsys.readouterr()
-    data = DomainData(cfg).prepare()
+    data = DomainData(cfg).prepare()  # a new DataCache, as in a new process
     err = capsys.readouterr().err.splitlines()
     assert len(warnings(err)) == 1 and "checksum mismatch" in warnings(err)[0]
     decoded = np.stack([data.reader(i)[0].numpy() for i in range(N)])
@@ -143,8 +143,7 @@ def test_any_changed_byte_of_a_stored_array_is_refused(cached_index, key, positi
     arrays[key] = np.frombuffer(bytes(raw), arrays[key].dtype).reshape(arrays[key].shape)
     with open(index, "wb") as handle:
         np.savez(handle, **arrays)  # a valid .npz (its zip CRCs match), the old checksum
-    assert real_cache._read_index(index) is None  # refused, with a warning line
-    real_cache._INDEXED.clear()  # as in a new process: the index is read from the entry
-    data, _ = DomainData(cfg).index()  # read from the labels file instead
+    assert DataCache().read_index(index) is None  # refused, with a warning line
+    data, _ = DomainData(cfg).index()  # a new DataCache: read from the labels file instead
     np.testing.assert_array_equal(data.labels.numpy(), np.arange(N) % 2)
     assert [str(s) for s in data.sample_ids] == [f"{i}.png" for i in range(N)]

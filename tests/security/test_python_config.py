@@ -16,6 +16,7 @@ from experiments.design.config import (AttackConfig, ConfigError, ModelConfig, S
                                        preset_path)
 from experiments.design.scheduler import Scheduler
 from experiments.preflight import study_plan
+from experiments.preflight.facts import study_facts
 
 SMOKE = preset_path("smoke")
 
@@ -112,7 +113,7 @@ def test_assigning_plain_dicts_and_lists_works(tmp_path):
     assert OmegaConf.to_container(checked.models[2]) == {
         "name": "c", "arch": "tiny_cnn", "init": "random", "dev_set": "d2/2", "instance": 0, "defence": None,
         "adversarial_training": None, "ensemble": [], "mode": "logits", "external": None}
-    scheduler = Scheduler(checked)
+    scheduler = Scheduler(checked, study_facts(checked))
     assert len(scheduler.set_jobs()) == 3 * 3  # every model a surrogate, three (attack, eps) settings
     assert len(scheduler.pair_jobs()) == 3 * 3 * 3
     assert sorted({job.setting["eps"] for job in scheduler.set_jobs()}) == [0.01, 0.02, 0.03]
@@ -122,7 +123,7 @@ def test_the_scheduler_refuses_a_misspelt_pair_mode_even_unchecked():
     cfg = load_config(SMOKE)
     cfg.pairs = "whitebx"
     with pytest.raises(ValueError, match=r"^pairs: unknown 'whitebx'; valid: all, whitebox, transfer"):
-        Scheduler(cfg)
+        Scheduler(cfg, study_facts(cfg))
 
 
 def expected_smoke(**changes):

@@ -217,7 +217,6 @@ def pair_results(uri: str) -> dict[str, dict]:
 
 @pytest.mark.slow  # two smoke studies
 def test_a_damaged_set_and_data_cache_entry_are_made_again_through_the_cli(tmp_path, capfd):
-    from datamodules.build import _generated
     from experiments.cli import main
     from experiments.design.config import preset_path
 
@@ -234,7 +233,6 @@ def test_a_damaged_set_and_data_cache_entry_are_made_again_through_the_cli(tmp_p
         damaged[len(damaged) // 2] ^= 0x04
         path.write_bytes(bytes(damaged))
     capfd.readouterr()
-    _generated.cache_clear()  # the in-process memo of generated data, so the disk is read
     second = f"sqlite:///{tmp_path / 'second.db'}"  # a new store: models trained and pairs evaluated anew
     assert main([*args, f"tracking.uri={second}"]) == 0
     err = capfd.readouterr().err
