@@ -177,21 +177,6 @@ def model_key(cfg: DictConfig, model_cfg) -> str:
     return digest({"code": code(), **model_identity(cfg, model_cfg)})
 
 
-def network_key(cfg: DictConfig, model_cfg) -> str:
-    """Identity of the network a set is crafted on or a pair evaluates: a trained model's `model_key`;
-    for a defended model, that and the complete defence; for an ensemble, its members' network
-    identities (in order) and its mode; for an external model, `external_key`."""
-    if model_cfg.get("ensemble"):
-        return digest({"ensemble": [network_key(cfg, m) for m in model_cfg["members"]], "mode": model_cfg["mode"]})
-    if model_cfg.get("external"):
-        return external_key(model_cfg)
-    key = model_key(cfg, model_cfg)
-    if not model_cfg.get("defence"):
-        return key
-    name, params = defence_params(model_cfg["defence"])
-    return digest({"model": key, "defence": {"name": name, **params}})
-
-
 def external_key(entry) -> str:
     """Identity of an external model: its declared format, location and contract, and its
     `fingerprint` (set by the run: its file's sha256 or its registry version's source, and the

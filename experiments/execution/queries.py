@@ -19,7 +19,6 @@ from ..design.scheduler import QueryJob
 from ..design.zoo import entry_params
 from .batches import SetBatches, TestBatches
 from .devices import Process
-from .work import external_tags
 
 QUERY_COLUMNS = ["target", "start", "attack", "norm", "eps", "max_queries", "image", "label", "clean_correct",
                  "queries", "success"]
@@ -105,7 +104,7 @@ def attack(work, job: QueryJob) -> pd.DataFrame:
     params["query.budgets"] = ",".join(map(str, setting["budgets"]))
     tags = {"domain": work.cfg.data.domain, "target": job.target.name, "start": job.start_name,
             "start_set": job.start.key if job.start else "clean", "git_sha": code(),
-            **external_tags(entry, job.target.key)}
+            **work.scheduler.kinds[job.target.name].pair_tags(job.target.key)}
     work.store.log_query(f"{setting['name']} {setting['norm']} eps={setting['eps']:g} {job.start_name}->"
                          f"{job.target.name}", job.key, params, tags, metrics, rows)
     return rows
