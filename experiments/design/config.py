@@ -332,7 +332,8 @@ def validate(cfg: DictConfig) -> None:
             if key.endswith("targets") and not kind.target:
                 raise ConfigError(f"{key}: {name!r} is {kind.label}, which can only be a surrogate")
             if key.endswith("surrogates") and not kind.gradients:
-                raise ConfigError(f"{key}: {name!r} is {kind.label}, which gives no gradients: it can only be a target")
+                raise ConfigError(f"{key}: {name!r} is {kind.label}, which gives no gradients: "
+                                  "it can only be a target")
     problem = query_problem(cfg, zoo)
     if problem:
         raise ConfigError(problem)

@@ -19,7 +19,6 @@ from attacks import attack_params
 from datamodules.build import data_fingerprint
 from datamodules.fingerprint import sha256_file
 from datamodules.split_files import AUTHOR_FILES, sha256_of
-from lightning_modules.defences import defence_params
 
 from .external import external_source
 

@@ -225,7 +225,8 @@ class External(ModelKind):
         """Its complete settings; training keys and hardening are refused."""
         for key in (*OPTIONAL, "ensemble"):
             if model.get(key):
-                raise ValueError(f"models.{model['name']}.{key}: an external model takes none (it is not trained here)")
+                raise ValueError(f"models.{model['name']}.{key}: an external model takes none "
+                                 "(it is not trained here)")
         settings = external_settings(model["name"], model["external"])
         return {"name": model["name"], "arch": EXTERNAL, "init": settings["format"], "dev_set": EXTERNAL,
                 "external": settings}
