@@ -14,7 +14,8 @@ from attacks import Ensemble
 from lightning_modules.defences import defended
 
 from ..design.model_kinds import COMPOSED, LOADED, TRAINED
-from .external import load_external, study_layout
+from .contract import study_layout
+from .external import load_external
 from .training import TrainedModel, train_model
 
 

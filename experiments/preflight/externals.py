@@ -19,11 +19,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..design.external import ContractError
+from ..design.external import ContractError, ExternalError
 from ..design.identity import digest
 from ..design.model_kinds import kind_of
 from ..design.scheduler import Scheduler
-from ..execution.external import ExternalError, load_external, one_line, study_layout
+from ..execution.contract import study_layout
+from ..execution.external import load_external
+from ..execution.loaders.common import one_line
 from .checks import StudyProblems
 
 PROBE_SEED, PROBE_IMAGES = 0, 8
