@@ -48,8 +48,7 @@ class ModelKind:
     def entry_of(cls, model: dict) -> dict:
         """The zoo entry of a config `models` item: without its unset optional keys (a plain entry
         has exactly the factor keys)."""
-        model.pop("external", None)
-        entry = {k: v for k, v in model.items() if k not in (*OPTIONAL, "ensemble", "mode") or v}
+        entry = _set_keys(model)
         entry.pop("mode", None)
         return entry
 
@@ -177,8 +176,7 @@ class Ensemble(ModelKind):
 
     @classmethod
     def entry_of(cls, model: dict) -> dict:
-        model.pop("external", None)
-        entry = {k: v for k, v in model.items() if k not in (*OPTIONAL, "ensemble", "mode") or v}
+        entry = _set_keys(model)
         for key in OPTIONAL:
             if model.get(key):
                 raise ValueError(f"models.{model['name']}.{key}: an ensemble takes none (give it to its members)")
@@ -288,6 +286,12 @@ def network_key(cfg: DictConfig, entry) -> str:
     for a defended model, that and the complete defence; for an ensemble, its members' network
     identities (in order) and its mode; for an external model, `external_key`."""
     return kind_of(entry).network_key(cfg)
+
+
+def _set_keys(model: dict) -> dict:
+    """A `models` item without `external` and without its unset optional keys, `ensemble` and `mode`."""
+    model.pop("external", None)
+    return {k: v for k, v in model.items() if k not in (*OPTIONAL, "ensemble", "mode") or v}
 
 
 def setting_label(setting) -> str:
