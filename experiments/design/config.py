@@ -25,13 +25,13 @@ from lightning_modules.defences import defence_params
 from lightning_modules.model import INITS
 
 from .data_keys import data_key_problem
-from .external import NON_DIFFERENTIABLE, is_external
 from .queries import query_problem
 from .locations import CONFIG_DIR, location_problem
+from .model_kinds import COMPOSED, LOADED, TRAINED, kind_of
 from .overrides import apply_override, parse_overrides
 from .resources import MULTI_PROCESS_STRATEGIES, world_size
 from .value_ranges import range_problem
-from .zoo import PAIR_MODES, expand_zoo, is_ensemble, study_pairs
+from .zoo import PAIR_MODES, expand_zoo, study_pairs
 
 EXECUTORS = ("local", "ray")
 
@@ -327,12 +327,12 @@ def validate(cfg: DictConfig) -> None:
         for index, name in enumerate(listed):
             if name not in names:
                 raise ConfigError(f"{key}[{index}]: unknown model {name!r}; valid: {', '.join(names)}")
-            if key.endswith("targets") and is_ensemble(zoo[names.index(name)]):
-                raise ConfigError(f"{key}: {name!r} is an ensemble, which can only be a surrogate")
-            external = zoo[names.index(name)].get("external")
-            if key.endswith("surrogates") and external and external["format"] in NON_DIFFERENTIABLE:
-                raise ConfigError(f"{key}: {name!r} is an external {external['format']} model, which gives no "
-                                  "gradients: it can only be a target")
+            kind = kind_of(zoo[names.index(name)])
+            if key.endswith("targets") and not kind.target:
+                raise ConfigError(f"{key}: {name!r} is {kind.label}, which can only be a surrogate")
+            if key.endswith("surrogates") and not kind.gradients:
+                raise ConfigError(f"{key}: {name!r} is {kind.label}, which gives no gradients: "
+                                  "it can only be a target")
     problem = query_problem(cfg, zoo)
     if problem:
         raise ConfigError(problem)
@@ -391,14 +391,21 @@ def _validate_crafting_device(device: str) -> None:
 
 
 def _validate_model(model: dict) -> None:
-    """Architecture, init and development set known; defence, adversarial training and ensemble mode valid."""
+    """A zoo entry checked as its kind is: a trained model's, an ensemble's (an external model's
+    settings are checked by `expand_zoo`, design.external)."""
+    MODEL_CHECKS[kind_of(model).obtained](model)
+
+
+def _validate_ensemble(model: dict) -> None:
+    """The ensemble mode valid."""
+    if model["mode"] not in MODES:
+        raise ConfigError(f"models.{model['name']}.mode: unknown ensemble mode {model['mode']!r}; "
+                          f"valid: {', '.join(MODES)}")
+
+
+def _validate_trained(model: dict) -> None:
+    """Architecture, init and development set known; defence and adversarial training valid."""
     where = f"models.{model['name']}"
-    if is_external(model):  # its settings are checked by `expand_zoo` (design.external)
-        return
-    if is_ensemble(model):
-        if model["mode"] not in MODES:
-            raise ConfigError(f"{where}.mode: unknown ensemble mode {model['mode']!r}; valid: {', '.join(MODES)}")
-        return
     for key, check in (("defence", defence_params), ("adversarial_training", attack_params)):
         if model.get(key):
             try:
@@ -414,6 +421,9 @@ def _validate_model(model: dict) -> None:
     init = model["init"]  # a `checkpoint:` file is read by the up-front checks (experiments.preflight.checks)
     if not init.startswith("checkpoint:") and init not in INITS:
         raise ConfigError(f"{where}.init: unknown init {init!r}; valid: {', '.join(INITS)}")
+
+
+MODEL_CHECKS = {TRAINED: _validate_trained, COMPOSED: _validate_ensemble, LOADED: lambda model: None}
 
 
 def _validate_attacks(cfg: DictConfig) -> None:

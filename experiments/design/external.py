@@ -40,10 +40,6 @@ class ExternalError(RuntimeError):
     """An external model that cannot be loaded or did not answer as its contract says (one line)."""
 
 
-def is_external(entry) -> bool:
-    return bool(entry.get("external"))
-
-
 def external_settings(name: str, external: dict) -> dict:
     """The complete settings of entry `name`'s `external` mapping (defaults filled in), or
     ContractError naming the key."""

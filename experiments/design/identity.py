@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 from attacks import attack_params
 from datamodules.fingerprint import sha256_file
 from datamodules.sources import SOURCE_SPECS
-from lightning_modules.defences import defence_params
 
 from .external import external_source
 from .facts import StudyFacts
@@ -146,21 +145,6 @@ def model_identity(cfg: DictConfig, model_cfg, facts: StudyFacts) -> dict:
 def model_key(cfg: DictConfig, model_cfg, facts: StudyFacts) -> str:
     """Identity of a trained model: `model_identity` and the code version."""
     return digest({"code": facts.code, **model_identity(cfg, model_cfg, facts)})
-
-
-def network_key(cfg: DictConfig, model_cfg, facts: StudyFacts) -> str:
-    """Identity of the network a set is crafted on or a pair evaluates: a trained model's `model_key`;
-    for a defended model, that and the complete defence; for an ensemble, its members' network
-    identities (in order) and its mode; for an external model, `external_key`."""
-    if model_cfg.get("ensemble"):
-        return digest({"ensemble": [network_key(cfg, m, facts) for m in model_cfg["members"]], "mode": model_cfg["mode"]})
-    if model_cfg.get("external"):
-        return external_key(model_cfg, facts)
-    key = model_key(cfg, model_cfg, facts)
-    if not model_cfg.get("defence"):
-        return key
-    name, params = defence_params(model_cfg["defence"])
-    return digest({"model": key, "defence": {"name": name, **params}})
 
 
 def external_key(entry, facts: StudyFacts) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from .external import NON_DIFFERENTIABLE, is_external
 from .identity import attack_grid
+from .model_kinds import kind_of
 
 QUERY_ATTACKS = ("square",)  # torchattacks.Square: random search on the target's scores
 NORMS = ("linf", "l2")
@@ -69,10 +69,9 @@ def _start_problem(cfg: DictConfig, entries: dict, query, start: str) -> str | N
         return None
     if start not in entries:
         return f"unknown surrogate {start!r}; valid: {CLEAN}, {', '.join(entries)}"
-    entry = entries[start]
-    if is_external(entry) and entry["external"]["format"] in NON_DIFFERENTIABLE:
-        return (f"{start!r} is an external {entry['external']['format']} model, which gives no gradients "
-                "(no transfer set)")
+    kind = kind_of(entries[start])
+    if not kind.gradients:
+        return f"{start!r} is {kind.label}, which gives no gradients (no transfer set)"
     if not cfg.attacks:
         return f"{start!r}: the study has no `attacks` entry whose transfer set could start the search"
     first = cfg.attacks[0]

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from .external import is_external
 from .facts import StudyFacts
-from .identity import attack_grid, model_key, network_key, pair_key, query_key, set_key
+from .identity import attack_grid, pair_key, query_key, set_key
+from .model_kinds import LOADED, kind_of
 from .queries import CLEAN, query_settings, start_setting
-from .zoo import expand_zoo, is_ensemble, study_pairs
+from .zoo import expand_zoo, study_pairs
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class Scheduler:
     def __init__(self, cfg: DictConfig, facts: StudyFacts, shard: tuple[int, int] = (0, 1)):
         self.cfg, self.facts = cfg, facts
         self.zoo = {m["name"]: OmegaConf.create(m) for m in expand_zoo(cfg)}
+        self.kinds = {name: kind_of(entry) for name, entry in self.zoo.items()}
         pairs = study_pairs(cfg, list(self.zoo.values()))
         self.settings = attack_grid(cfg)
         self.seeds = [int(s) for s in cfg.seeds] or [int(cfg.seed)]
@@ -88,16 +89,15 @@ class Scheduler:
 
         def model(name: str, seed: int) -> ModelJob:
             if (name, seed) not in models:
-                entry = self.zoo[name]
-                identity = network_key if is_ensemble(entry) or is_external(entry) else model_key
-                models[name, seed] = ModelJob(name, seed, identity(seeded[seed], entry, facts))
-                if is_ensemble(entry):
-                    self.ensembles[models[name, seed]] = [model(m, seed) for m in entry.ensemble]
+                kind = self.kinds[name]
+                models[name, seed] = ModelJob(name, seed, kind.job_key(seeded[seed], facts))
+                if kind.member_names:
+                    self.ensembles[models[name, seed]] = [model(m, seed) for m in kind.member_names]
             return models[name, seed]
 
         def network(name: str, seed: int) -> str:
             if (name, seed) not in networks:
-                networks[name, seed] = network_key(seeded[seed], self.zoo[name], facts)
+                networks[name, seed] = self.kinds[name].network_key(seeded[seed], facts)
             return networks[name, seed]
 
         self.ensembles: dict[ModelJob, list[ModelJob]] = {}
@@ -142,12 +142,12 @@ class Scheduler:
         external models are not trained)."""
         jobs = [job for group in self.groups for job in (group.set.surrogate, *(p.target for p in group.pairs))]
         jobs += [job for query in self.queries for job in query.models]
-        jobs = [job for job in jobs if not is_external(self.zoo[job.name])]
+        jobs = [job for job in jobs if self.kinds[job.name].obtained != LOADED]
         trainings: dict[str, ModelJob] = {}
         for job in jobs:
             for member in self.members(job):
                 known = trainings.get(member.key)
-                if known is None or (self.zoo[known.name].get("defence") and not self.zoo[member.name].get("defence")):
+                if known is None or (self.kinds[known.name].defended and not self.kinds[member.name].defended):
                     trainings[member.key] = member  # named after the undefended twin when it is in the study
         return list(trainings.values())
 

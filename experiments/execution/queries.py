@@ -16,9 +16,8 @@ from ..design.identity import data_identity
 from ..design.scheduler import QueryJob
 from ..design.zoo import entry_params
 from ..store.artifact_formats import QUERY_COLUMNS
-from .predict_batches import SetBatches, TestBatches
 from .devices import Process
-from .work import external_tags
+from .predict_batches import SetBatches, TestBatches
 
 class QueryBatches(Dataset):
     """The test batches for a query attack: `(clean, labels, start, attacked, batch_id)`, `start` the
@@ -100,7 +99,7 @@ def attack(work, job: QueryJob) -> pd.DataFrame:
     params["query.budgets"] = ",".join(map(str, setting["budgets"]))
     tags = {"domain": work.cfg.data.domain, "target": job.target.name, "start": job.start_name,
             "start_set": job.start.key if job.start else "clean", "git_sha": work.spec.facts.code,
-            **external_tags(entry, job.target.key)}
+            **work.scheduler.kinds[job.target.name].pair_tags(job.target.key)}
     work.store.log_query(f"{setting['name']} {setting['norm']} eps={setting['eps']:g} {job.start_name}->"
                          f"{job.target.name}", job.key, params, tags, metrics, rows)
     return rows

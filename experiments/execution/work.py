@@ -24,11 +24,11 @@ from datamodules.real_cache import DataCache
 from datamodules.synthetic.cache import cache_root
 from medcommon.write_errors import writing
 
-from ..design.external import external_source, is_external
 from ..design.facts import StudyFacts
-from ..design.identity import data_identity, digest, external_key, study_key
+from ..design.identity import data_identity, study_key
 from ..design.scheduler import ModelJob, PairJob, Scheduler, SetGroup, SetJob
-from ..design.zoo import entry_params, hardening, is_ensemble
+from ..design.model_kinds import LOADED
+from ..design.zoo import entry_params, hardening
 from ..report.bootstrap import PairedBootstrap
 from ..report.outputs import example_images
 from ..store.artifact_formats import prediction_table
@@ -38,11 +38,10 @@ from ..store.runs import StudyRuns
 from ..store.tracking import flag
 from .devices import DeviceGroup
 from .evaluation import PAIR_METRICS, evaluate_pair, load_test_set, set_distortion
-from .external import load_external, study_layout
-from .networks import ensemble_of, training_entry, with_defence
+from .networks import OBTAIN
 from .predict_batches import SetBatches, TestBatches
 from .predicting import Predictor
-from .training import TrainedModel, train_model
+from .training import TrainedModel
 
 
 def read_data(cfg: DictConfig, cache: DataCache | None = None) -> DomainData:
@@ -87,21 +86,13 @@ class StudyWork:
         self.bootstraps: dict[ModelJob, PairedBootstrap] = {}
 
     def model(self, job: ModelJob) -> TrainedModel:
-        """A zoo model at a seed, trained or read back once (a defended model: its twin's training
-        run behind the defence; an ensemble: its members', `networks`; an external model: loaded,
-        `external`, an endpoint's answers cached under `output_dir/external_scores`)."""
+        """A zoo model at a seed, obtained once as its kind says (`networks.OBTAIN`: trained or read
+        back, a defended model its twin's training run behind the defence; composed of its members,
+        an ensemble; loaded, an external model, an endpoint's answers cached under
+        `output_dir/external_scores`)."""
         if job not in self.trained:
-            entry = self.scheduler.zoo[job.name]
-            if is_ensemble(entry):
-                self.trained[job] = ensemble_of([self.model(m) for m in self.scheduler.members(job)], entry)
-            elif is_external(entry):  # never trained: no validation AUC, no training run
-                module = load_external(entry, study_layout(self.cfg, self.data), self.cfg.tracking.uri,
-                                       Path(self.cfg.output_dir) / "external_scores" / job.key)
-                self.trained[job] = TrainedModel(module, float("nan"), "")
-            else:
-                trained = train_model(self.scheduler.seeded(job.seed), training_entry(entry), self.data,
-                                      self.spec.facts, self.group, self.store.store)
-                self.trained[job] = with_defence(trained, entry)
+            kind = self.scheduler.kinds[job.name]
+            self.trained[job] = OBTAIN[kind.obtained](self, job, kind)
         return self.trained[job]
 
     def clean_scores(self, job: ModelJob) -> torch.Tensor:
@@ -202,16 +193,16 @@ class StudyWork:
                 "same_init": flag(surrogate.init == target.init),
                 "same_data": flag(surrogate.dev_set == target.dev_set),
                 "whitebox": flag(surrogate.name == target.name), "defended": flag(hardening(target) != "none"),
-                "git_sha": self.spec.facts.code, **external_tags(target, pair.target.key)}
+                "git_sha": self.spec.facts.code, **self.scheduler.kinds[pair.target.name].pair_tags(pair.target.key)}
 
     def external_changes(self) -> list[str]:
         """One line per external target whose earlier pairs in the store were evaluated on another
         model behind the same path, URI or endpoint (those pairs are not read back as its own)."""
         lines = []
-        for name, entry in self.scheduler.zoo.items():
-            if not is_external(entry):
-                continue
-            tags = external_tags(entry, external_key(entry, self.spec.facts))
+        loaded = [(name, kind) for name, kind in self.scheduler.kinds.items() if kind.obtained == LOADED]
+        for name, kind in loaded:
+            entry = kind.entry
+            tags = kind.pair_tags(kind.network_key(self.cfg, self.spec.facts))
             source = tags["external_source"]
             runs = self.store.store.search(f"tags.kind = 'pair' and tags.external_source = '{source}'",
                                            max_results=1000)
@@ -237,13 +228,6 @@ def attack_label(setting: dict) -> str:
     target, norm = threat(setting)
     parts = [setting["name"], *([norm] if norm != "linf" else []), *([str(target)] if target != "untargeted" else [])]
     return f"{' '.join(parts)} eps={setting['eps']:g}"
-
-
-def external_tags(entry, key: str) -> dict:
-    """An external target's pair-run tags: its declared source's digest and its network identity."""
-    if not is_external(entry):
-        return {}
-    return {"external_source": digest(external_source(entry.external)), "target_network": key}
 
 
 def stored_row(run) -> dict:

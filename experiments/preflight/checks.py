@@ -20,7 +20,8 @@ from lightning_modules import ARCHITECTURES
 from lightning_modules.pretrained import load_state_dict_file
 
 from ..design.resources import device_count
-from ..design.zoo import expand_zoo, is_ensemble
+from ..design.model_kinds import kind_of
+from ..design.zoo import expand_zoo
 from ..execution.ray_cluster import ray_problems
 from ..store.run_store import StudyContext
 from ..store.sqlite_store import sqlite_path, store_problem
@@ -61,9 +62,10 @@ def checkpoint_problems(cfg: DictConfig) -> list[str]:
     """Each `checkpoint:` init readable as a state dict of plain tensors (pickled code is refused)."""
     problems = []
     for model in expand_zoo(cfg):
-        if model["init"].startswith("checkpoint:") and not is_ensemble(model):  # members are checked themselves
+        init = kind_of(model).trained_init or ""  # an ensemble's members are checked themselves
+        if init.startswith("checkpoint:"):
             try:
-                load_state_dict_file(model["init"].removeprefix("checkpoint:"))
+                load_state_dict_file(init.removeprefix("checkpoint:"))
             except (ValueError, FileNotFoundError) as err:
                 problems.append(f"models.{model['name']}.init: {err}")
     return problems

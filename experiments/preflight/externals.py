@@ -19,11 +19,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..design.external import ContractError, is_external
+from ..design.external import ContractError, ExternalError
 from ..design.facts import StudyFacts
 from ..design.identity import digest
+from ..design.model_kinds import kind_of
 from ..design.scheduler import Scheduler
-from ..execution.external import ExternalError, load_external, one_line, study_layout
+from ..execution.contract import study_layout
+from ..execution.external import load_external
+from ..execution.loaders.common import one_line
 from .checks import StudyProblems
 
 PROBE_SEED, PROBE_IMAGES = 0, 8
@@ -121,26 +124,29 @@ def probe_externals(cfg: DictConfig, layout: dict, facts: StudyFacts) -> dict[st
     scheduler = Scheduler(cfg, facts)
     surrogates = {job.surrogate.name for job in scheduler.set_jobs()}
     found = {}
-    for model in cfg.models:
-        if not is_external(model):
-            continue
-        name = model.name
+    for name in [model.name for model in cfg.models if kind_of(model).probed]:
         try:
             found[name] = fingerprint(scheduler.zoo[name], layout, cfg.tracking.uri, name in surrogates,
                                       batch_sizes(cfg, name in surrogates))
         except (ContractError, ExternalError) as err:
-            message, where = str(err).strip().replace("\n", " "), f"models.{name}"
-            found[name] = Probed(problem=message if message.startswith(where) else f"{where}.external: {message}")
+            found[name] = Probed(problem=refusal(name, str(err).strip().replace("\n", " ")))
         except Exception as err:  # noqa: BLE001 - every failure of a handed-over model is one line
-            message, where = f"cannot be used ({type(err).__name__}: {one_line(err)})", f"models.{name}"
-            found[name] = Probed(problem=message if message.startswith(where) else f"{where}.external: {message}")
+            found[name] = Probed(problem=refusal(name, f"cannot be used ({type(err).__name__}: {one_line(err)})"))
     return found
+
+
+def refusal(name: str, message: str) -> str:
+    """A probe's problem as one line that names the entry's `external` key (unless it names a key)."""
+    where = f"models.{name}"
+    if message.startswith(where):
+        return message
+    return f"{where}.external: {message}"
 
 
 def pin_externals(cfg: DictConfig, data, facts: StudyFacts) -> DictConfig:
     """The domain config with each external entry's `fingerprint` set (probing it on the domain's
     layout), or StudyProblems with one line per model that does not match its contract."""
-    if not any(is_external(model) for model in cfg.models):
+    if not any(kind_of(model).probed for model in cfg.models):
         return cfg
     found = probe_externals(cfg, study_layout(cfg, data), facts)
     problems = [probed.problem for probed in found.values() if probed.problem]

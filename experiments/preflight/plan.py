@@ -22,7 +22,7 @@ from lightning_modules import tasks
 from lightning_modules.model import build_classifier
 
 from ..design.config import checked_config
-from ..design.external import is_external
+from ..design.model_kinds import kind_of
 from ..design.scheduler import ModelJob, PairJob, QueryJob, SetJob
 from ..store.run_store import RunStore, StudyContext
 from .checks import study_problems
@@ -98,10 +98,10 @@ def cost(domain: DomainWork, models: list[ModelJob], sets: list[SetJob], pairs: 
     passes = {"train": 0.0, "validate": 0.0, "craft": 0.0, "evaluate": 0.0}
     seconds = 0.0
     for job in models:
-        m = domain.zoo_entry(job)
+        m, attack = domain.zoo_entry(job), domain.scheduler.kinds[job.name].training_attack
         train, val = epochs * splits.get(f"{m.dev_set}/train", 0), epochs * splits.get(f"{m.dev_set}/val", 0)
-        if m.get("adversarial_training"):  # each step first crafts its batch; validation also attacks
-            steps = attack_steps(m.adversarial_training)
+        if attack is not None:  # each step first crafts its batch; validation also attacks
+            steps = attack_steps(attack)
             train, val = train * (1 + steps), val * (1 + steps)
         passes["train"] += train
         passes["validate"] += val
@@ -156,7 +156,7 @@ class Timings:
 def model_speed(domain: DomainWork, entry, timings: Timings) -> tuple[float, float]:
     """`speed` of a zoo entry: an external model's forward pass as its probe timed it (forward+backward
     counted as three of them); a trained model's by its architecture."""
-    if is_external(entry):
+    if kind_of(entry).probed:
         forward = timings.external.get((domain.cfg.data.domain, entry.name), 0.0)
         return 3 * forward, forward
     return speed(domain, entry.arch, timings)
@@ -167,7 +167,7 @@ def external_problems(domain: DomainWork, timings: Timings, cache: DataCache) ->
     config gives; real data indexed through `cache`, not decoded); its problems, one line each; the
     probe's speed is kept in `timings` for `model_speed`."""
     cfg = domain.cfg
-    if not any(is_external(model) for model in cfg.models):
+    if not any(kind_of(model).probed for model in cfg.models):
         return []
     if cfg.data.source == "synthetic":
         _, label_names, task = GENERATORS[cfg.data.domain]
@@ -307,9 +307,7 @@ def endpoint_queries(d: DomainWork) -> dict[str, tuple[int, int]]:
     clean test set once and each pair's adversarial and control images; test images x max_queries
     per query run (the probe's few batches come on top)."""
     test, counts = d.data.split_sizes.get("test", 0), {}
-    for name, entry in d.scheduler.zoo.items():
-        if not is_external(entry) or entry.external.format != "http":
-            continue
+    for name in [name for name, kind in d.scheduler.kinds.items() if kind.endpoint]:
         pairs = sum(pair.target.name == name for pair in d.pairs)
         runs = [query for query in d.queries if query.target.name == name]
         if pairs or runs:
@@ -321,7 +319,7 @@ def endpoint_lines(d: DomainWork) -> list[str]:
     lines = []
     for name, (scoring, attacks) in endpoint_queries(d).items():
         lines.append(f"  queries to {name:<9} at most {scoring + attacks} images scored by "
-                     f"{d.scheduler.zoo[name].external.uri}: {scoring} scoring the test set and the pairs' sets, "
+                     f"{d.scheduler.kinds[name].endpoint}: {scoring} scoring the test set and the pairs' sets, "
                      f"at most {attacks} by query attacks (test images x max_queries per run), plus the probe")
     return lines
 

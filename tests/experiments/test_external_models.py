@@ -20,8 +20,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from experiments.design.config import ConfigError
+from experiments.design.external import FORMATS, ExternalError
 from experiments.execution import read_data
-from experiments.execution.external import Endpoint, ExternalError, check_pt2, load_external
+from experiments.execution.endpoint import Endpoint
+from experiments.execution.external import LOADERS, load_external
+from experiments.execution.loaders.pt2 import check_pt2
 from experiments.execution.training import train_model
 from experiments.preflight.checks import StudyProblems
 from experiments.preflight.externals import pin_externals
@@ -255,3 +258,9 @@ def test_pickled_payloads_are_refused_never_run(exported, code_payload, tmp_path
     with pytest.raises(ExternalError, match="not a readable ONNX model"):
         load_external(entry, {"task": "binary", "label_names": ["tumour"], "channels": 3, "size": 16})
     assert not code_payload.marker.exists()
+
+
+def test_each_format_the_config_accepts_has_one_loader_module():
+    """The registry finds a loader for every external format, each in a module of its own."""
+    assert sorted(LOADERS) == sorted(FORMATS)
+    assert len({loader.__module__ for loader in LOADERS.values()}) == len(FORMATS)

@@ -1,6 +1,7 @@
 """Identities of hardened models and ensembles: what a defence, adversarial training and ensemble
 membership change, and what the scheduler trains."""
 from experiments.design import identity
+from experiments.design.model_kinds import network_key
 from experiments.design.scheduler import Scheduler
 from experiments.design.zoo import entry_params, hardening
 from experiments.preflight.facts import study_facts
@@ -22,7 +23,7 @@ def test_a_defended_model_shares_its_twins_training_but_not_its_sets_or_pairs(sm
     facts = s.facts
     assert identity.model_key(cfg, zoo["a_jpeg"], facts) == identity.model_key(cfg, zoo["a"], facts)
     assert identity.model_seed(0, zoo["a_jpeg"]) == identity.model_seed(0, zoo["a"])
-    keys = {name: identity.network_key(cfg, zoo[name], facts) for name in ("a", "a_jpeg", "a_jpeg40")}
+    keys = {name: network_key(cfg, zoo[name], facts) for name in ("a", "a_jpeg", "a_jpeg40")}
     assert len(set(keys.values())) == 3  # the defence and its parameter are part of the network
     sets = {group.set.surrogate.name: group.set.key for group in s.groups}
     assert sets["a_jpeg"] != sets["a"]  # a set crafted through the defence is another set
@@ -46,10 +47,10 @@ def test_adversarial_training_is_its_own_training_with_its_own_seed(smoke_config
 def test_an_ensembles_identity_is_its_members_in_order_and_its_mode(smoke_config, tmp_path):
     s = scheduler(smoke_config, tmp_path)
     zoo, cfg = s.zoo, s.cfg
-    keys = {name: identity.network_key(cfg, zoo[name], s.facts) for name in ("ens", "ens_loss", "ens_ba")}
+    keys = {name: network_key(cfg, zoo[name], s.facts) for name in ("ens", "ens_loss", "ens_ba")}
     assert len(set(keys.values())) == 3
     retrained = scheduler(smoke_config, tmp_path, "data.signal=0.5")  # members' data change
-    assert identity.network_key(retrained.cfg, retrained.zoo["ens"], retrained.facts) != keys["ens"]
+    assert network_key(retrained.cfg, retrained.zoo["ens"], retrained.facts) != keys["ens"]
 
 
 def test_the_scheduler_trains_each_model_once(smoke_config, tmp_path):

@@ -19,7 +19,8 @@ from torch import nn
 
 from experiments.cli import main
 from experiments.design.config import load_config, preset_path
-from experiments.execution.external import PT2_MEMBERS, ExternalError, check_pt2
+from experiments.design.external import ExternalError
+from experiments.execution.loaders.pt2 import PT2_MEMBERS, check_pt2
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE, CHANNELS = 16, 3  # the smoke preset's images
