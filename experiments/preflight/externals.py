@@ -27,6 +27,7 @@ from ..design.scheduler import Scheduler
 from ..execution.contract import study_layout
 from ..execution.external import load_external
 from ..execution.loaders.common import one_line
+from ..execution.loaders.mlflow_model import registry_version
 from .checks import StudyProblems
 
 PROBE_SEED, PROBE_IMAGES = 0, 8
@@ -36,24 +37,6 @@ def probe_batch(channels: int, size: int) -> torch.Tensor:
     """The fixed probe batch: uniform [0, 1] pixels from a seeded generator, in the study's layout."""
     generator = torch.Generator().manual_seed(PROBE_SEED)
     return torch.rand(PROBE_IMAGES, channels, size, size, generator=generator)
-
-
-def registry_version(uri: str, tracking_uri: str | None) -> dict:
-    """A `models:/<name>/<version>` or `models:/<name>@<alias>` URI's registry version: name, version,
-    source and run; {} for other URIs (a logged model's id or a run's path are fixed by the URI)."""
-    from mlflow.tracking import MlflowClient
-
-    reference = uri.removeprefix("models:/")
-    if not uri.startswith("models:/") or reference.startswith("m-"):
-        return {}
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    if "@" in reference:
-        name, alias = reference.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias)
-    else:
-        name, number = reference.rsplit("/", 1)
-        version = client.get_model_version(name, number)
-    return {"name": version.name, "version": version.version, "source": version.source, "run_id": version.run_id}
 
 
 @dataclass

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from experiments.cli import main
@@ -25,6 +26,7 @@ def test_help_lists_commands_and_options():
     assert "--config" in run.stdout and "key=value" in run.stdout and "MLFLOW_TRACKING_URI" in run.stdout
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_unknown_config_key_is_one_line_naming_it():
     result = medtransfer("run", "--config", str(preset_path("smoke")), "train.max_epoch=1")
     assert result.returncode == 2
@@ -48,6 +50,7 @@ def test_bad_epsilon_fails_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_run_prints_table_and_ui_links(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     result = medtransfer("run", "--config", str(preset_path("smoke")), f"tracking.uri={uri}",

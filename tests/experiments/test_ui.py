@@ -89,6 +89,7 @@ def test_ui_serves_the_store_prints_the_link_and_stops_on_ctrl_c(tmp_path, unuse
     assert not port_answers(unused_port)  # the MLflow server went with it
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_ui_on_a_tracking_server_prints_its_link(mlflow_server, tmp_path, monkeypatch, capsys):
     experiment_id, _ = make_store(mlflow_server, "ui-remote")
     monkeypatch.chdir(tmp_path)

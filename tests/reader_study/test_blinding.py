@@ -60,6 +60,7 @@ def first_rate(study, reader: str) -> tuple[int, int]:
     return int(row["detected"]), int(row["trials"])
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_an_oracle_detects_every_attack_and_the_images_are_the_stored_ones(served, chromium):
     study, url = served
     plan = study.sessions.trials("oracle")
@@ -90,6 +91,7 @@ def test_an_oracle_detects_every_attack_and_the_images_are_the_stored_ones(serve
         assert np.array_equal(pixels, expected)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_a_random_clicker_is_at_chance(served, chromium):
     study, url = served
     rng = random.Random(7)
@@ -99,6 +101,7 @@ def test_a_random_clicker_is_at_chance(served, chromium):
     assert lo < 0.5 < hi, (detected, trials)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_a_reader_without_pixels_is_at_chance_and_the_sides_look_alike(served, chromium):
     """The blind reader answers from the DOM alone (the markup, the ids in the URLs); every side's
     markup, URL form, response headers and byte size are checked to be the same for both sides."""

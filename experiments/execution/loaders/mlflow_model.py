@@ -151,3 +151,21 @@ def tree_digest(folder: Path) -> str:
 def load(name: str, settings: dict, tracking_uri: str | None, cache: Path | None) -> Loaded:
     core, content, expects = load_mlflow(str(settings["uri"]), tracking_uri, bool(settings["trust_code"]))
     return Loaded(core, not isinstance(core, NumpyCore), content, expects)
+
+
+def registry_version(uri: str, tracking_uri: str | None) -> dict:
+    """A `models:/<name>/<version>` or `models:/<name>@<alias>` URI's registry version: name, version,
+    source and run; {} for other URIs (a logged model's id or a run's path are fixed by the URI)."""
+    from mlflow.tracking import MlflowClient
+
+    reference = uri.removeprefix("models:/")
+    if not uri.startswith("models:/") or reference.startswith("m-"):
+        return {}
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        name, number = reference.rsplit("/", 1)
+        version = client.get_model_version(name, number)
+    return {"name": version.name, "version": version.version, "source": version.source, "run_id": version.run_id}
