@@ -2,6 +2,7 @@
 found again by identity through the run store (docs/architecture.md, "MLflow contract")."""
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import pandas as pd
@@ -78,7 +79,8 @@ class StudyRuns:
             self.store.log_params(run_id, params)
             if test_input is not None:
                 self.store.log_dataset(run_id, test_input, "evaluation")
-            self.store.log_metrics(run_id, {**numbers(params), **metrics})
+            measured = {k: v for k, v in metrics.items() if not math.isnan(float(v))}  # NaN: does not apply
+            self.store.log_metrics(run_id, {**numbers(params), **measured})
             self.store.log_frame(run_id, frame, name)
         return run_id
 
@@ -86,7 +88,8 @@ class StudyRuns:
                  predictions: pd.DataFrame, test_input: Dataset) -> str:
         """Log one pair evaluation as a child of the study run, with its test set as a dataset input
         (context `evaluation`), each numeric param also as a metric (`numbers`) and its
-        `predictions.csv`; returns its run id."""
+        `predictions.csv`; returns its run id. A metric that does not apply (NaN: `targeted_success`
+        of an untargeted set, % of clean at a clean AUC of 0) is not logged, and reads back as NaN."""
         return self._log_child("pair", run_name, pair_key, params, tags, metrics, predictions, PREDICTIONS, test_input)
 
     def log_query(self, run_name: str, query_key: str, params: dict, tags: dict, metrics: dict,
