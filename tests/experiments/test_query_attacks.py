@@ -37,7 +37,8 @@ def _external_models_tests():
     return module
 
 
-exported, external_models = _external_models_tests().exported, _external_models_tests().external_models
+_EXTERNAL = _external_models_tests()  # loaded once
+exported, external_models = _EXTERNAL.exported, _EXTERNAL.external_models
 MAX_QUERIES = 20
 QUERIES = (f"queries=[{{name: square, eps: [0.03], norm: linf, max_queries: {MAX_QUERIES}, budgets: [1, 5, 20], "
            "start_from: [clean, b]}]")
